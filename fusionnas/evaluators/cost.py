@@ -21,9 +21,12 @@ import warnings
 from typing import Any, Sequence
 
 import torch
-from fvcore.nn import FlopCountAnalysis
-from fvcore.nn.jit_handles import get_shape
 from torch import nn
+
+with warnings.catch_warnings():  # fvcore imports torch.jit.script, deprecated in torch 2.x
+    warnings.simplefilter("ignore", FutureWarning)
+    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn.jit_handles import get_shape
 
 __all__ = ["count_flops", "count_params", "flop_breakdown", "ELEMENTWISE_OPS"]
 
@@ -76,8 +79,12 @@ def _matmul_flops(inputs: list[Any], outputs: list[Any]) -> int:
     return math.prod(out) * a[-1]
 
 
-# op name (as fvcore sees it) -> handle
+# Data movement that costs no arithmetic (fvcore already ignores aten::constant_pad_nd).
+ZERO_COST_OPS: tuple[str, ...] = ("aten::pad", "aten::new_empty_strided", "aten::empty_like")
+
+# op name (as fvcore sees it) -> handle; None marks an op as deliberately free
 _HANDLES: dict[str, Any] = {
+    **{op: None for op in ZERO_COST_OPS},
     "prim::PythonOp.FWHTFunction": _fwht_flops,
     "aten::matmul": _matmul_flops,
     **{op: _output_numel for op in ELEMENTWISE_OPS},

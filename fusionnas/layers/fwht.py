@@ -32,12 +32,21 @@ def next_power_of_two(n: int) -> int:
     return 1 << (max(n, 1) - 1).bit_length()
 
 
-@functools.lru_cache(maxsize=64)
-def _hadamard_cached(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _build_hadamard(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     h = torch.ones(1, 1, dtype=dtype, device=device)
     while h.shape[0] < n:
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
     return h
+
+
+_build_hadamard_cached = functools.lru_cache(maxsize=64)(_build_hadamard)
+
+
+def _hadamard_cached(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # A tensor made while tracing belongs to that trace's graph; never cache it.
+    if torch.jit.is_tracing():
+        return _build_hadamard(n, dtype, device)
+    return _build_hadamard_cached(n, dtype, device)
 
 
 def hadamard(n: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:

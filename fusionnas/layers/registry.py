@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
+import torch
 from torch import nn
 
-__all__ = ["register_fusion", "create_fusion", "list_fusions", "conv1x1"]
+from fusionnas.layers._checks import check_input
+
+__all__ = ["register_fusion", "create_fusion", "list_fusions", "PointwiseConv"]
 
 FusionFactory = Callable[..., nn.Module]
 F = TypeVar("F", bound=FusionFactory)
@@ -51,6 +54,12 @@ def create_fusion(kind: str, in_channels: int, out_channels: int, **options) -> 
 
 
 @register_fusion("conv")
-def conv1x1(in_channels: int, out_channels: int, bias: bool = False) -> nn.Conv2d:
-    """The reference fusion: a dense 1x1 convolution."""
-    return nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=bias)
+class PointwiseConv(nn.Conv2d):
+    """The reference fusion: a dense 1x1 convolution (same parameters as ``nn.Conv2d``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = False) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        check_input(x, self.in_channels, type(self).__name__)
+        return super().forward(x)

@@ -1,0 +1,194 @@
+"""Walsh-Hadamard transform layers: channel fusion (1D) and spatial filtering (2D)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusionnas.layers._checks import check_input, check_positive
+from fusionnas.layers.fwht import _factors, _hadamard_cached, fwht, is_power_of_two, next_power_of_two
+from fusionnas.layers.registry import register_fusion
+from fusionnas.layers.thresholds import SmoothThreshold
+
+__all__ = ["WHTPointwise", "WHT2d"]
+
+# Eval fast path: images per chunk are chosen so one chunk's coefficients
+# (n x pixels floats) stay within this many bytes, i.e. in the L2/L3 caches.
+_CHUNK_BYTES = 4 << 20
+
+
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+@register_fusion("wht")
+class WHTPointwise(nn.Module):
+    """Walsh-Hadamard channel fusion, a drop-in for a 1x1 convolution (seeds 000, 002).
+
+    Per pixel: ``y = crop(W S_T(w * W pad(x)))`` where ``W = H_n / sqrt(n)`` is
+    the orthonormal Walsh-Hadamard transform over channels, ``w`` a trainable
+    per-coefficient scale (init 1), ``S_T`` smooth thresholding with a
+    trainable per-coefficient threshold (init ``i / (10 n)``). The input is
+    zero-padded to ``n = next_power_of_two(max(in, out))`` channels and the
+    first ``out_channels`` outputs are kept; since ``w`` and ``T`` differ per
+    coefficient, expanded outputs are not copies of each other.
+
+    With ``block=b`` the transform is block-diagonal: channels are padded to
+    a multiple of b and each group of b channels is transformed on its own
+    (the seed-002 block variant).
+
+    Parameters: 2n. FLOPs per pixel: two n log2(b) add/sub transforms, the
+    scale (n), smooth thresholding (5n: abs, subtract, ReLU, tanh, multiply)
+    and the output normalisation (out_channels).
+
+    In inference (no autograd, not tracing) the same function is computed
+    image-chunk by image-chunk with the Kronecker factors of H as small GEMMs,
+    the scale and normalisation folded into them, so that the intermediates
+    stay in cache (see benchmarks/operators.py).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, block: int | None = None) -> None:
+        super().__init__()
+        check_positive("in_channels", in_channels)
+        check_positive("out_channels", out_channels)
+        width = max(in_channels, out_channels)
+        if block is None:
+            block = next_power_of_two(width)
+        elif not is_power_of_two(block):
+            raise ValueError(f"block must be a power of two, got {block}; try {next_power_of_two(block)}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.block = block
+        self.blocks = math.ceil(width / block)
+        self.n = self.blocks * block
+        self.scale = nn.Parameter(torch.ones(self.blocks, block, 1))
+        self.smooth = SmoothThreshold((self.blocks, block, 1))
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return f"{self.in_channels}, {self.out_channels}, n={self.n}, block={self.block}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        check_input(x, self.in_channels, type(self).__name__)
+        if self.blocks == 1 and not torch.is_grad_enabled() and not _tracing():
+            return self._forward_inference(x)
+        return self._forward_reference(x)
+
+    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable, traceable form; the FLOP counter and ONNX see this one."""
+        n_img, c_in, h, w = (int(d) for d in x.shape)
+        pixels = h * w
+        x = x.reshape(n_img, c_in, pixels)
+        if self.n > c_in:
+            x = F.pad(x, (0, 0, 0, self.n - c_in))
+        z = fwht(x.reshape(n_img, self.blocks, self.block, pixels), dim=2)  # (N, m, b, P)
+        s = self.smooth(z * (self.scale * self.block**-0.5))
+        y = fwht(s, dim=2).reshape(n_img, self.n, pixels)[:, : self.out_channels]
+        return (y * self.block**-0.5).reshape(n_img, self.out_channels, h, w)
+
+    @torch.no_grad()
+    def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """Same function, chunk of images by chunk, intermediates in cache."""
+        n_img, c_in, h, w = (int(d) for d in x.shape)
+        pixels, n, c_out = h * w, self.n, self.out_channels
+        sizes = _factors(n)
+        rest = n // sizes[0]  # size of one step along the first (outermost) axis
+        hs = [_hadamard_cached(f, x.dtype, x.device) for f in sizes]
+        norm = n**-0.5
+        # Forward: the last factor carries the per-coefficient scale and 1/sqrt(n).
+        groups, last = n // sizes[-1], sizes[-1]
+        scaled_last = self.scale.reshape(groups, last, 1) * (norm * hs[-1])  # (G, f, f)
+        if len(sizes) == 1:
+            scaled_last = scaled_last[0]
+        k_in = math.ceil(c_in / rest)  # input rows of the first factor that are not zero
+        k_out = math.ceil(c_out / rest)  # output rows of the last inverse step we need
+        first_in = (scaled_last if len(sizes) == 1 else hs[0])[:, :k_in]
+        first_out = hs[0][:k_out] * norm
+        threshold = self.smooth.threshold.reshape(n, 1).abs()
+
+        out = x.new_empty(n_img, k_out * rest, pixels)
+        x = x.reshape(n_img, c_in, pixels)
+        step = max(1, _CHUNK_BYTES // (4 * n * pixels))
+        for start in range(0, n_img, step):
+            xc = x[start : start + step]
+            b = xc.shape[0]
+            if k_in * rest != c_in:
+                xc = F.pad(xc, (0, 0, 0, k_in * rest - c_in))
+            u = torch.matmul(first_in, xc.reshape(b, k_in, rest * pixels))  # (B, f1, rest*P)
+            for i in range(1, len(sizes)):
+                outer = math.prod(sizes[:i])
+                m = scaled_last if i == len(sizes) - 1 else hs[i]
+                u = torch.matmul(m, u.reshape(b, outer, sizes[i], -1))
+            u = u.reshape(b, n, pixels)
+            kept = u.abs().sub_(threshold).clamp_(min=0)  # smooth thresholding, in place
+            u.tanh_().mul_(kept)
+            # Inverse: factors in reverse order, 1/sqrt(n) on the last (smallest) step.
+            for i in range(len(sizes) - 1, 0, -1):
+                outer = math.prod(sizes[:i])
+                u = torch.matmul(hs[i], u.reshape(b, outer, sizes[i], -1))
+            dest = out[start : start + b].view(b, k_out, rest * pixels)
+            torch.matmul(first_out, u.reshape(b, sizes[0], rest * pixels), out=dest)
+        return out[:, :c_out].reshape(n_img, c_out, h, w)
+
+
+class WHT2d(nn.Module):
+    """2D Walsh-Hadamard layer over the spatial dims (seed 002), optionally strided.
+
+    Each channel's map is zero-padded to a multiple of the tile (``size``,
+    rounded up to powers of two) and every tile goes through a separable 2D
+    WHT, a trainable per-coefficient scale, smooth thresholding and the
+    inverse; stride 2 average-pools the result; the output is cropped back to
+    the input size (divided by the stride). The scale and thresholds have one
+    value per tile coefficient, shared by all channels (``shared=True``, the
+    seed's layer: 2 t_h t_w parameters) or one set per channel (2 C t_h t_w),
+    which makes the layer a depthwise operator (see ``HadamardDepthwise``).
+
+    A tile as large as the feature map gives the seed's global 2D-WHT layer.
+    FLOPs per tile: 2 t_h t_w (log2 t_h + log2 t_w) add/subs, 6 t_h t_w
+    element-wise, plus the pooling.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        size: int | tuple[int, int],
+        stride: int = 1,
+        shared: bool = True,
+    ) -> None:
+        super().__init__()
+        check_positive("channels", channels)
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        tile_h, tile_w = (size, size) if isinstance(size, int) else size
+        check_positive("size", tile_h)
+        check_positive("size", tile_w)
+        self.channels = channels
+        self.tile = (next_power_of_two(tile_h), next_power_of_two(tile_w))
+        self.stride = stride
+        self.shared = shared
+        param_shape = (1 if shared else channels, 1, self.tile[0], 1, self.tile[1])
+        self.scale = nn.Parameter(torch.ones(param_shape))
+        self.smooth = SmoothThreshold(param_shape)
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return f"{self.channels}, tile={self.tile}, stride={self.stride}, shared={self.shared}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        check_input(x, self.channels, type(self).__name__)
+        n_img, c, h, w = (int(d) for d in x.shape)
+        th, tw = self.tile
+        ph, pw = math.ceil(h / th) * th, math.ceil(w / tw) * tw
+        if (ph, pw) != (h, w):
+            x = F.pad(x, (0, pw - w, 0, ph - h))
+        tiles = x.reshape(n_img, c, ph // th, th, pw // tw, tw)
+        # Parameters are (C or 1, 1, t_h, 1, t_w): they broadcast over images and tiles.
+        norm = (th * tw) ** -0.5
+        z = fwht(fwht(tiles, dim=3), dim=5)
+        s = self.smooth(z * (self.scale * norm))
+        y = fwht(fwht(s, dim=3), dim=5) * norm
+        y = y.reshape(n_img, c, ph, pw)
+        if self.stride == 2:
+            y = F.avg_pool2d(y, 2, ceil_mode=True)
+        return y[:, :, : math.ceil(h / self.stride), : math.ceil(w / self.stride)]
+
