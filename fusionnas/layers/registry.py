@@ -12,7 +12,7 @@ from typing import Callable, TypeVar
 import torch
 from torch import nn
 
-from fusionnas.layers._checks import check_input
+from fusionnas.layers._checks import check_input, check_positive
 
 __all__ = ["register_fusion", "create_fusion", "list_fusions", "PointwiseConv"]
 
@@ -58,6 +58,8 @@ class PointwiseConv(nn.Conv2d):
     """The reference fusion: a dense 1x1 convolution (same parameters as ``nn.Conv2d``)."""
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = False) -> None:
+        check_positive("in_channels", in_channels)
+        check_positive("out_channels", out_channels)
         super().__init__(in_channels, out_channels, kernel_size=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102

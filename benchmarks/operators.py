@@ -1,0 +1,84 @@
+"""Forward time of the transform operators against the 1x1 convolution they replace.
+
+Run: ``make bench`` (or ``python -m benchmarks.operators [--quick]``). Every row
+is timed side by side with its conv in one process, on 2 threads, in eval mode
+without autograd; ratios > 1 mean faster than the conv.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+
+import torch
+
+from benchmarks._timing import time_side_by_side
+from fusionnas.layers import create_fusion, fwht
+
+# (name, input shape (N, C, H, W), output channels)
+SHAPES = [
+    ("seed 10x1024x32x32", (10, 1024, 32, 32), 1024),
+    ("MBv2 96->24 @56", (1, 96, 56, 56), 24),
+    ("MBv2 320->1280 @7", (1, 320, 7, 7), 1280),
+]
+DCT_KEPT = (1.0, 0.5, 0.25)
+
+
+def _dct_with_kept_fraction(c_in: int, c_out: int, fraction: float) -> torch.nn.Module:
+    layer = create_fusion("dct", c_in, c_out)
+    layer.set_kept_fraction(fraction)
+    return layer
+
+
+def operator_table(shapes=SHAPES, rounds: int = 15) -> list[dict]:
+    """One row per (shape, operator): median ms and speed-up over the 1x1 conv."""
+    rows = []
+    for label, shape, c_out in shapes:
+        c_in = shape[1]
+        x = torch.randn(shape)
+        layers = {
+            "conv 1x1": create_fusion("conv", c_in, c_out),
+            "WHTPointwise": create_fusion("wht", c_in, c_out),
+            "ButterflyPointwise": create_fusion("bft", c_in, c_out),
+        }
+        for fraction in DCT_KEPT:
+            layers[f"DCTPointwise kept {fraction:.2f}"] = _dct_with_kept_fraction(c_in, c_out, fraction)
+        for layer in layers.values():
+            layer.eval()
+        with torch.inference_mode():
+            times = time_side_by_side({k: (lambda m=m: m(x)) for k, m in layers.items()}, rounds=rounds)
+        for name, ms in times.items():
+            rows.append({"shape": label, "op": name, "ms": ms, "vs_conv": times["conv 1x1"] / ms})
+    return rows
+
+
+def fwht_table(rounds: int = 15) -> list[dict]:
+    """fwht over channels of the seed tensor against a plain copy (the memory floor)."""
+    x = torch.randn(10, 1024, 32, 32)
+    with torch.inference_mode():
+        times = time_side_by_side(
+            {"copy (clone)": lambda: x.clone(), "fwht dim=1": lambda: fwht(x, dim=1)}, rounds=rounds
+        )
+    return [{"op": k, "ms": v, "vs_copy": v / times["copy (clone)"]} for k, v in times.items()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (for make quickstart)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rounds = 5 if args.quick else 15
+    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, median of {rounds} interleaved rounds")
+    print(f"{'shape':<20} {'operator':<26} {'ms':>9} {'x faster than conv':>19}")
+    for row in operator_table(rounds=rounds):
+        print(f"{row['shape']:<20} {row['op']:<26} {row['ms']:9.2f} {row['vs_conv']:19.2f}")
+    print()
+    print(f"{'fwht at 10x1024x32x32':<47} {'ms':>9} {'x the copy time':>19}")
+    for row in fwht_table(rounds=rounds):
+        print(f"{row['op']:<47} {row['ms']:9.2f} {row['vs_copy']:19.2f}")
+
+
+if __name__ == "__main__":
+    main()
