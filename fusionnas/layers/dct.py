@@ -193,6 +193,7 @@ class DCTPointwise(nn.Module):
             check_positive("input_size[0]", input_size[0])
             check_positive("input_size[1]", input_size[1])
         self._last_size: tuple[int, int] | None = input_size
+        self._plan_cache: tuple[tuple[int, int, int], list[_Band]] | None = None
         # nn.Conv2d's initialisation, so the layer starts as the conv it replaces.
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
@@ -249,9 +250,15 @@ class DCTPointwise(nn.Module):
         self.threshold.fill_(math.sqrt(fraction))
 
     def _plan(self, h: int, w: int) -> list[_Band]:
-        with warnings.catch_warnings():  # while tracing: the bands are constants, as intended
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            return _bands(self.threshold.detach().tolist(), h, w)
+        # Cached until the thresholds change (any in-place update, optimizer step or
+        # load_state_dict, bumps the tensor's version): planning costs ~0.1 ms, as
+        # much as a whole small layer.
+        key = (h, w, self.threshold._version)
+        if self._plan_cache is None or self._plan_cache[0] != key:
+            with warnings.catch_warnings():  # while tracing: the bands are constants, as intended
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                self._plan_cache = (key, _bands(self.threshold.detach().tolist(), h, w))
+        return self._plan_cache[1]
 
     def _runs_dense(self, bands: list[_Band], h: int, w: int) -> bool:
         dense = self.out_channels * self.in_channels * h * w

@@ -56,10 +56,10 @@ def hadamard(n: int, dtype: torch.dtype = torch.float32, device: torch.device | 
     return _hadamard_cached(n, dtype, torch.device(device))
 
 
-def _factors(n: int) -> list[int]:
-    """Split n = 2^k into as few balanced power-of-two factors <= _MAX_FACTOR as possible."""
+def _factors(n: int, max_factor: int = _MAX_FACTOR) -> list[int]:
+    """Split n = 2^k into as few balanced power-of-two factors <= max_factor as possible."""
     k = n.bit_length() - 1
-    max_k = _MAX_FACTOR.bit_length() - 1
+    max_k = max_factor.bit_length() - 1
     parts = max(1, math.ceil(k / max_k))
     return [1 << (k // parts + (i < k % parts)) for i in range(parts)]
 

@@ -222,3 +222,17 @@ def test_bad_options_raise():
         DCTPointwise(3, 4, tau=0.0)
     with pytest.raises(ValueError, match="in_channels must be a positive integer"):
         DCTPointwise(0, 4)
+
+
+def test_eval_plan_follows_threshold_updates():
+    """The cached band plan must not outlive a change of the thresholds."""
+    layer = _layer(8, 8).eval()
+    x = torch.randn(2, 8, 8, 8, dtype=torch.float64)
+    layer(x)
+    full = layer.kept_fraction
+    layer.set_kept_fraction(0.25)
+    y = layer(x)
+    assert layer.kept_fraction < full
+    layer.load_state_dict(_layer(8, 8).state_dict())  # thresholds back to 1.0, in place
+    torch.testing.assert_close(layer(x), torch.nn.functional.conv2d(x, layer.weight))
+    assert not torch.allclose(y, layer(x))
