@@ -21,6 +21,42 @@ def _cmd_ops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_show(args: argparse.Namespace) -> int:
+    """Print an architecture of a space as a table of blocks, or as its JSON document."""
+    from fusionnas.spaces import Arch, get_space
+    from fusionnas.spaces.summary import bn_statistics, format_summary, summarize
+
+    space = get_space(args.space)
+    if args.arch is not None:
+        try:
+            text = open(args.arch, encoding="utf-8").read()
+        except OSError as error:
+            raise ValueError(f"cannot read --arch {args.arch}: {error.strerror}") from None
+        arch, label = Arch.from_json(text), args.arch
+        if arch.space != space.name:
+            raise ValueError(f"{args.arch} is an architecture of {arch.space!r}, not {space.name!r}")
+    else:
+        label = args.preset or "baseline"
+        arch = space.preset(label)
+    if args.json:
+        print(arch.to_json(indent=2))
+        return 0
+    classes = space.num_classes if args.classes is None else args.classes
+    parts = summarize(space, arch, num_classes=classes)
+    params = sum(p.params for p in parts)
+    stats = sum(p.bn_statistics for p in parts)
+    c, h, w = space.input_shape
+    print(f"space {space.name} v{space.version}: input {c}x{h}x{w}, {classes} classes")
+    note = f": {space.preset_note(label)}" if args.arch is None and space.preset_note(label) else ""
+    print(f"arch {label} (archid {arch.archid}){note}")
+    print(format_summary(parts))
+    print(f"params: {params:,} trainable; {params + stats:,} with BatchNorm running statistics "
+          f"(Keras counts these {stats:,} as parameters)")
+    size = space.size()
+    print(f"space size: {size:.3e} architectures ({size})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``fusionnas`` argument parser with its subcommands."""
     parser = argparse.ArgumentParser(prog="fusionnas", description=__doc__.splitlines()[0])
@@ -31,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--out", dest="out_channels", type=int, default=144, help="output channels")
     ops.add_argument("--size", type=int, default=56, help="feature map side")
     ops.set_defaults(func=_cmd_ops)
+    show = sub.add_parser("show", help="an architecture of a space: blocks, channels, params, FLOPs")
+    show.add_argument("space", help="search space name, e.g. mobilenetv2-cifar")
+    which = show.add_mutually_exclusive_group()
+    which.add_argument("--arch", metavar="FILE", help="architecture JSON document")
+    which.add_argument("--preset", metavar="NAME", help="named architecture of the space (default: baseline)")
+    show.add_argument("--classes", type=int, help="classifier width (default: the space's)")
+    show.add_argument("--json", action="store_true", help="print the architecture document instead")
+    show.set_defaults(func=_cmd_show)
     return parser
 
 

@@ -28,7 +28,7 @@ with warnings.catch_warnings():  # fvcore imports torch.jit.script, deprecated i
     from fvcore.nn import FlopCountAnalysis
     from fvcore.nn.jit_handles import get_shape
 
-__all__ = ["count_flops", "count_params", "flop_breakdown", "ELEMENTWISE_OPS"]
+__all__ = ["count_flops", "count_params", "flop_breakdown", "module_flops", "ELEMENTWISE_OPS"]
 
 # Element-wise operators counted at one FLOP per output element.
 ELEMENTWISE_OPS: tuple[str, ...] = tuple(
@@ -148,6 +148,12 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
 def flop_breakdown(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     """FLOPs per operator name, e.g. ``{"conv": ..., "FWHTFunction": ...}``."""
     return {op: int(v) for op, v in _run(model, input_shape).by_operator().items()}
+
+
+def module_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, dict[str, int]]:
+    """FLOPs per submodule name (``""`` is ``model``) and operator, children included."""
+    per_module = _run(model, input_shape).by_module_and_operator()
+    return {name: {op: int(v) for op, v in ops.items()} for name, ops in per_module.items()}
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

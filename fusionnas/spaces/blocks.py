@@ -1,0 +1,162 @@
+"""MobileNetV2's inverted-residual block with pluggable fusion and depthwise operators.
+
+Fusions (the 1x1 expansion and projection, and the head's final 1x1 layer)
+come from :func:`fusionnas.layers.create_fusion`; depthwise operators from the
+small registry here. Adding a depthwise operator is one file in
+``fusionnas/layers`` and one ``@register_depthwise("name")`` line.
+
+Every module a latency table times on its own (stem, block, head) has a
+``signature``: a canonical string of its full configuration that, together
+with its input shape, keys a lookup table.
+"""
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+import torch
+from torch import nn
+
+from fusionnas.layers import HadamardDepthwise, create_fusion
+from fusionnas.layers.fwht import next_power_of_two
+from fusionnas.spaces.arch import short_form
+
+__all__ = [
+    "ConvBNReLU6",
+    "FusionBN",
+    "InvertedResidual",
+    "create_depthwise",
+    "list_depthwise",
+    "register_depthwise",
+]
+
+DepthwiseFactory = Callable[[int, int, int], nn.Module]
+F = TypeVar("F", bound=DepthwiseFactory)
+
+_DEPTHWISE: dict[str, DepthwiseFactory] = {}
+
+
+def register_depthwise(name: str) -> Callable[[F], F]:
+    """Decorator: make ``factory(channels, kernel_size, stride)`` available as ``name``."""
+
+    def decorator(factory: F) -> F:
+        if name in _DEPTHWISE:
+            raise ValueError(f"depthwise operator {name!r} is already registered; pick another name")
+        _DEPTHWISE[name] = factory
+        return factory
+
+    return decorator
+
+
+def list_depthwise() -> list[str]:
+    """Names of the registered depthwise operators, in registration order."""
+    return list(_DEPTHWISE)
+
+
+def create_depthwise(kind: str, channels: int, kernel_size: int, stride: int) -> nn.Module:
+    """Build the depthwise operator ``kind`` (output side ``ceil(input side / stride)``)."""
+    try:
+        factory = _DEPTHWISE[kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown depthwise operator {kind!r}; known: {', '.join(list_depthwise())}"
+        ) from None
+    return factory(channels, kernel_size, stride)
+
+
+class ConvBNReLU6(nn.Sequential):
+    """Conv (no bias), batch norm, ReLU6: torchvision's ``Conv2dNormActivation``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 stride: int = 1, groups: int = 1) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2,
+                      groups=groups, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU6(inplace=True),
+        )
+        self.signature = (
+            f"conv(in={in_channels},out={out_channels},k={kernel_size},s={stride},g={groups},act=relu6)"
+        )
+
+
+class FusionBN(nn.Sequential):
+    """A fusion operator from the registry, batch norm, then ReLU6 unless ``activation=False``."""
+
+    def __init__(self, kind: str, in_channels: int, out_channels: int, activation: bool = True) -> None:
+        layers = [create_fusion(kind, in_channels, out_channels), nn.BatchNorm2d(out_channels)]
+        if activation:
+            layers.append(nn.ReLU6(inplace=True))
+        super().__init__(*layers)
+        self.kind = kind
+        act = "relu6" if activation else "none"
+        self.signature = f"fusion(kind={kind},in={in_channels},out={out_channels},act={act})"
+
+
+@register_depthwise("conv")
+def _depthwise_conv(channels: int, kernel_size: int, stride: int) -> nn.Module:
+    """MobileNetV2's depthwise k x k conv with batch norm and ReLU6."""
+    return ConvBNReLU6(channels, channels, kernel_size, stride, groups=channels)
+
+
+@register_depthwise("hadamard")
+def _depthwise_hadamard(channels: int, kernel_size: int, stride: int) -> nn.Module:
+    """Seed 000's multiplication-free depthwise operator on tiles of next_power_of_two(k).
+
+    k=3 gives 4x4 tiles, k=5 8x8. Its smooth thresholding is the non-linearity,
+    so no batch norm or ReLU6 follows (nothing to fold into a multiply-free op).
+    """
+    return HadamardDepthwise(channels, stride=stride, block=next_power_of_two(kernel_size))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: expand (1x1 fusion), depthwise, project (1x1 fusion), residual.
+
+    ``expand``: FusionBN with ReLU6, absent when ``expand_ratio == 1``;
+    ``depthwise``: from the depthwise registry; ``project``: FusionBN, linear.
+    The residual is added when ``stride == 1`` and ``in_channels == out_channels``,
+    as in torchvision. With all-conv operators and k=3 this is torchvision's
+    ``InvertedResidual`` with the same parameters in the same order.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        expand_ratio: int,
+        kernel_size: int = 3,
+        expand: str | None = "conv",
+        depthwise: str = "conv",
+        project: str = "conv",
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride!r}")
+        if (expand_ratio == 1) != (expand is None):
+            raise ValueError(
+                f"expand must be None exactly when expand_ratio is 1, got expand={expand!r} "
+                f"with expand_ratio={expand_ratio!r}"
+            )
+        hidden = int(round(in_channels * expand_ratio))
+        self.in_channels, self.out_channels, self.hidden_channels = in_channels, out_channels, hidden
+        self.stride, self.expand_ratio, self.kernel_size = stride, expand_ratio, kernel_size
+        self.operators = (expand, depthwise, project)
+        self.use_residual = stride == 1 and in_channels == out_channels
+        self.expand = None if expand is None else FusionBN(expand, in_channels, hidden)
+        self.depthwise = create_depthwise(depthwise, hidden, kernel_size, stride)
+        self.project = FusionBN(project, hidden, out_channels, activation=False)
+        self.signature = (
+            f"ir(in={in_channels},out={out_channels},hidden={hidden},s={stride},k={kernel_size},"
+            f"expand={expand or 'none'},dw={depthwise},project={project},res={int(self.use_residual)})"
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        y = x if self.expand is None else self.expand(x)  # (N, hidden, H, W)
+        y = self.project(self.depthwise(y))  # (N, out, H / s, W / s)
+        return x + y if self.use_residual else y
+
+    def describe(self) -> str:
+        """``32->32 s1 e6 k3 wht/dw/bft +res``: channels, stride and operators."""
+        ops = short_form(self.expand_ratio, self.kernel_size, *self.operators)
+        res = " +res" if self.use_residual else ""
+        return f"{self.in_channels}->{self.out_channels} s{self.stride} {ops}{res}"

@@ -1,0 +1,67 @@
+"""Registry of search spaces by name, and the interface a space offers."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import optuna
+    from torch import nn
+
+    from fusionnas.spaces.arch import Arch
+
+__all__ = ["Space", "register_space", "get_space", "list_spaces"]
+
+
+@runtime_checkable
+class Space(Protocol):
+    """What the search, the evaluators and the CLI use of a space."""
+
+    name: str
+    version: int
+    input_shape: tuple[int, int, int]  # (C, H, W) of one image
+    num_classes: int
+
+    def sample(self, trial: optuna.trial.BaseTrial) -> Arch:
+        """Draw an architecture with ``trial.suggest_*`` calls."""
+
+    def build(self, arch: Arch, num_classes: int | None = None) -> nn.Module:
+        """The torch model of ``arch``."""
+
+    def baseline(self) -> Arch:
+        """The reference network (all conv)."""
+
+    def presets(self) -> list[str]:
+        """Names of the named architectures."""
+
+    def preset(self, name: str) -> Arch:
+        """A named architecture."""
+
+    def size(self) -> int:
+        """Number of architectures in the space."""
+
+    def validate(self, arch: Arch) -> None:
+        """Raise ``ValueError`` naming the first field of ``arch`` the space does not allow."""
+
+
+_SPACES: dict[str, Space] = {}
+
+
+def register_space(space: Space) -> Space:
+    """Make ``space`` available to :func:`get_space` under ``space.name``; returns it."""
+    if space.name in _SPACES:
+        raise ValueError(f"search space {space.name!r} is already registered; pick another name")
+    _SPACES[space.name] = space
+    return space
+
+
+def list_spaces() -> list[str]:
+    """Names of the registered spaces, sorted."""
+    return sorted(_SPACES)
+
+
+def get_space(name: str) -> Space:
+    """The registered space ``name``; an unknown name raises ``ValueError`` listing the known ones."""
+    try:
+        return _SPACES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown search space {name!r}; known: {', '.join(list_spaces())}") from None

@@ -1,0 +1,262 @@
+"""Study files: shipped studies parse, every bad input gives a field-naming, fixable error."""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+
+from fusionnas.search import (
+    Constraints,
+    Objective,
+    SamplerConfig,
+    StudyConfigError,
+    load_study_config,
+    parse_study_config,
+)
+
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
+KNOWN = dict(
+    known_spaces=["mobilenetv2-cifar", "mobilenetv2-imagenet"],
+    known_datasets=["cifar10", "cifar100", "digits", "imagefolder", "synthetic"],
+    known_devices=["cpu", "cuda", "jetson-nano", "jetson-orin-nano"],
+    known_presets={"mobilenetv2-cifar": ["baseline", "wht-last-third", "all-bft", "all-wht"]},
+)
+VALID = {
+    "space": "mobilenetv2-cifar",
+    "n_trials": 4,
+    "dataset": {"name": "digits"},
+    "objectives": [{"metric": "accuracy"}, {"metric": "latency", "device": "jetson-nano"}],
+    "constraints": {"max_flops": 3e8, "max_latency_ms": 12.0, "latency_device": "jetson-nano"},
+    "budget": {"steps": 20},
+}
+
+
+def parse(data: dict, path: str | Path = "study.toml"):
+    return parse_study_config(data, path, **KNOWN)
+
+
+def with_change(dotted: str, value) -> dict:
+    """VALID with ``dotted`` (``budget.steps``, ``objectives.1.device``) set; None deletes."""
+    data = copy.deepcopy(VALID)
+    *parents, last = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+    if value is None:
+        del node[last]
+    elif isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return data
+
+
+@pytest.mark.parametrize("study", sorted(STUDIES.glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_studies_parse(study: Path) -> None:
+    config = load_study_config(study, **KNOWN)
+    assert config.name == study.stem
+    assert config.storage == f"sqlite:///{study.with_suffix('.db')}"
+    assert len(config.directions) == len(config.objectives) >= 1
+    json.dumps(config.to_dict())
+
+
+def test_shipped_studies_cover_the_issue() -> None:
+    names = {p.stem for p in STUDIES.glob("*.toml")}
+    assert {"quickstart", "cifar10-jetson-nano", "seed-hybrid"} <= names
+    quick = load_study_config(STUDIES / "quickstart.toml", **KNOWN)
+    assert (quick.dataset.name, quick.space) == ("digits", "mobilenetv2-cifar")
+    assert quick.n_trials <= 20 and quick.timeout_s <= 600 and quick.budget.steps <= 100
+    nano = load_study_config(STUDIES / "cifar10-jetson-nano.toml", **KNOWN)
+    assert nano.constraints.latency_device == "jetson-nano"
+    assert "latency_ms@jetson-nano" in nano.metric_names
+    seed = load_study_config(STUDIES / "seed-hybrid.toml", **KNOWN)
+    assert seed.enqueue == ("baseline", "wht-last-third", "all-bft")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fusionnas.spaces") is None,
+                    reason="fusionnas.spaces not written yet")
+@pytest.mark.parametrize("study", sorted(STUDIES.glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_studies_match_the_registries(study: Path) -> None:
+    load_study_config(study)  # names looked up in the real registries
+
+
+def test_defaults_and_helpers() -> None:
+    config = parse(VALID)
+    assert config.directions == ["maximize", "minimize"]
+    assert config.metric_names == ["accuracy", "latency_ms@jetson-nano"]
+    assert config.sampler.name == "tpe" and config.sampler.seed == config.seed == 0
+    assert config.budget.proxy_options() == {"steps": 20, "data_fraction": 1.0}
+    assert config.constraints.limits == {"flops": 3e8, "latency_ms": 12.0}
+    assert parse({**VALID, "dataset": "digits"}).dataset == config.dataset
+
+
+def test_zero_cost_objective_takes_the_budget_proxy() -> None:
+    data = {**VALID, "objectives": [{"metric": "zero_cost"}, {"metric": "params"}],
+            "budget": {"kind": "zero_cost", "zero_cost_proxy": "naswot"}}
+    config = parse(data)
+    assert config.objectives[0].proxy == "naswot"
+    assert config.directions == ["maximize", "minimize"]
+
+
+@pytest.mark.parametrize("dotted, value, field, fix", [
+    # unknown key, with the closest valid key
+    ("budget.stpes", 3, "budget.stpes", "did you mean 'steps'?"),
+    ("max_flops", 1e8, "max_flops", "move it under [constraints]"),
+    # wrong type
+    ("n_trials", "10", "n_trials", "write n_trials = 20"),
+    ("budget.batch_size", 32.5, "budget.batch_size", "write batch_size = 64"),
+    ("constraints", 5, "constraints", "write [constraints] as a table"),
+    ("objectives", "accuracy", "objectives", "[[objectives]]"),
+    # unknown names
+    ("space", "mobilenetv2-cifa", "space", "did you mean 'mobilenetv2-cifar'?"),
+    ("dataset.name", "cifar-10", "dataset.name", "did you mean 'cifar10'?"),
+    ("objectives.1.device", "jetson-nan", "objectives[1].device", "did you mean 'jetson-nano'?"),
+    ("constraints.latency_device", "tx2", "constraints.latency_device", "known: cpu, cuda"),
+    ("objectives.0.metric", "acc", "objectives[0].metric", "known: accuracy"),
+    ("objectives.0.direction", "maximise", "objectives[0].direction", "'maximize'"),
+    ("sampler.name", "cmaes", "sampler.name", "known: nsga2, random, tpe"),
+    ("enqueue", ["baseline", "seed"], "enqueue[1]", "known: all-bft"),
+    # negative budget
+    ("budget.steps", -5, "budget.steps", "write steps = 50"),
+    ("budget.epochs", 0, "budget.steps", "not both"),
+    ("budget", {"epochs": -1}, "budget.epochs", "write epochs = 1"),
+    ("budget.data_fraction", 1.5, "budget.data_fraction", "write data_fraction"),
+    ("n_trials", 0, "n_trials", "write n_trials = 20"),
+    ("timeout_s", -1, "timeout_s", "write timeout_s"),
+    # impossible constraint
+    ("constraints.max_flops", 0, "constraints.max_flops", "positive limit"),
+    ("constraints.max_params", -1e6, "constraints.max_params", "positive limit"),
+    ("constraints.latency_device", None, "constraints.latency_device", "add latency_device"),
+    # missing or inconsistent
+    ("space", None, "space", 'add space = "mobilenetv2-cifar"'),
+    ("objectives.1.device", None, "objectives[1].device", 'add device = "jetson-nano"'),
+    ("objectives.0", {"metric": "flops", "device": "cpu"}, "objectives[0].device", "remove"),
+    ("n_trials", None, "n_trials", "add n_trials = 20 or timeout_s"),
+    ("sampler.population_size", 10, "sampler.population_size", "remove the key"),
+    ("budget.kind", "zero_cost", "objectives[0].metric", 'budget.kind = "proxy"'),
+    ("seed", -3, "seed", "write seed = 0"),
+])
+def test_bad_input_names_the_field_and_the_fix(dotted, value, field, fix) -> None:
+    with pytest.raises(StudyConfigError) as info:
+        parse(with_change(dotted, value))
+    lines = [p.line("study.toml") for p in info.value.problems]
+    assert any(line.startswith(f"study.toml: {field}: ") and fix in line for line in lines), lines
+    assert isinstance(info.value, ValueError)
+
+
+def test_every_problem_is_reported_one_per_line() -> None:
+    data = with_change("budget.stpes", 3)
+    data.update(space="nope", n_trials="3", dataset={"name": "digits", "val_fraction": 2})
+    with pytest.raises(StudyConfigError) as info:
+        parse(data)
+    fields = [p.field for p in info.value.problems]
+    assert set(fields) == {"budget.stpes", "space", "n_trials", "dataset.val_fraction"}
+    lines = str(info.value).splitlines()
+    assert lines[0] == "study.toml: 4 problems in the study"
+    assert len(lines) == 5 and all(line.startswith("study.toml: ") for line in lines)
+
+
+def test_a_single_problem_is_one_line() -> None:
+    with pytest.raises(StudyConfigError) as info:
+        parse(with_change("budget.steps", -5))
+    assert str(info.value) == "study.toml: budget.steps: must be > 0, got -5; write steps = 50"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(StudyConfigError, match=r"nope\.toml: no such study file; check the path"):
+        load_study_config(tmp_path / "nope.toml", **KNOWN)
+
+
+def test_toml_syntax_error_gives_the_line(tmp_path: Path) -> None:
+    study = tmp_path / "bad.toml"
+    study.write_text('space = "mobilenetv2-cifar"\nn_trials = 4\nseed = \n')
+    with pytest.raises(StudyConfigError) as info:
+        load_study_config(study, **KNOWN)
+    message = str(info.value)
+    assert "\n" not in message and "line 3, column" in message and "TOML syntax error" in message
+    study.write_text('space = "mobilenetv2-cifar\n')
+    with pytest.raises(StudyConfigError, match="line 1"):
+        load_study_config(study, **KNOWN)
+
+
+def test_storage_resolves_beside_the_study(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    study = folder / "mine.toml"
+    study.write_text(
+        'space = "mobilenetv2-cifar"\nn_trials = 2\ndataset = "digits"\n'
+        '[[objectives]]\nmetric = "accuracy"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    config = load_study_config(Path("studies/mine.toml"), **KNOWN)
+    assert config.storage == f"sqlite:///{folder.resolve() / 'mine.db'}"
+    assert config.path == study.resolve()
+    for storage, expected in [
+        ("sqlite:///runs/x.db", f"sqlite:///{folder.resolve() / 'runs/x.db'}"),
+        ("x.db", f"sqlite:///{folder.resolve() / 'x.db'}"),
+        ("sqlite:////abs/x.db", "sqlite:////abs/x.db"),
+        ("postgresql://host/db", "postgresql://host/db"),
+    ]:
+        data = {**VALID, "storage": storage}
+        assert parse_study_config(data, study, **KNOWN).storage == expected
+
+
+@pytest.mark.parametrize("name, cls", [
+    ("tpe", optuna.samplers.TPESampler),
+    ("nsga2", optuna.samplers.NSGAIISampler),
+    ("random", optuna.samplers.RandomSampler),
+])
+def test_make_sampler_uses_the_seed(name, cls) -> None:
+    def draws(seed: int) -> list[str]:
+        config = parse({**VALID, "seed": seed, "sampler": {"name": name}})
+        sampler = config.make_sampler()
+        assert type(sampler) is cls
+        study = optuna.create_study(sampler=sampler, directions=config.directions)
+        return [study.ask().suggest_categorical("op", ["conv", "wht", "dct", "bft"])
+                for _ in range(8)]
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    assert draws(3) == draws(3) != draws(4)
+
+
+def test_make_sampler_passes_constraints_func() -> None:
+    func = lambda trial: (0.0,)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # deprecated in Optuna 5
+        tpe = SamplerConfig("tpe", seed=1, n_startup_trials=3).make_sampler(func)
+        nsga = SamplerConfig("nsga2", seed=1, population_size=8).make_sampler(func)
+    assert tpe._constraints_func is func and tpe._n_startup_trials == 3
+    assert nsga._constraints_func is func and nsga._population_size == 8
+
+
+def test_fingerprint_tracks_what_defines_the_search() -> None:
+    base = parse(VALID).fingerprint
+    assert parse({**VALID, "n_trials": 50, "storage": "postgresql://h/db"}).fingerprint == base
+    assert parse({**VALID, "space": "mobilenetv2-imagenet"}).fingerprint != base
+    assert parse(with_change("budget.steps", 21)).fingerprint != base
+
+
+def test_constraints_violations_and_feasibility_hook() -> None:
+    config = parse(VALID)
+    measured = {"flops": 4e8, "latency_ms": 10.0, "params": 1.0}
+    assert config.constraints.violations(measured) == {"flops": 1e8, "latency_ms": -2.0}
+    with pytest.raises(StudyConfigError) as info:
+        config.check_feasible(measured)
+    (problem,) = info.value.problems
+    assert problem.field == "constraints.max_flops" and "raise max_flops" in problem.fix
+    config.check_feasible({"flops": 1e8, "latency_ms": 1.0})
+    with pytest.raises(ValueError, match="latency_ms"):
+        config.constraints.violations({"flops": 1.0})
+
+
+def test_dataclasses_validate_direct_construction() -> None:
+    with pytest.raises(StudyConfigError, match="device: a latency objective needs a device"):
+        Objective("latency")
+    with pytest.raises(StudyConfigError, match="max_memory_mb: must be > 0"):
+        Constraints(max_memory_mb=0)
+    assert Objective("params").direction == "minimize"
