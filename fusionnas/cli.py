@@ -57,6 +57,24 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profile(args: argparse.Namespace) -> int:
+    """Measure a latency table for a space on this machine (run it ON the target device)."""
+    from fusionnas.evaluators.latency import LatencyModel
+    from fusionnas.spaces import get_space
+
+    if args.samples < 0:
+        raise ValueError(f"--samples must be >= 0, got {args.samples}")
+    space = get_space(args.space)
+    table = LatencyModel.profile_space(
+        space, args.device, samples=args.samples, seed=args.seed, threads=args.threads, repeats=args.repeats
+    )
+    table.save(args.out)
+    baseline = table.predict(space.baseline())
+    print(f"{table.describe()}")
+    print(f"wrote {args.out}: {len(table.entries)} entries; baseline {space.name} predicts {baseline:.3f} ms")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``fusionnas`` argument parser with its subcommands."""
     parser = argparse.ArgumentParser(prog="fusionnas", description=__doc__.splitlines()[0])
@@ -75,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--classes", type=int, help="classifier width (default: the space's)")
     show.add_argument("--json", action="store_true", help="print the architecture document instead")
     show.set_defaults(func=_cmd_show)
+    profile = sub.add_parser("profile", help="measure a per-block latency table on this machine")
+    profile.add_argument("--space", required=True, help="search space name")
+    profile.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to measure")
+    profile.add_argument("--out", required=True, metavar="FILE", help="table to write (JSON)")
+    profile.add_argument("--samples", type=int, default=50, help="random architectures besides the presets")
+    profile.add_argument("--seed", type=int, default=0, help="seed of the random architectures")
+    profile.add_argument("--threads", type=int, help="CPU threads while measuring (default: torch's)")
+    profile.add_argument("--repeats", type=int, default=25, help="timed runs per entry (median)")
+    profile.set_defaults(func=_cmd_profile)
     return parser
 
 

@@ -1,0 +1,365 @@
+"""Proxy training: train a built architecture for a small budget and report its validation accuracy.
+
+SGD with Nesterov momentum, a short linear warm-up into a cosine decay,
+label smoothing, and the DCT layers' frequency regulariser
+(:func:`fusionnas.layers.frequency_regularizer`, weighted by
+``dct_weight``) added to the loss. Mixed precision runs on CUDA only. On the
+CPU a seed fixes everything (weights aside: the caller builds the model),
+so two runs give the same loss curve.
+
+A run that cannot give an accuracy raises a :class:`ProxyTrainingError`:
+:class:`TrainingDiverged` for a NaN/inf loss, :class:`OutOfMemory` when the
+device runs out of memory. The search records these as failed trials.
+
+Example:
+    >>> data = get_dataset("digits")
+    >>> result = train_proxy(model, data, ProxyBudget(epochs=2))  # doctest: +SKIP
+    >>> result.val_accuracy  # doctest: +SKIP
+    0.93
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from fusionnas.evaluators.data import DataSplits, iterate_batches
+from fusionnas.layers import frequency_regularizer
+
+__all__ = [
+    "ProxyBudget",
+    "ProxyResult",
+    "ProxyTrainingError",
+    "TrainingDiverged",
+    "OutOfMemory",
+    "train_proxy",
+    "resolve_device",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class ProxyTrainingError(RuntimeError):
+    """Proxy training gave no result; ``reason`` is a short tag for the trial record."""
+
+    reason = "failed"
+
+
+class TrainingDiverged(ProxyTrainingError):
+    """The loss became NaN or infinite (``step`` counts from 1; 0 means validation)."""
+
+    reason = "diverged"
+
+    def __init__(self, message: str, step: int, loss: float) -> None:
+        super().__init__(message)
+        self.step = step
+        self.loss = loss
+
+
+class OutOfMemory(ProxyTrainingError):
+    """The device ran out of memory; a smaller batch or resolution may fit."""
+
+    reason = "out_of_memory"
+
+
+@dataclass(frozen=True)
+class ProxyBudget:
+    """How much (and how) to train one architecture.
+
+    Set ``epochs`` or ``steps`` (neither: one epoch). One epoch is one pass
+    over the training split after ``data_fraction`` is applied.
+    """
+
+    epochs: float | None = None
+    steps: int | None = None
+    data_fraction: float = 1.0  # stratified, seeded share of the training split
+    batch_size: int = 128
+    lr: float = 0.05  # peak learning rate, reached after the warm-up
+    momentum: float = 0.9  # Nesterov
+    weight_decay: float = 4e-5  # on weights with >= 2 dims only (not BN, biases, thresholds, scales)
+    warmup_fraction: float = 0.05  # share of the steps spent ramping the lr up linearly
+    label_smoothing: float = 0.1
+    resolution: int | None = None  # train and validate at r x r (None: the data's size)
+    augment: bool | None = None  # crop + flip; None: the dataset's default
+    dct_weight: float = 1e-3  # weight of frequency_regularizer(model) in the loss
+    eval_batch_size: int = 512
+    seed: int = 0
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler)
+
+    def __post_init__(self) -> None:
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError(
+                f"set epochs or steps, not both (got epochs={self.epochs!r}, steps={self.steps!r})"
+            )
+        if self.epochs is not None and not (_is_number(self.epochs) and self.epochs > 0):
+            raise ValueError(f"epochs must be > 0, got {self.epochs!r}")
+        if self.steps is not None and not (_is_int(self.steps) and self.steps >= 1):
+            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        if not (_is_number(self.data_fraction) and 0 < self.data_fraction <= 1):
+            raise ValueError(f"data_fraction must be in (0, 1], got {self.data_fraction!r}")
+        for name in ("batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if not (_is_int(value) and value >= 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (_is_number(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        for name in ("momentum", "warmup_fraction", "label_smoothing"):
+            value = getattr(self, name)
+            if not (_is_number(value) and 0 <= value < 1):
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        for name in ("weight_decay", "dct_weight"):
+            value = getattr(self, name)
+            if not (_is_number(value) and value >= 0):
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if self.resolution is not None and not (_is_int(self.resolution) and self.resolution >= 1):
+            raise ValueError(f"resolution must be a positive integer or None, got {self.resolution!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (for study records)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ProxyResult:
+    """What a proxy run measured; ``loss_curve`` is the training loss (with regulariser) per step."""
+
+    val_accuracy: float
+    val_loss: float  # cross-entropy without label smoothing
+    loss_curve: list[float]
+    train_seconds: float
+    eval_seconds: float
+    steps: int
+    epochs: float
+    train_samples: int
+    device: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (for study records)."""
+        return dataclasses.asdict(self)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is a ValueError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but torch sees no CUDA GPU; use device='auto' or 'cpu'")
+    return resolved
+
+
+def _is_oom(error: BaseException) -> bool:
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def train_proxy(
+    model: nn.Module, data: DataSplits, budget: ProxyBudget | None = None, *, progress: bool = False
+) -> ProxyResult:
+    """Train ``model`` in place on ``data`` within ``budget``; return its validation accuracy.
+
+    The model moves to the budget's device and is left there in eval mode.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite.
+        OutOfMemory: the device ran out of memory.
+        ValueError: the model's outputs do not match the data's classes.
+    """
+    budget = budget or ProxyBudget()
+    device = resolve_device(budget.device)
+    failure = None
+    try:
+        return _train(model, data, budget, device, progress)
+    except Exception as error:  # noqa: BLE001 (only OOM is translated; the rest re-raised)
+        if not _is_oom(error):
+            raise
+        failure = f"{device} ran out of memory ({type(error).__name__}: {str(error).splitlines()[0]})"
+    # Outside the except block, so the failed step's tensors (held by the traceback) are freed.
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    raise OutOfMemory(
+        f"{failure}, training at batch_size={budget.batch_size}; lower batch_size or resolution"
+    )
+
+
+def _cosine_with_warmup(total: int, warmup_fraction: float):
+    warmup = min(total - 1, math.ceil(total * warmup_fraction)) if warmup_fraction > 0 else 0
+
+    def factor(step: int) -> float:  # lr multiplier before optimizer step `step` (0-based)
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _train(
+    model: nn.Module, data: DataSplits, budget: ProxyBudget, device: torch.device, progress: bool
+) -> ProxyResult:
+    train = data.subsample(budget.data_fraction, seed=budget.seed)
+    n_train = len(train.x_train)
+    batch_size = min(budget.batch_size, n_train)  # whole batches only: BN needs > 1 sample
+    per_epoch = n_train // batch_size
+    if budget.steps is not None:
+        total = budget.steps
+    else:
+        total = max(1, round((budget.epochs or 1.0) * per_epoch))
+    augment = data.augment if budget.augment is None else budget.augment
+    amp_dtype = _amp_dtype(device, budget.amp)
+
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda"):  # seed dropout etc., restore after
+        torch.manual_seed(budget.seed)
+        generator = torch.Generator().manual_seed(budget.seed)
+        x_train, y_train = train.x_train.to(device), train.y_train.to(device)
+        model.to(device).train()
+        optimizer = torch.optim.SGD(
+            _param_groups(model, budget.weight_decay), lr=budget.lr, momentum=budget.momentum,
+            nesterov=budget.momentum > 0,
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(total, budget.warmup_fraction))
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+        criterion = nn.CrossEntropyLoss(label_smoothing=budget.label_smoothing)
+
+        def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            while True:
+                yield from iterate_batches(
+                    x_train, y_train, batch_size, mean=data.mean, std=data.std, shuffle=True,
+                    generator=generator, augment=augment, resolution=budget.resolution, drop_last=True,
+                )
+
+        curve: list[float] = []
+        bar = _progress_bar(total, progress)
+        start = time.perf_counter()
+        try:
+            for step, (xb, yb) in zip(range(1, total + 1), batches()):
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    logits = model(xb)
+                    if step == 1:
+                        _check_logits(logits, data.num_classes)
+                    loss = criterion(logits.float(), yb)
+                    if budget.dct_weight > 0:
+                        loss = loss + budget.dct_weight * frequency_regularizer(model).float()
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingDiverged(
+                        f"training loss is {value} at step {step} of {total} (lr={budget.lr}); "
+                        f"lower lr or check the architecture", step=step, loss=value,
+                    )
+                curve.append(value)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                schedule.step()
+                bar.update(1)
+                if step % 10 == 0 or step == total:
+                    bar.set_postfix(loss=f"{value:.3f}")
+        finally:
+            bar.close()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds = time.perf_counter() - start
+
+        start = time.perf_counter()
+        accuracy, val_loss = _evaluate(model, data, budget, device)
+        eval_seconds = time.perf_counter() - start
+    if not math.isfinite(val_loss):
+        raise TrainingDiverged(
+            f"validation loss is {val_loss} after {total} steps; lower lr or check the architecture",
+            step=0, loss=val_loss,
+        )
+    result = ProxyResult(
+        val_accuracy=accuracy, val_loss=val_loss, loss_curve=curve, train_seconds=train_seconds,
+        eval_seconds=eval_seconds, steps=total, epochs=total / per_epoch, train_samples=n_train,
+        device=str(device),
+    )
+    logger.info(
+        "proxy: %d steps (%.2f epochs) in %.1fs on %s, val accuracy %.4f, val loss %.4f",
+        total, result.epochs, train_seconds, device, accuracy, val_loss,
+    )
+    return result
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, data: DataSplits, budget: ProxyBudget, device: torch.device) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` in eval mode on the validation split.
+
+    In float32 even where training used mixed precision: evaluation is a small
+    share of the time, and the transform layers' inference paths (matmuls
+    into preallocated outputs) do not run under autocast.
+    """
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    x_val, y_val = data.x_val.to(device), data.y_val.to(device)
+    for xb, yb in iterate_batches(
+        x_val, y_val, budget.eval_batch_size, mean=data.mean, std=data.std, resolution=budget.resolution
+    ):
+        logits = model(xb).float()
+        loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
+        correct += int((logits.argmax(dim=1) == yb).sum())
+    n = len(y_val)
+    return correct / n, loss_sum / n
+
+
+def _check_logits(logits: torch.Tensor, num_classes: int) -> None:
+    if logits.dim() != 2 or logits.shape[1] != num_classes:
+        raise ValueError(
+            f"the model outputs shape {tuple(logits.shape)} but the data has {num_classes} classes; "
+            f"build the model with num_classes={num_classes}"
+        )
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def set_postfix(self, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    return tqdm(total=total, desc="proxy training", unit="step", leave=False, dynamic_ncols=True)
