@@ -8,7 +8,7 @@ from fusionnas.spaces.arch import Arch, BlockChoice
 from fusionnas.spaces.blocks import InvertedResidual, create_depthwise, list_depthwise, register_depthwise
 from fusionnas.spaces.mobilenetv2 import FusionMobileNetV2, MobileNetV2Space, make_divisible
 from fusionnas.spaces.pretrained import load_torchvision_weights
-from fusionnas.spaces.registry import Space, get_space, list_spaces, register_space
+from fusionnas.spaces.registry import Space, get_space, list_spaces, random_archs, register_space
 
 __all__ = [
     "Arch",
@@ -17,6 +17,7 @@ __all__ = [
     "register_space",
     "get_space",
     "list_spaces",
+    "random_archs",
     "MobileNetV2Space",
     "FusionMobileNetV2",
     "InvertedResidual",

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
     from fusionnas.spaces.arch import Arch
 
-__all__ = ["Space", "register_space", "get_space", "list_spaces"]
+__all__ = ["Space", "register_space", "get_space", "list_spaces", "random_archs"]
 
 
 @runtime_checkable
@@ -65,3 +65,16 @@ def get_space(name: str) -> Space:
         return _SPACES[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown search space {name!r}; known: {', '.join(list_spaces())}") from None
+
+
+def random_archs(space: Space, count: int, seed: int = 0) -> list[Arch]:
+    """``count`` architectures drawn uniformly by ``space.sample`` with a seeded random sampler."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line
+    try:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return [space.sample(study.ask()) for _ in range(count)]
