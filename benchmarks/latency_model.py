@@ -36,7 +36,7 @@ def validate(space_name: str, n_archs: int, seed: int, repeats: int, calibration
 def main() -> None:  # noqa: D103
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="mobilenetv2-cifar")
-    parser.add_argument("--archs", type=int, default=50)
+    parser.add_argument("--archs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for every measurement")
