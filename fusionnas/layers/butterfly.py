@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from fusionnas.layers._checks import check_input, check_positive
+from fusionnas.layers._checks import check_input, check_positive, is_tracing
 from fusionnas.layers.registry import register_fusion
 
 __all__ = ["ButterflyPointwise", "butterfly_factors"]
@@ -31,9 +31,6 @@ _DEFAULT_RADIX = 32
 # intermediate stays within this many bytes, i.e. in the L2 cache.
 _CHUNK_BYTES = 1 << 20
 
-
-def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def _largest_prime_factor(n: int) -> int:
@@ -312,7 +309,8 @@ class ButterflyPointwise(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         check_input(x, self.in_channels, type(self).__name__)
-        step = None if _tracing() or x.device.type != "cpu" else self._images_per_chunk(x)
+        chunked = x.device.type == "cpu" and not is_tracing() and not torch.is_autocast_enabled("cpu")
+        step = self._images_per_chunk(x) if chunked else None
         # For one image the broadcast matmuls make no copies either. With autograd the
         # chunked function wins only image by image; for chunks of small maps it loses.
         if step is None or x.shape[0] == 1 or (torch.is_grad_enabled() and step > 1):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusionnas.layers._checks import check_input, check_positive
+from fusionnas.layers._checks import check_input, check_positive, fast_path_allowed, is_tracing
 from fusionnas.layers.registry import register_fusion
 
 __all__ = ["dct_matrix", "DCTPointwise", "frequency_regularizer"]
@@ -280,7 +280,7 @@ class DCTPointwise(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         check_input(x, self.in_channels, type(self).__name__)
         h, w = int(x.shape[2]), int(x.shape[3])  # ints even while tracing
-        if not _tracing():  # a FLOP count or an export at another size is not training data
+        if not is_tracing():  # a FLOP count or an export at another size is not training data
             self._last_size = (h, w)
         if self.training:
             return self._forward_soft(x)
@@ -288,9 +288,9 @@ class DCTPointwise(nn.Module):
         if self._runs_dense(bands, h, w):
             return F.conv2d(x, self.weight, self.bias)
         operands = self._band_operands(bands, x.device)
-        if torch.is_grad_enabled() or _tracing():
-            return self._forward_hard(x, operands)
-        return self._forward_inference(x, operands)
+        if fast_path_allowed(x):
+            return self._forward_inference(x, operands)
+        return self._forward_hard(x, operands)
 
     def _forward_soft(self, x: torch.Tensor) -> torch.Tensor:
         """Full DCT, soft mask, product, inverse: differentiable in the thresholds."""
@@ -358,13 +358,10 @@ class DCTPointwise(nn.Module):
         return out
 
 
-def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-
 
 def _take(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``t[:, index]``; eagerly as ``index_select``: twice as fast, but fvcore flags it as uncounted."""
-    return t[:, index] if _tracing() else t.index_select(1, index)
+    return t[:, index] if is_tracing() else t.index_select(1, index)
 
 
 # Layout: the coefficients live as (k_w, N, k_h, C), frequency-major and channels

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusionnas.layers._checks import check_input, check_positive
+from fusionnas.layers._checks import check_input, check_positive, fast_path_allowed
 from fusionnas.layers.fwht import _factors, _hadamard_cached, fwht, is_power_of_two, next_power_of_two
 from fusionnas.layers.registry import register_fusion
 from fusionnas.layers.thresholds import SmoothThreshold
@@ -23,9 +23,6 @@ _CHUNK_BYTES = 4 << 20
 # 10x1024x32x32 on 2 EPYC threads; out of cache, fwht() prefers fewer passes.
 _INFERENCE_MAX_FACTOR = 16
 
-
-def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 @register_fusion("wht")
@@ -76,7 +73,7 @@ class WHTPointwise(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         check_input(x, self.in_channels, type(self).__name__)
-        if self.blocks == 1 and not torch.is_grad_enabled() and not _tracing():
+        if self.blocks == 1 and fast_path_allowed(x):
             return self._forward_inference(x)
         return self._forward_reference(x)
 

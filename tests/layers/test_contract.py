@@ -133,3 +133,17 @@ def test_fusion_flops_are_counted_without_unsupported_ops(kind, c_in, c_out):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # an uncounted op would warn
         assert count_flops(layer, (1, c_in, 8, 8)) > 0
+
+
+@pytest.mark.parametrize("kind", list_fusions())
+def test_fusion_eval_under_cpu_autocast_matches_float32(kind):
+    """AMP evaluation (as proxy training validates on CUDA) must not break the fast paths."""
+    layer = create_fusion(kind, 64, 96).eval()
+    if kind == "dct":
+        layer.set_kept_fraction(0.25)  # take the DCT path, not the dense fallback
+    x = torch.randn(4, 64, 8, 8)
+    with torch.no_grad():
+        reference = layer(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(x)
+    torch.testing.assert_close(y.float(), reference, rtol=0.05, atol=0.05)
