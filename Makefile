@@ -21,6 +21,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.operators
+	$(BIN)/python -m benchmarks.latency_model
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
