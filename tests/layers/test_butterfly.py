@@ -1,15 +1,14 @@
 """ButterflyPointwise: equals its dense matrix, has the butterfly structure, costs n * sum(k_s)."""
 import functools
-import io
 import math
 import warnings
 
 import numpy as np
-import onnxruntime
 import pytest
 import torch
 
 import fusionnas.layers.butterfly as butterfly
+from _onnx import assert_onnx_matches
 from fusionnas.evaluators import count_flops
 from fusionnas.evaluators.cost import count_params
 from fusionnas.layers import create_fusion
@@ -288,16 +287,7 @@ def test_onnx_export_matches_torch(c_in, c_out, radix):
     with torch.no_grad():
         layer.bias.normal_()
     x = torch.randn(2, c_in, 7, 6)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(layer, (x,), buffer, opset_version=17, dynamo=False,
-                          input_names=["x"], output_names=["y"])
-    session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"x": x.numpy()})
-    with torch.no_grad():
-        expected = layer(x).numpy()
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    assert_onnx_matches(layer, x)
 
 
 @pytest.mark.parametrize("grad", [True, False])

@@ -1,12 +1,11 @@
 """Contract every operator keeps: shape, channel checks, gradients, FLOP counting, ONNX."""
-import io
 import warnings
 
 import numpy as np
-import onnxruntime
 import pytest
 import torch
 
+from _onnx import assert_onnx_matches
 from fusionnas.evaluators import count_flops
 from fusionnas.layers import HadamardDepthwise, WHT2d, create_fusion, list_fusions
 
@@ -103,28 +102,16 @@ def test_spatial_gradcheck_float64(make):
     assert torch.autograd.gradcheck(layer, (x,), atol=1e-6)
 
 
-def _onnx_matches(layer, x):
-    layer.eval()
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(layer, (x,), buffer, opset_version=17, dynamo=False,
-                          input_names=["x"], output_names=["y"])
-    session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"x": x.numpy()})
-    with torch.no_grad():
-        expected = layer(x).numpy()
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kind,c_in,c_out", list(_fusion_cases()))
 def test_fusion_onnx_matches_torch(kind, c_in, c_out):
-    _onnx_matches(_make(kind, c_in, c_out), torch.randn(2, c_in, 7, 6))
+    assert_onnx_matches(_make(kind, c_in, c_out), torch.randn(2, c_in, 7, 6))
 
 
 @pytest.mark.parametrize("make", list(_spatial_cases()))
 def test_spatial_onnx_matches_torch(make):
-    _onnx_matches(make(4), torch.randn(2, 4, 9, 8))
+    assert_onnx_matches(make(4), torch.randn(2, 4, 9, 8))
 
 
 @pytest.mark.parametrize("kind,c_in,c_out", list(_fusion_cases()))

@@ -1,14 +1,13 @@
-import io
 import math
 import warnings
 
 import numpy as np
-import onnxruntime
 import pytest
 import scipy.fft
 import torch
 from torch import nn
 
+from _onnx import assert_onnx_matches
 from fusionnas.evaluators import count_flops
 from fusionnas.layers.dct import DCTPointwise, dct_matrix, frequency_regularizer
 from fusionnas.layers.registry import create_fusion
@@ -196,16 +195,7 @@ def test_onnx_export_matches_torch():
     with torch.no_grad():
         layer.threshold.copy_(torch.tensor([0.6, 0.3, 0.5, 0.3, 0.01, 1.0]))
     x = torch.randn(2, 6, 7, 9)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(layer, (x,), buffer, opset_version=17, dynamo=False,
-                          input_names=["x"], output_names=["y"])
-    session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"x": x.numpy()})
-    with torch.no_grad():
-        expected = layer(x).numpy()
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    assert_onnx_matches(layer, x)
 
 
 def test_wrong_channel_count_names_both_counts():
