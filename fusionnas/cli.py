@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+import warnings
+from pathlib import Path
 
 from fusionnas import __version__
 
@@ -75,6 +79,142 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _passive_threads() -> None:
+    """Let idle OpenMP threads sleep instead of spin (unless OMP_WAIT_POLICY is set).
+
+    Effective only before torch is first imported. On a machine where other
+    processes compete for the cores, spinning threads turned a training step
+    3x, and a one-batch zero-cost score up to 100x, slower on this project's
+    2-core machine; on an idle machine the difference is small.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _quiet_optuna() -> None:
+    """Trial outcomes are printed by fusionnas; Optuna's own per-trial log lines would repeat them."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def _study(args: argparse.Namespace):
+    """The study config and the stored study named on the command line (never created here)."""
+    from fusionnas.search import load_study_config, open_study
+
+    _quiet_optuna()
+    config = load_study_config(args.study)
+    return config, open_study(config, args.storage)
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    """Run (or resume) a study until it holds its trials; one line per trial."""
+    _passive_threads()
+    from fusionnas.search import (
+        SearchInterrupted,
+        StorageOptions,
+        count_trials,
+        format_progress,
+        load_study_config,
+        run_study,
+    )
+    from fusionnas.search.storage import display_url
+
+    _quiet_optuna()
+    config = load_study_config(args.study)
+    options = StorageOptions(heartbeat_interval=args.heartbeat or None)
+    url = args.storage or config.storage
+    target = args.n_trials if args.n_trials is not None else config.n_trials
+    print(f"study {config.name} ({config.space}, {config.dataset.name}; objectives "
+          f"{', '.join(f'{o.name} ({o.direction})' for o in config.objectives)}) in {display_url(url)}, "
+          f"{target or 'unbounded'} trials", flush=True)
+
+    def show(progress) -> None:
+        print(format_progress(progress), flush=True)
+
+    try:
+        study = run_study(config, args.n_trials, args.storage, show, timeout_s=args.timeout, options=options,
+                          device=args.device)
+    except SearchInterrupted as stop:
+        where = f"trial {stop.trial_number} marked failed (interrupted); " if stop.trial_number is not None else ""
+        print(f"interrupted: {where}{count_trials(stop.study)} trials stored; run the same command to resume",
+              file=sys.stderr)
+        return 130
+    trials = study.get_trials(deepcopy=False)
+    states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    print(f"study {config.name}: {count_trials(study)} trials ({states['COMPLETE']} complete, "
+          f"{states['PRUNED']} pruned, {states['FAIL']} failed); `fusionnas pareto {args.study}` prints the frontier")
+    return 0
+
+
+def _cmd_pareto(args: argparse.Namespace) -> int:
+    """Print the study's Pareto frontier; optionally write every trial as CSV and a plot."""
+    from fusionnas.results import format_frontier, objectives_of, plot_frontier, trials_frame
+    from fusionnas.spaces import get_space
+
+    config, study = _study(args)
+    frame = trials_frame(study)
+    objectives = objectives_of(study)
+    for option, path in (("--csv", args.csv), ("--plot", args.plot)):
+        if path is not None and not Path(path).resolve().parent.is_dir():
+            raise ValueError(f"{option} {path}: folder {Path(path).resolve().parent} does not exist; create it first")
+    states = frame["state"].value_counts().to_dict() if len(frame) else {}
+    feasible = int((frame["state"].eq("COMPLETE") & frame["feasible"].fillna(False).astype(bool)).sum()) if len(frame) else 0
+    print(f"study {config.name}: {len(frame)} trials ({states.get('COMPLETE', 0)} complete, {feasible} feasible, "
+          f"{states.get('FAIL', 0)} failed); objectives "
+          f"{', '.join(f'{k} ({v})' for k, v in objectives.items())}; "
+          f"{int(frame['is_pareto'].sum()) if len(frame) else 0} on the frontier")
+    print(format_frontier(frame, objectives, all_trials=args.all))
+    if args.csv:
+        frame.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}: {len(frame)} trials")
+    if args.plot:
+        plot_frontier(frame, objectives, args.plot, baseline_archid=get_space(config.space).baseline().archid,
+                      title=f"study {config.name}")
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Export one trial: arch.json, weights, model.onnx checked in onnxruntime, MODEL_CARD.md."""
+    from fusionnas.results import export_trial, objectives_of, select_trial, trials_frame
+    from fusionnas.search import artifacts_dir
+
+    config, study = _study(args)
+    frame = trials_frame(study)
+    objectives = objectives_of(study)
+    latency = f"latency_ms@{args.latency_device}" if args.latency_device else "latency"
+    limits = {name: value for name, value in (
+        (latency, args.max_latency), ("flops", args.max_flops), ("params", args.max_params),
+        ("memory_mb", args.max_memory)) if value is not None}
+    if limits and args.best is None:
+        raise ValueError("--max-... limits go with --best METRIC, e.g. --best accuracy --max-latency 12")
+    best = args.best
+    if best == "latency" and args.latency_device:
+        best = latency
+    row = select_trial(frame, objectives, trial=args.trial, best=best, limits=limits)
+    result = export_trial(frame, objectives, row, args.out, weights_dir=artifacts_dir(config, args.storage) / "weights",
+                          study_name=config.name, budget=config.budget.proxy_options(), force=args.force)
+    weights = "" if result.has_weights else " (no trained weights: the trial was never trained or they are missing)"
+    print(f"exported trial {result.trial} ({result.archid}) to {result.out}: {', '.join(result.files)}{weights}; "
+          f"onnxruntime matches torch within {result.onnx_max_error:.1e}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Train an exported architecture fully and save a checkpoint."""
+    _passive_threads()
+    from fusionnas.results import train_arch
+
+    result = train_arch(args.arch, args.dataset, args.epochs, args.out, root=args.root, batch_size=args.batch_size,
+                        lr=args.lr, resolution=args.resolution, data_fraction=args.data_fraction,
+                        device=args.device, seed=args.seed, progress=sys.stderr.isatty())
+    test = f", test accuracy {result.test_accuracy:.4f}" if result.test_accuracy is not None else ""
+    print(f"trained {result.epochs:g} epochs in {result.train_seconds:.0f} s: validation accuracy "
+          f"{result.val_accuracy:.4f}{test}; wrote {result.checkpoint}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``fusionnas`` argument parser with its subcommands."""
     parser = argparse.ArgumentParser(prog="fusionnas", description=__doc__.splitlines()[0])
@@ -102,17 +242,72 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--threads", type=int, help="CPU threads while measuring (default: torch's)")
     profile.add_argument("--repeats", type=int, default=25, help="timed runs per entry (median)")
     profile.set_defaults(func=_cmd_profile)
+
+    search = sub.add_parser("search", help="run or resume a search study (Ctrl-C stops; run again to resume)")
+    search.add_argument("study", help="study file, e.g. studies/quickstart.toml")
+    search.add_argument("--n-trials", type=int, metavar="N",
+                        help="the study's total trials (default: the study file's); more than stored adds trials")
+    search.add_argument("--storage", metavar="URL", help="Optuna storage instead of the study file's: "
+                        "sqlite:///x.db, journal:///x.log, postgresql+psycopg2://user@host/db")
+    search.add_argument("--timeout", type=float, metavar="S", help="no new trial after S seconds of this run")
+    search.add_argument("--heartbeat", type=int, default=60, metavar="S",
+                        help="SQL storages: heartbeat every S s; a trial silent for 2S is failed and retried "
+                        "(0: off; default 60)")
+    search.add_argument("--device", default="auto", help="where proxies train: auto, cpu, cuda (default auto)")
+    search.set_defaults(func=_cmd_search)
+
+    pareto = sub.add_parser("pareto", help="the Pareto frontier of a study as a table, CSV, plot")
+    pareto.add_argument("study", help="study file")
+    pareto.add_argument("--storage", metavar="URL", help="storage instead of the study file's")
+    pareto.add_argument("--csv", metavar="FILE", help="write every trial (objectives, costs, feasible, is_pareto)")
+    pareto.add_argument("--plot", metavar="FILE", help="draw the objectives: FILE.png, or FILE.html")
+    pareto.add_argument("--all", action="store_true", help="list every trial, not only the frontier")
+    pareto.set_defaults(func=_cmd_pareto)
+
+    export = sub.add_parser("export", help="export a trial: arch.json, weights, model.onnx, MODEL_CARD.md")
+    export.add_argument("study", help="study file")
+    export.add_argument("--out", required=True, metavar="DIR", help="folder to write (new or empty)")
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, metavar="N", help="trial number")
+    which.add_argument("--best", metavar="METRIC", help="the best feasible trial by accuracy, flops, params, "
+                       "latency, memory_mb ... under the --max-... limits")
+    export.add_argument("--max-latency", type=float, metavar="MS", help="with --best: latency limit")
+    export.add_argument("--latency-device", metavar="DEVICE", help="device of --max-latency when several")
+    export.add_argument("--max-flops", type=float, metavar="N", help="with --best: FLOPs limit")
+    export.add_argument("--max-params", type=float, metavar="N", help="with --best: parameter limit")
+    export.add_argument("--max-memory", type=float, metavar="MB", help="with --best: peak memory limit")
+    export.add_argument("--force", action="store_true", help="overwrite files in a non-empty --out")
+    export.add_argument("--storage", metavar="URL", help="storage instead of the study file's")
+    export.set_defaults(func=_cmd_export)
+
+    train = sub.add_parser("train", help="train an exported arch.json fully and save a checkpoint")
+    train.add_argument("arch", help="architecture JSON (arch.json from `fusionnas export`)")
+    train.add_argument("--dataset", required=True, help="cifar10, cifar100, digits, imagefolder, synthetic")
+    train.add_argument("--root", help="dataset folder (default $FUSIONNAS_DATA or ~/.cache/fusionnas/data)")
+    train.add_argument("--epochs", type=float, required=True, help="training epochs")
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--lr", type=float, default=0.05, help="peak learning rate (cosine schedule)")
+    train.add_argument("--resolution", type=int, help="train at R x R (default: the data's)")
+    train.add_argument("--data-fraction", type=float, default=1.0, help="share of the training split")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", metavar="FILE", help="checkpoint (default: checkpoint.pt beside ARCH)")
+    train.set_defaults(func=_cmd_train)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fusionnas`` console script."""
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="fusionnas: %(levelname)s: %(message)s")
     try:
         return args.func(args)
     except ValueError as error:  # a user error: one line, no traceback
         print(f"fusionnas: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("fusionnas: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

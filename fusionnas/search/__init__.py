@@ -1,4 +1,4 @@
-"""Search: study files, and (later) the Optuna objective, runner and workers."""
+"""Search: study files, the Optuna objective, storages and the study runner."""
 from __future__ import annotations
 
 from fusionnas.search.config import (
@@ -16,6 +16,19 @@ from fusionnas.search.config import (
     load_study_config,
     parse_study_config,
 )
+from fusionnas.search.objective import SearchObjective, TrialFailed
+from fusionnas.search.runner import (
+    SearchInterrupted,
+    SearchProgress,
+    StudyMismatchError,
+    StudyNotFoundError,
+    artifacts_dir,
+    count_trials,
+    format_progress,
+    open_study,
+    run_study,
+)
+from fusionnas.search.storage import StorageError, StorageOptions, open_storage
 
 __all__ = [
     "METRICS",
@@ -31,4 +44,18 @@ __all__ = [
     "StudyConfigProblem",
     "load_study_config",
     "parse_study_config",
+    "SearchObjective",
+    "TrialFailed",
+    "SearchInterrupted",
+    "SearchProgress",
+    "StudyMismatchError",
+    "StudyNotFoundError",
+    "artifacts_dir",
+    "count_trials",
+    "format_progress",
+    "open_study",
+    "run_study",
+    "StorageError",
+    "StorageOptions",
+    "open_storage",
 ]

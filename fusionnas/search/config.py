@@ -29,6 +29,9 @@ next one (``[sampler]``)::
     [budget]
     steps = 40
 
+    [latency_tables]             # optional: tables profiled on the device (`fusionnas profile`)
+    jetson-nano = "nano.json"    # else Jetson latency is an estimate, cpu/cuda measured here
+
 Every problem in a file is reported, each on its own line as
 ``<file>: <field>: <problem>; <fix>``. Space, dataset, device and preset names
 are checked against the registries of ``fusionnas.spaces`` and
@@ -39,12 +42,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
-import importlib
-import importlib.util
 import json
 import logging
-import re
-import tomllib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -338,6 +337,7 @@ class StudyConfig:
     seed: int = 0
     enqueue: tuple[str, ...] = ()  # preset names of the space, evaluated first
     path: Path | None = None  # the study file, if any
+    latency_tables: Mapping[str, str] = field(default_factory=dict)  # device -> table file
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -369,6 +369,11 @@ class StudyConfig:
             if preset in self.enqueue[:i]:
                 problems.append(StudyConfigProblem(
                     f"enqueue[{i}]", f"repeats preset {preset!r}", "remove the duplicate"))
+        for device, table in self.latency_tables.items():
+            if not isinstance(table, str) or not table:
+                problems.append(StudyConfigProblem(
+                    f"latency_tables.{device}", f"expected a file name, got {table!r}",
+                    f'write {device} = "{device}.json"'))
         if self.n_trials is not None and 0 < self.n_trials < len(self.enqueue):
             problems.append(StudyConfigProblem(
                 "n_trials", f"{self.n_trials} is fewer than the {len(self.enqueue)} enqueued "
@@ -395,16 +400,19 @@ class StudyConfig:
         """A JSON-able dict of the whole config (for the study's user attrs)."""
         data = dataclasses.asdict(self)
         data["path"] = str(self.path) if self.path else None
+        data["latency_tables"] = dict(self.latency_tables)
         return data
 
     @property
     def fingerprint(self) -> str:
         """Short hash of what defines the search (space, dataset, objectives, budget).
 
-        Storage, sampler, trial counts and constraints may change when a study resumes.
+        Storage, sampler, trial counts and constraints may change when a study resumes;
+        latency tables count only once set (so fingerprints without them stay as they were).
         """
         data = self.to_dict()
         keys = ("space", "dataset", "objectives", "budget")
+        keys += ("latency_tables",) if self.latency_tables else ()
         canonical = json.dumps({k: data[k] for k in keys}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -427,256 +435,5 @@ class StudyConfig:
             raise StudyConfigError(problems, self.path)
 
 
-# --- reading TOML -------------------------------------------------------------------------
-
-# key -> (kind, example value for the fix)
-_SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
-    "": {"name": ("str", '"my-study"'), "storage": ("str", '"sqlite:///study.db"'),
-         "space": ("str", '"mobilenetv2-cifar"'), "seed": ("int", "0"),
-         "n_trials": ("int", "20"), "timeout_s": ("number", "3600"),
-         "enqueue": ("str_list", '["baseline"]'), "dataset": ("table", '"digits"'),
-         "objectives": ("table_list", '[[objectives]] metric = "accuracy"'),
-         "constraints": ("table", ""), "budget": ("table", ""), "sampler": ("table", "")},
-    "dataset": {"name": ("str", '"cifar10"'), "root": ("str", '"data"'),
-                "val_fraction": ("number", "0.1")},
-    "objectives": {"metric": ("str", '"accuracy"'), "direction": ("str", '"maximize"'),
-                   "device": ("str", '"jetson-nano"'), "proxy": ("str", '"synflow"')},
-    "constraints": {"max_flops": ("number", "3e8"), "max_params": ("number", "2e6"),
-                    "max_latency_ms": ("number", "12.0"),
-                    "latency_device": ("str", '"jetson-nano"'),
-                    "max_memory_mb": ("number", "64.0")},
-    "budget": {"kind": ("str", '"proxy"'), "epochs": ("number", "1"), "steps": ("int", "50"),
-               "data_fraction": ("number", "0.5"), "batch_size": ("int", "64"),
-               "lr": ("number", "0.05"), "resolution": ("int", "32"),
-               "prefilter": ("number", "0.5"),
-               "zero_cost_proxy": ("str", '"synflow"')},
-    "sampler": {"name": ("str", '"tpe"'), "seed": ("int", "0"),
-                "n_startup_trials": ("int", "10"), "population_size": ("int", "50")},
-}
-_KIND_TEXT = {"str": "a string", "int": "an integer", "number": "a number",
-              "str_list": "a list of strings", "table": "a table", "table_list": "tables"}
-
-
-def _kind_ok(value: Any, kind: str) -> bool:
-    if isinstance(value, bool):
-        return False
-    checks = {"str": lambda v: isinstance(v, str), "int": lambda v: isinstance(v, int),
-              "number": lambda v: isinstance(v, (int, float)),
-              "str_list": lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
-              "table": lambda v: isinstance(v, Mapping),
-              "table_list": lambda v: isinstance(v, list)
-              and all(isinstance(t, Mapping) for t in v)}
-    return checks[kind](value)
-
-
-def _unknown_key(section: str, field_: str, key: str) -> StudyConfigProblem:
-    close = difflib.get_close_matches(key, list(_SCHEMA[section]), n=1, cutoff=0.6)
-    if close:
-        return StudyConfigProblem(field_, "unknown key", f"did you mean {close[0]!r}?")
-    for other, keys in _SCHEMA.items():
-        if other and other != section and key in keys:
-            where = "[[objectives]]" if other == "objectives" else f"[{other}]"
-            return StudyConfigProblem(field_, "unknown key here", f"move it under {where}")
-    return StudyConfigProblem(field_, "unknown key", f"valid keys: {', '.join(_SCHEMA[section])}")
-
-
-def _read(table: Mapping[str, Any], section: str, prefix: str, problems: list,
-          required: Sequence[str] = ()) -> dict[str, Any]:
-    """The well-typed keys of ``table``; unknown, mistyped and missing keys become problems."""
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        field_ = f"{prefix}{key}"
-        if key not in _SCHEMA[section]:
-            problems.append(_unknown_key(section, field_, key))
-            continue
-        kind, example = _SCHEMA[section][key]
-        if section == "" and key == "dataset" and isinstance(value, str):
-            value = {"name": value}
-        if not _kind_ok(value, kind):
-            fix = (f"write {example} tables" if kind == "table_list" else
-                   f"write {key} = {example}" if example else f"write [{key}] as a table")
-            problems.append(StudyConfigProblem(
-                field_, f"expected {_KIND_TEXT[kind]}, got {type(value).__name__} {value!r}", fix))
-            continue
-        values[key] = float(value) if kind == "number" else value
-    for key in required:
-        if key not in table:
-            kind, example = _SCHEMA[section][key]
-            fix = f"add {key} = {example}" if kind != "table_list" else f"add {example} tables"
-            problems.append(StudyConfigProblem(f"{prefix}{key}", "missing", fix))
-    return values
-
-
-def _build(cls: type, values: dict[str, Any], prefix: str, problems: list,
-           required: Sequence[str] = ()) -> Any:
-    """``cls(**values)``, or None with its problems (prefixed) recorded."""
-    if any(key not in values for key in required):
-        return None  # _read has recorded why
-    try:
-        return cls(**values)
-    except StudyConfigError as error:
-        problems.extend(dataclasses.replace(p, field=prefix + p.field) for p in error.problems)
-    return None
-
-
-def _resolve_storage(storage: str | None, base: Path, stem: str) -> str:
-    """SQLite URLs and bare paths become absolute, relative to the study file's folder."""
-    if storage is None:
-        return f"sqlite:///{(base / f'{stem}.db').resolve()}"
-    if "://" not in storage:
-        return f"sqlite:///{(base / Path(storage).expanduser()).resolve()}"
-    if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
-        relative = storage[len("sqlite:///"):]
-        if relative and relative != ":memory:":
-            return f"sqlite:///{(base / relative).resolve()}"
-    return storage
-
-
-def _registry(kind: str, space: str | None = None) -> Collection[str] | None:
-    """Names registered by the other packages, or None while that registry does not exist."""
-    module_name, function = {
-        "space": ("fusionnas.spaces", "list_spaces"),
-        "preset": ("fusionnas.spaces", "get_space"),
-        "dataset": ("fusionnas.evaluators.data", "list_datasets"),
-        "device": ("fusionnas.evaluators.latency", "list_devices"),
-    }[kind]
-    if importlib.util.find_spec(module_name) is None:
-        logger.info("%s names left unchecked: %s is not available", kind, module_name)
-        return None
-    lookup = getattr(importlib.import_module(module_name), function, None)
-    if lookup is None:
-        logger.info("%s names left unchecked: %s.%s is missing", kind, module_name, function)
-        return None
-    if kind != "preset":
-        return list(lookup())
-    try:
-        return list(lookup(space).presets())
-    except ValueError:  # a space known to the caller but not registered
-        return None
-
-
-def _name_problems(names: list[tuple[str, str, str]], known: dict[str, Any],
-                   space: str | None) -> list[StudyConfigProblem]:
-    """Problems for each (field, kind, name) not among the known names of its kind.
-
-    ``names`` lists the space first; presets are checked only against a valid space.
-    """
-    problems = []
-    for field_, kind, name in names:
-        choices = known[kind]
-        if kind == "preset":
-            if space is None:
-                continue
-            if isinstance(choices, Mapping):
-                choices = choices.get(space, ())
-        if choices is None:
-            choices = _registry(kind, space)
-        if choices is not None and name not in choices:
-            problems.append(_choice(field_, name, choices, kind))
-            if kind == "space":
-                space = None
-    return problems
-
-
-def parse_study_config(
-    data: Mapping[str, Any], path: str | Path | None = None, *,
-    known_spaces: Collection[str] | None = None,
-    known_datasets: Collection[str] | None = None,
-    known_devices: Collection[str] | None = None,
-    known_presets: Collection[str] | Mapping[str, Collection[str]] | None = None,
-) -> StudyConfig:
-    """Validate a study mapping (parsed TOML) into a StudyConfig; raise StudyConfigError.
-
-    ``known_*`` None looks the names up in the registries (``list_spaces``,
-    ``get_space(space).presets()``, ``list_datasets``, ``list_devices``); a
-    registry not yet present leaves its names unchecked. ``known_presets`` may
-    map space names to their presets.
-    """
-    path = Path(path) if path is not None else None
-    problems: list[StudyConfigProblem] = []
-    top = _read(data, "", "", problems, required=("space", "dataset", "objectives"))
-    base = path.resolve().parent if path else Path.cwd()
-    stem = path.stem if path else str(top.get("name") or "study")
-    names = [("space", "space", top["space"])] if "space" in top else []  # (field, kind, name)
-
-    values = _read(top.get("dataset", {}), "dataset", "dataset.", problems)
-    if "root" in values:
-        values["root"] = str((base / Path(values["root"]).expanduser()).resolve())
-    names += [("dataset.name", "dataset", values["name"])] if "name" in values else []
-    dataset = _build(DatasetConfig, values, "dataset.", problems, ("name",))
-    if "dataset" in top and "name" not in top["dataset"]:
-        problems.append(StudyConfigProblem("dataset.name", "missing", 'add name = "cifar10"'))
-    sections = {}
-    for key, cls in (("constraints", Constraints), ("budget", Budget), ("sampler", SamplerConfig)):
-        values = _read(top.get(key, {}), key, f"{key}.", problems)
-        if cls is SamplerConfig and 0 <= top.get("seed", 0) < 2**32:
-            values.setdefault("seed", top.get("seed", 0))  # else the study reports the seed
-        if "latency_device" in values:
-            names.append(("constraints.latency_device", "device", values["latency_device"]))
-        sections[key] = _build(cls, values, f"{key}.", problems)
-    zero_cost_proxy = sections["budget"].zero_cost_proxy if sections["budget"] else "synflow"
-    objectives = []
-    for i, table in enumerate(top.get("objectives", [])):
-        values = _read(table, "objectives", f"objectives[{i}].", problems, required=("metric",))
-        if values.get("metric") == "zero_cost":
-            values.setdefault("proxy", zero_cost_proxy)
-        if "device" in values:
-            names.append((f"objectives[{i}].device", "device", values["device"]))
-        objectives.append(_build(Objective, values, f"objectives[{i}].", problems, ("metric",)))
-    names += [(f"enqueue[{i}]", "preset", p) for i, p in enumerate(top.get("enqueue", []))]
-    known = {"space": known_spaces, "dataset": known_datasets, "device": known_devices,
-             "preset": known_presets}
-    problems += _name_problems(names, known, top.get("space"))
-
-    # Whole-study checks run even when a part failed (with a stand-in for it); only
-    # their problems about fields not already reported are kept.
-    late: list[StudyConfigProblem] = []
-    config = _build(StudyConfig, dict(
-        name=top.get("name", stem), storage=_resolve_storage(top.get("storage"), base, stem),
-        space=top.get("space", "?"), dataset=dataset or DatasetConfig("?"),
-        objectives=tuple(o for o in objectives if o is not None),
-        constraints=sections["constraints"] or Constraints(), budget=sections["budget"] or Budget(),
-        sampler=sections["sampler"] or SamplerConfig(), n_trials=top.get("n_trials"),
-        timeout_s=top.get("timeout_s"), seed=top.get("seed", 0),
-        enqueue=tuple(top.get("enqueue", ())), path=path.resolve() if path else None,
-    ), "", late)
-    reported = {_root(p.field) for p in problems}
-    problems += [p for p in late if _root(p.field) not in reported]
-    if config is not None and not problems:
-        return config
-    raise StudyConfigError(problems, path)
-
-
-def _root(field_: str) -> str:
-    """The top-level key of a field path: ``objectives[1].device`` -> ``objectives``."""
-    return re.split(r"[.\[]", field_, maxsplit=1)[0]
-
-
-_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)$")
-
-
-def load_study_config(path: str | Path, **known: Any) -> StudyConfig:
-    """Read and validate a study file; ``known`` as in :func:`parse_study_config`."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise StudyConfigError([StudyConfigProblem(
-            "", "no such study file", "check the path (studies/quickstart.toml is one)")], path
-        ) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise StudyConfigError([StudyConfigProblem(
-            "", f"cannot read the study file ({error})", "pass a readable UTF-8 TOML file")], path
-        ) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        message = str(error)
-        match = _TOML_POSITION.search(message)
-        line = match.group(1) if match else str(text.count("\n") + 1)
-        column = f", column {match.group(2)}" if match else ""
-        reason = _TOML_POSITION.sub("", message).replace("(at end of document)", "").strip()
-        raise StudyConfigError([StudyConfigProblem(
-            f"line {line}{column}", f"TOML syntax error: {reason}",
-            f"fix line {line} (strings need quotes, tables [brackets])")], path) from None
-    return parse_study_config(data, path, **known)
+# Re-exported: the readers live in _study_file, which builds the classes above.
+from fusionnas.search._study_file import load_study_config, parse_study_config  # noqa: E402

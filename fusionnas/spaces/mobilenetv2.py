@@ -200,6 +200,7 @@ class _BlockSlot:
 
 
 _Rule = Callable[[int, int], tuple[str | None, str, str]]
+_FIELDS = ("expand", "expand_ratio", "depthwise", "kernel", "project", "width")
 
 
 class MobileNetV2Space:
@@ -304,6 +305,14 @@ class MobileNetV2Space:
         if len(self.fusions) > 1:
             offered["head.fusion"] = list(self.fusions)
         return offered
+
+    def params(self, arch: Arch) -> dict[str, Any]:
+        """The Optuna parameters that make :meth:`sample` return ``arch`` (for ``enqueue_trial``)."""
+        self.validate(arch)
+        values = {f"b{i}.{field}": getattr(block, field)
+                  for i, block in enumerate(arch.blocks) for field in _FIELDS}
+        values["head.fusion"] = arch.head_fusion
+        return {name: values[name] for name in self.choices()}
 
     def baseline(self) -> Arch:
         """The reference network: torchvision's MobileNetV2 (all conv, t = 6, k = 3, width 1.0)."""

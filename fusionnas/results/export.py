@@ -1,0 +1,237 @@
+"""Export one trial of a study: arch.json, its proxy-trained weights, model.onnx and a model card.
+
+The trial is named by number or chosen by a rule (:func:`select_trial`:
+the best by one metric among feasible completed trials under optional
+limits). ``model.onnx`` (opset 17, batch axis dynamic) is run in onnxruntime
+on random inputs and must match torch within ``1e-4``, else nothing is
+written. Files appear in ``out`` only once all of them are ready.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fusionnas.results.pareto import OPS_LEGEND, compact_ops
+from fusionnas.spaces import Arch, get_space
+
+__all__ = ["ExportResult", "select_trial", "export_trial", "export_onnx", "resolve_metric"]
+
+ONNX_TOLERANCE = 1e-4
+_MAXIMIZED = ("accuracy", "val_accuracy", "synflow", "naswot", "grad_norm")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_trial` wrote."""
+
+    trial: int
+    archid: str
+    out: Path
+    files: tuple[str, ...]
+    onnx_max_error: float
+    has_weights: bool
+
+
+def resolve_metric(frame: pd.DataFrame, name: str) -> str:
+    """The frame column meant by ``name``: ``latency`` is the one ``latency_ms@<device>`` column."""
+    if name in frame.columns and name not in ("number", "state", "archid", "arch", "ops"):
+        return name
+    aliases = {"latency": "latency_ms@", "memory": "memory_mb"}
+    if name in aliases:
+        matches = [c for c in frame.columns if c.startswith(aliases[name])]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ValueError(f"the study has latency on several devices ({', '.join(matches)}); "
+                             f"name one, e.g. --device {matches[0].split('@', 1)[1]}")
+    known = [c for c in frame.columns if c in ("accuracy", "flops", "params", "memory_mb")
+             or c.startswith("latency_ms@")]
+    raise ValueError(f"the study records no metric {name!r}; known: {', '.join(known)}")
+
+
+def select_trial(frame: pd.DataFrame, objectives: Mapping[str, str], *, trial: int | None = None,
+                 best: str | None = None, limits: Mapping[str, float] | None = None) -> pd.Series:
+    """The row of trial number ``trial``, or the best feasible completed trial by ``best`` under ``limits``.
+
+    ``limits`` maps metric names (``latency``, ``flops``, ``latency_ms@jetson-nano``) to maxima.
+    """
+    if (trial is None) == (best is None):
+        raise ValueError("name a trial (--trial N) or a rule (--best METRIC [--max-...]), not both or neither")
+    if trial is not None:
+        rows = frame[frame["number"] == trial]
+        if rows.empty:
+            last = int(frame["number"].max()) if len(frame) else -1
+            raise ValueError(f"the study has no trial {trial} (trials 0-{last}); "
+                             f"`fusionnas pareto STUDY` lists them")
+        row = rows.iloc[0]
+        if row["state"] != "COMPLETE":
+            why = f" ({row['failure_reason']})" if isinstance(row.get("failure_reason"), str) else ""
+            raise ValueError(f"trial {trial} is {row['state']}{why}, it has no result to export; "
+                             f"pick a COMPLETE trial from `fusionnas pareto STUDY`")
+        return row
+    column = resolve_metric(frame, best)
+    pool = frame[(frame["state"] == "COMPLETE") & frame["feasible"].fillna(False).astype(bool)]
+    pool = pool[np.isfinite(pool[column].astype(float))]
+    for name, limit in (limits or {}).items():
+        limit_column = resolve_metric(frame, name)
+        under = pool[pool[limit_column].astype(float) <= limit]
+        if under.empty:
+            smallest = pool[limit_column].astype(float).min() if len(pool) else math.nan
+            raise ValueError(f"no feasible trial has {limit_column} <= {limit:g} (the smallest is "
+                             f"{smallest:.4g}); raise the limit")
+        pool = under
+    if pool.empty:
+        raise ValueError(f"no completed feasible trial has a {column} value yet; run the search first")
+    direction = objectives.get(column) or ("maximize" if column in _MAXIMIZED else "minimize")
+    values = pool[column].astype(float)
+    best_value = values.max() if direction == "maximize" else values.min()
+    ties = pool[values == best_value]  # among equals: a frontier trial, then the earliest
+    return ties.sort_values(["is_pareto", "number"], ascending=[False, True]).iloc[0]
+
+
+def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path, seed: int = 0) -> float:
+    """Write ``model`` as ONNX (opset 17) and return the largest |onnxruntime - torch| on random inputs.
+
+    Raises ValueError when that exceeds :data:`ONNX_TOLERANCE`.
+    """
+    import onnxruntime
+
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    inputs = [torch.randn((1, *input_shape), generator=generator) for _ in range(2)]
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (inputs[0],), buffer, opset_version=17, dynamo=False, input_names=["input"],
+                          output_names=["logits"])
+    session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    error, bound = 0.0, 0.0
+    for x in inputs:
+        (got,) = session.run(None, {"input": x.numpy()})
+        with torch.no_grad():
+            expected = model(x).numpy()
+        error = max(error, float(np.max(np.abs(got - expected))))
+        bound = max(bound, ONNX_TOLERANCE * (1 + float(np.max(np.abs(expected)))))
+    if not error <= bound:
+        raise ValueError(f"the ONNX model differs from torch by {error:.3g} (> {bound:.3g}); "
+                         f"the operators' export paths need fixing, please report it")
+    path.write_bytes(buffer.getvalue())
+    return error
+
+
+def export_trial(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Series, out: str | Path, *,
+                 weights_dir: Path | None, study_name: str = "", budget: Mapping[str, Any] | None = None,
+                 force: bool = False, num_classes: int | None = None) -> ExportResult:
+    """Write ``row``'s trial to ``out``: arch.json, weights.pt (when trained), model.onnx, MODEL_CARD.md.
+
+    An existing non-empty ``out`` is an error unless ``force`` (then those files are replaced).
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise ValueError(f"--out {out} exists and is not empty; choose a new folder or pass --force to "
+                         f"overwrite")
+    arch = Arch.from_json(row["arch"])
+    space = get_space(arch.space)
+    state = None
+    weights_name = row.get("weights") if isinstance(row.get("weights"), str) else None
+    if weights_dir is not None and weights_name and (weights_dir / weights_name).is_file():
+        state = torch.load(weights_dir / weights_name, map_location="cpu", weights_only=True)
+    if state is not None:
+        num_classes = int(state["classifier.1.weight"].shape[0])
+    elif num_classes is None and isinstance(row.get("num_classes"), (int, float)) and row["num_classes"] > 0:
+        num_classes = int(row["num_classes"])
+    model = space.build(arch, num_classes=num_classes or space.num_classes)
+    if state is not None:
+        model.load_state_dict(state)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        (staging / "arch.json").write_text(arch.to_json(indent=2) + "\n", encoding="utf-8")
+        if state is not None:
+            torch.save(state, staging / "weights.pt")
+        error = export_onnx(model, tuple(space.input_shape), staging / "model.onnx")
+        card = model_card(frame, objectives, row, arch, study_name=study_name, budget=budget,
+                          has_weights=state is not None, onnx_error=error, input_shape=space.input_shape,
+                          num_classes=model.classifier[-1].out_features)
+        (staging / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+        out.mkdir(parents=True, exist_ok=True)
+        files = []
+        for item in sorted(staging.iterdir()):
+            item.replace(out / item.name)
+            files.append(item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(int(row["number"]), arch.archid, out, tuple(files), error, state is not None)
+
+
+def _value(column: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if column in ("flops", "params"):
+        return f"{value:,.0f}"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def frontier_position(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Series) -> str:
+    """One sentence on where ``row`` sits relative to the frontier."""
+    front = frame[frame["is_pareto"]]
+    if not bool(row.get("feasible")):
+        return "Infeasible: it breaks a limit of the study, so it was never trained and is not on the frontier."
+    if bool(row.get("is_pareto")):
+        first = next(iter(objectives))
+        ordered = front.sort_values(first, ascending=objectives[first] != "maximize")
+        rank = list(ordered["number"]).index(row["number"]) + 1
+        return (f"On the Pareto frontier: {rank} of {len(front)} frontier trials by {first} "
+                f"(frontier trials: {', '.join(str(n) for n in ordered['number'])}).")
+    columns = list(objectives)
+    maximize = np.array([objectives[c] == "maximize" for c in columns])
+    mine = np.where(maximize, -row[columns].astype(float).to_numpy(), row[columns].astype(float).to_numpy())
+    dominating = []
+    for _, other in front.iterrows():
+        theirs = other[columns].astype(float).to_numpy()
+        theirs = np.where(maximize, -theirs, theirs)
+        if np.all(theirs <= mine) and np.any(theirs < mine):
+            dominating.append(str(other["number"]))
+    return f"Not on the frontier: dominated by trial(s) {', '.join(dominating) or '?'}."
+
+
+def model_card(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Series, arch: Arch, *,
+               study_name: str, budget: Mapping[str, Any] | None, has_weights: bool, onnx_error: float,
+               input_shape: tuple[int, ...], num_classes: int) -> str:
+    """The MODEL_CARD.md text of an exported trial."""
+    costs = [c for c in row.index if c in ("accuracy", "flops", "params", "memory_mb")
+             or c.startswith("latency_ms@") or c in objectives]
+    files = "`arch.json` (rebuild: `get_space(arch.space).build(Arch.from_json(text))`), "
+    files += "`weights.pt` (state_dict after proxy training), " if has_weights else ""
+    files += f"`model.onnx` (opset 17, batch 1; onnxruntime matches torch within {onnx_error:.1e})"
+    if has_weights:
+        training = (f"Accuracy is the validation accuracy after proxy training ({json.dumps(dict(budget or {}))}): "
+                    "a ranking signal, not what full training reaches; "
+                    "`fusionnas train arch.json --dataset DATASET --epochs E` trains it fully.")
+    else:
+        training = "No trained weights: the ONNX model holds freshly initialised weights."
+    lines = [
+        f"# {arch.space} {arch.archid}", "",
+        f"Study {study_name}, trial {int(row['number'])}. Input {tuple(input_shape)} per image, "
+        f"{num_classes} classes.", "", f"Files: {files}.", "",
+        "## Costs and accuracy", "", "| metric | value |", "|---|---|",
+        *[f"| {c}{' (objective)' if c in objectives else ''} | {_value(c, row[c])} |" for c in dict.fromkeys(costs)],
+        "", training, "",
+        "## Where it sits", "", frontier_position(frame, objectives, row), "",
+        "## Architecture", "", f"`{compact_ops(row['arch'])}`", "", OPS_LEGEND, "", "```",
+        *[f"b{i:<2} {block.describe()}" for i, block in enumerate(arch.blocks)],
+        f"head {arch.head_fusion}", "```", "",
+    ]
+    return "\n".join(lines)

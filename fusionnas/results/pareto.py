@@ -1,0 +1,137 @@
+"""A study as a pandas frame, its Pareto frontier, and the frontier as a terminal table.
+
+One row per trial: ``number``, ``state``, ``archid``, ``arch`` (JSON),
+``ops`` (operators per block, see :func:`compact_ops`), every objective by
+its metric name (``accuracy``, ``flops``, ``latency_ms@jetson-nano``, ...:
+measured values only, NaN where a trial was not trained), every recorded cost
+(``params``, ``flops``, ``memory_mb``, ``latency_ms@<device>``), ``feasible``,
+``failure_reason``, ``reused_from``, ``train_seconds``, and ``is_pareto``: the
+trial is COMPLETE, feasible, and no other such trial is at least as good in
+every objective and better in one. Infeasible trials are never on the frontier.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["trials_frame", "pareto_front", "pareto_mask", "objectives_of", "compact_ops",
+           "format_frontier", "OPS_LEGEND"]
+
+_LETTER = {"conv": "c", "wht": "w", "dct": "d", "bft": "b", "hadamard": "h", None: "-"}
+OPS_LEGEND = ("ops: per block expand/depthwise/project, then the head; "
+              "c conv, w WHT, d DCT, b BFT, h Hadamard, - none")
+_ATTR_OF = {"accuracy": "val_accuracy"}  # frame column -> user attribute, where they differ
+
+
+def compact_ops(arch_json: str | None) -> str:
+    """Three letters per block (expand, depthwise, project) and the head: ``-cc ccw ... | w``."""
+    if not arch_json:
+        return ""
+    data = json.loads(arch_json)
+    blocks = " ".join("".join(_LETTER.get(b.get(k), "?") for k in ("expand", "depthwise", "project"))
+                      for b in data.get("blocks", []))
+    return f"{blocks} | {_LETTER.get(data.get('head_fusion'), '?')}"
+
+
+def objectives_of(study: optuna.Study) -> dict[str, str]:
+    """Objective name -> ``maximize``/``minimize``, in the study's order."""
+    names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
+    return {name: direction.name.lower() for name, direction in zip(names, study.directions)}
+
+
+def pareto_mask(values: Sequence[Sequence[float]] | np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of ``values`` (equal rows are all kept)."""
+    points = np.asarray(values, dtype=float).reshape(len(values), len(maximize))
+    if len(points) == 0:
+        return np.zeros(0, dtype=bool)
+    losses = np.where(np.asarray(maximize), -points, points)  # minimise everything
+    mask = np.ones(len(points), dtype=bool)
+    for i, row in enumerate(losses):
+        dominated = np.all(losses <= row, axis=1) & np.any(losses < row, axis=1)
+        mask[i] = not dominated.any()
+    return mask
+
+
+def pareto_front(frame: pd.DataFrame, objectives: Mapping[str, str]) -> pd.Series:
+    """``is_pareto`` for every row of ``frame``: COMPLETE, feasible, finite and non-dominated."""
+    columns = list(objectives)
+    eligible = (frame["state"] == "COMPLETE") & frame["feasible"].fillna(False).astype(bool)
+    eligible &= np.isfinite(frame[columns].astype(float)).all(axis=1)
+    mask = pd.Series(False, index=frame.index)
+    if eligible.any():
+        sub = frame.loc[eligible, columns].astype(float).to_numpy()
+        maximize = [objectives[c] == "maximize" for c in columns]
+        mask.loc[eligible] = pareto_mask(sub, maximize)
+    return mask
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial of ``study`` (see the module docstring), sorted by number."""
+    objectives = objectives_of(study)
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        attrs = t.user_attrs
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name, "archid": attrs.get("archid"),
+                               "arch": attrs.get("arch"), "ops": compact_ops(attrs.get("arch"))}
+        for name in objectives:
+            row[name] = _number(attrs.get(_ATTR_OF.get(name, name)))
+        for key, value in attrs.items():
+            if key in ("params", "flops", "memory_mb") or key.startswith("latency_ms@"):
+                row[key] = _number(value)
+        row["feasible"] = bool(attrs.get("feasible", False)) if t.state.is_finished() else None
+        for key in ("failure_reason", "reused_from", "val_accuracy", "train_seconds", "preset", "weights",
+                    "num_classes"):
+            row[key] = attrs.get(key)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["number", "state", "archid", "arch", "ops", *objectives, "feasible"])
+    frame["is_pareto"] = pareto_front(frame, objectives) if len(frame) else pd.Series(dtype=bool)
+    return frame.sort_values("number").reset_index(drop=True)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+def _fmt(column: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if column in ("flops", "params"):
+        return f"{value / 1e6:.2f}M"
+    if column in ("accuracy", "val_accuracy"):
+        return f"{value:.3f}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
+    return str(value)
+
+
+def format_frontier(frame: pd.DataFrame, objectives: Mapping[str, str], *, all_trials: bool = False) -> str:
+    """The frontier (or every finished trial) as a plain-text table, best first by the first objective."""
+    rows = frame if all_trials else frame[frame["is_pareto"]]
+    if rows.empty:
+        return "no feasible completed trial yet: the frontier is empty"
+    first = next(iter(objectives), "number")
+    rows = rows.sort_values(first, ascending=objectives.get(first) != "maximize", na_position="last")
+    costs = [c for c in ("accuracy", "flops", "params") if c in frame.columns]
+    costs += [c for c in frame.columns if c.startswith("latency_ms@") or c == "memory_mb"]
+    costs += [c for c in objectives if c not in costs]
+    columns = ["number", "archid", *costs, "feasible", "ops"]
+    header = {"number": "trial", "flops": "FLOPs", "params": "params"}
+    table = [[header.get(c, c) for c in columns]]
+    table += [[_fmt(c, row[c]) for c in columns] for _, row in rows.iterrows()]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns) - 1)]
+    lines = ["  ".join([*(cell.rjust(w) for cell, w in zip(r[:-1], widths)), r[-1]]) for r in table]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], "", OPS_LEGEND])

@@ -1,0 +1,365 @@
+"""The trial function: sample an architecture, cost it, check the limits, then evaluate it.
+
+For every trial :class:`SearchObjective`
+
+1. draws an :class:`~fusionnas.spaces.Arch` with ``space.sample(trial)``;
+2. reuses what an earlier trial of the study measured for the same archid
+   (the study's fingerprint fixes the budget); a trial of the same archid
+   still RUNNING in another worker is waited for (see :meth:`_earlier`);
+3. measures the cheap costs: ``params``, ``flops`` (fvcore, at the space's
+   input size), ``memory_mb`` (peak activations, batch 1) and
+   ``latency_ms@<device>`` for every device an objective or limit names;
+4. reports each limit with ``trial.set_constraint(name, measured - limit)``
+   (<= 0: feasible). An infeasible architecture is never trained: the trial
+   completes with its measured costs and the worst value of every objective
+   it did not measure (accuracy 0, a zero-cost score -inf), which Optuna's
+   constrained TPE and NSGA-II rank behind every feasible trial;
+5. evaluates it: a zero-cost score (``budget.kind = "zero_cost"``) or proxy
+   training, optionally only for the architectures whose zero-cost score
+   reaches the top ``budget.prefilter`` share of the study so far (the rest
+   are PRUNED, ``prefiltered`` set); trained weights go to the artifacts
+   folder as ``<archid>-<fingerprint>.pt``.
+
+Everything lands in the trial's user attributes: ``arch`` (JSON), ``archid``,
+``fingerprint``, every cost, ``latency_source@<device>``, ``feasible``,
+``constraint_violations``, ``val_accuracy``, ``val_loss``, ``train_seconds``,
+the zero-cost scores by proxy name, ``weights``, ``reused_from`` and, for a
+failed trial, ``failure_reason``. Any error in a trial fails that trial only.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from fusionnas.evaluators import count_flops, count_params, iterate_batches
+from fusionnas.evaluators.latency import LatencyModel, peak_activation_bytes
+from fusionnas.evaluators.proxy import ProxyBudget, ProxyTrainingError, train_proxy
+from fusionnas.evaluators.zero_cost import score as zero_cost_score
+from fusionnas.spaces import Arch, get_space
+
+if TYPE_CHECKING:
+    from fusionnas.evaluators.data import DataSplits
+    from fusionnas.search.config import StudyConfig
+
+__all__ = ["SearchObjective", "TrialFailed", "COST_KEYS", "EVALUATION_KEYS"]
+
+logger = logging.getLogger(__name__)
+
+COST_KEYS = ("params", "flops", "memory_mb")  # plus latency_ms@<device>
+# Results of the expensive evaluation, copied when an archid is reused.
+EVALUATION_KEYS = ("val_accuracy", "val_loss", "train_seconds", "proxy_steps", "weights", "evaluated")
+_CONSTRAINT_COST = {"flops": "flops", "params": "params", "memory_mb": "memory_mb"}
+_SCORING_BATCH = 64  # images a zero-cost proxy sees
+
+
+class TrialFailed(RuntimeError):
+    """A trial gave no result; its ``failure_reason`` user attribute says why."""
+
+
+class SearchObjective:
+    """Callable ``trial -> objective values`` for ``study.optimize`` (see the module docstring).
+
+    Args:
+        config: the study.
+        data: the dataset, loaded once per worker.
+        artifacts: folder for weights and measured latency tables (None: keep nothing).
+        device: where proxies train (``auto``: CUDA when available).
+        duplicate_wait_s: how long to wait for another worker's RUNNING trial of
+            the same archid before evaluating it here as well.
+    """
+
+    def __init__(self, config: StudyConfig, data: DataSplits, artifacts: Path | None = None, *,
+                 device: str = "auto", duplicate_wait_s: float = 900.0, poll_s: float = 2.0) -> None:
+        self.config = config
+        self.space = get_space(config.space)
+        self.data = data
+        self.artifacts = Path(artifacts) if artifacts is not None else None
+        self.device = device
+        self.duplicate_wait_s = duplicate_wait_s
+        self.poll_s = poll_s
+        self.current_trial: optuna.Trial | None = None
+        self._latency: dict[str, LatencyModel] = {}
+        self._saved_entries: dict[str, int] = {}
+        self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
+        devices = [o.device for o in config.objectives if o.metric == "latency"]
+        devices.append(config.constraints.latency_device)
+        self.latency_devices = list(dict.fromkeys(d for d in devices if d))
+
+    # -- the trial ---------------------------------------------------------------------
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        self.current_trial = trial
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            _try_set(trial, "failure_reason", "interrupted")
+            raise
+        except Exception as error:  # noqa: BLE001 (one trial's failure must not stop the study)
+            reason = getattr(error, "reason", None) or type(error).__name__
+            first = (str(error).strip().splitlines() or [""])[0]
+            _try_set(trial, "failure_reason", f"{reason}: {first}" if first else reason)
+            logger.info("trial %d failed: %s: %s", trial.number, reason, first)
+            logger.debug("trial %d failed", trial.number, exc_info=True)
+            raise TrialFailed(f"{reason}: {first}") from error
+        finally:
+            self._save_latency_tables()
+
+    def _run(self, trial: optuna.Trial) -> list[float]:
+        arch = self.space.sample(trial)
+        fingerprint = self.config.fingerprint
+        trial.set_user_attr("arch", arch.to_json())
+        trial.set_user_attr("archid", arch.archid)
+        trial.set_user_attr("fingerprint", fingerprint)
+        trial.set_user_attr("num_classes", self.data.num_classes)
+        earlier = self._earlier(trial, arch.archid, fingerprint)
+        attrs: dict[str, Any] = {}
+        if earlier is not None:
+            keys = (*COST_KEYS, *EVALUATION_KEYS, *self._zero_cost_names())
+            attrs = {k: v for k, v in earlier.user_attrs.items()
+                     if k in keys or k.startswith(("latency_ms@", "latency_source@"))}
+            attrs["reused_from"] = earlier.user_attrs.get("reused_from", earlier.number)
+            logger.info("trial %d: archid %s reuses trial %d", trial.number, arch.archid, attrs["reused_from"])
+        model = None
+        if not all(k in attrs for k in self._cost_names()):
+            model = self.space.build(arch, num_classes=self.data.num_classes)
+            attrs.update(self._costs(arch, model, attrs))
+        violations = self.config.constraints.violations(self._constraint_measures(attrs))
+        for key, excess in violations.items():
+            trial.set_constraint(key, excess)
+        attrs["feasible"] = all(v <= 0 for v in violations.values())
+        attrs["constraint_violations"] = {k: v for k, v in violations.items() if v > 0}
+        _set_all(trial, attrs)
+        if attrs["feasible"] and not attrs.get("evaluated"):
+            model = model or self.space.build(arch, num_classes=self.data.num_classes)
+            evaluation = self._evaluate(trial, arch, model)
+            _set_all(trial, evaluation)
+            attrs.update(evaluation)
+        return self._values(attrs)
+
+    # -- reuse -------------------------------------------------------------------------
+
+    def _earlier(self, trial: optuna.Trial, archid: str, fingerprint: str) -> optuna.trial.FrozenTrial | None:
+        """The earlier trial of ``archid`` to reuse, if any.
+
+        A COMPLETE one that was evaluated is preferred, then one that was only
+        costed (infeasible then: limits may have changed since), then one that
+        was prefiltered (its zero-cost score is reused). A RUNNING one with a
+        smaller number (another worker) is waited for, polling every
+        ``poll_s`` seconds for at most ``duplicate_wait_s``; the smaller-number
+        rule means two workers never wait for each other. After the wait, the
+        architecture is evaluated here too.
+        """
+        deadline = time.monotonic() + self.duplicate_wait_s
+        while True:
+            same = [t for t in trial.study.get_trials(deepcopy=False)
+                    if t.number != trial.number and t.user_attrs.get("archid") == archid
+                    and t.user_attrs.get("fingerprint") == fingerprint]
+            done = [t for t in same if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+            if done:
+                return max(done, key=lambda t: (t.user_attrs.get("evaluated", False),
+                                                t.state == TrialState.COMPLETE, -t.number))
+            running = [t for t in same if t.state == TrialState.RUNNING and t.number < trial.number]
+            if not running or time.monotonic() > deadline:
+                if running:
+                    logger.warning("trial %d: trial %d of archid %s still runs after %.0f s; evaluating here too",
+                                   trial.number, running[0].number, archid, self.duplicate_wait_s)
+                return None
+            logger.info("trial %d: archid %s is running as trial %d; waiting", trial.number, archid,
+                        running[0].number)
+            time.sleep(self.poll_s)
+            _fail_stale_trials(trial.study)
+
+    # -- costs -------------------------------------------------------------------------
+
+    def _cost_names(self) -> list[str]:
+        return [*COST_KEYS, *(f"latency_ms@{d}" for d in self.latency_devices)]
+
+    def _zero_cost_names(self) -> list[str]:
+        names = [o.proxy for o in self.config.objectives if o.metric == "zero_cost"]
+        if self.config.budget.kind == "zero_cost" or self.config.budget.prefilter is not None:
+            names.append(self.config.budget.zero_cost_proxy)
+        return list(dict.fromkeys(str(n) for n in names))
+
+    def _costs(self, arch: Arch, model: torch.nn.Module, known: dict[str, Any]) -> dict[str, Any]:
+        """The cheap costs missing from ``known``."""
+        shape = (1, *self.space.input_shape)
+        costs: dict[str, Any] = {}
+        with _one_thread():
+            if "params" not in known:
+                costs["params"] = count_params(model)
+            if "flops" not in known:
+                costs["flops"] = count_flops(model, shape)
+            if "memory_mb" not in known:
+                costs["memory_mb"] = peak_activation_bytes(model, self.space.input_shape) / 2**20
+        for device in self.latency_devices:
+            if f"latency_ms@{device}" not in known:
+                table = self._latency_model(device)
+                costs[f"latency_ms@{device}"] = table.predict(arch)
+                costs[f"latency_source@{device}"] = "estimated" if table.is_estimate else "measured"
+        return costs
+
+    def _constraint_measures(self, attrs: dict[str, Any]) -> dict[str, float]:
+        measured = {key: attrs[name] for key, name in _CONSTRAINT_COST.items() if name in attrs}
+        device = self.config.constraints.latency_device
+        if device is not None:
+            measured["latency_ms"] = attrs[f"latency_ms@{device}"]
+        return measured
+
+    def _latency_model(self, device: str) -> LatencyModel:
+        """The latency table of ``device``: the study's table, a measured table kept in the
+        artifacts folder (cpu, cuda), or the device profile's estimate (Jetson)."""
+        if device in self._latency:
+            return self._latency[device]
+        table_path = self.config.latency_tables.get(device)
+        if table_path is not None:
+            model = LatencyModel.load(table_path, self.space, device)
+        elif device in ("cpu", "cuda") and self.artifacts is not None:
+            path = self.artifacts / f"latency-{device}.json"
+            model = LatencyModel.load(path, self.space, device) if path.is_file() else None
+            if model is not None and not model.measure_missing:
+                logger.warning("%s was measured on another machine; measuring afresh", path)
+                model = None
+            model = model or LatencyModel(self.space, device)
+        else:
+            model = LatencyModel(self.space, device)
+        logger.info("%s", model.describe())
+        self._latency[device] = model
+        self._saved_entries[device] = len(model.entries)
+        return model
+
+    def _save_latency_tables(self) -> None:
+        """Persist measured tables that grew, merged with what other workers saved."""
+        if self.artifacts is None:
+            return
+        for device, model in self._latency.items():
+            if not model.measure_missing or len(model.entries) == self._saved_entries.get(device):
+                continue
+            path = self.artifacts / f"latency-{device}.json"
+            try:
+                if path.is_file():
+                    for key, ms in LatencyModel.load(path, self.space, device).entries.items():
+                        model.entries.setdefault(key, ms)
+                self.artifacts.mkdir(parents=True, exist_ok=True)
+                model.save(path)
+                self._saved_entries[device] = len(model.entries)
+            except (OSError, ValueError) as error:
+                logger.warning("could not save the latency table %s: %s", path, error)
+
+    # -- evaluation --------------------------------------------------------------------
+
+    def _evaluate(self, trial: optuna.Trial, arch: Arch, model: torch.nn.Module) -> dict[str, Any]:
+        budget = self.config.budget
+        result: dict[str, Any] = {}
+        for proxy in self._zero_cost_names():
+            x, y = self._scoring_batch()
+            with _one_thread():
+                result[proxy] = float(zero_cost_score(proxy, model, x, y))
+        if budget.kind == "zero_cost":
+            result["evaluated"] = True
+            return result
+        if budget.prefilter is not None:
+            self._prefilter(trial, result[budget.zero_cost_proxy])
+        proxy_budget = ProxyBudget(**budget.proxy_options(), seed=self.config.seed, device=self.device)
+        trained = train_proxy(model, self.data, proxy_budget)
+        result.update(val_accuracy=trained.val_accuracy, val_loss=trained.val_loss,
+                      train_seconds=trained.train_seconds, proxy_steps=trained.steps, evaluated=True)
+        if self.artifacts is not None:
+            folder = self.artifacts / "weights"
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"{arch.archid}-{self.config.fingerprint}.pt"
+            tmp = folder / f".{name}.{trial.number}.tmp"
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+            tmp.replace(folder / name)
+            result["weights"] = name
+        return result
+
+    def _prefilter(self, trial: optuna.Trial, value: float) -> None:
+        """Prune unless ``value`` is in the top ``budget.prefilter`` share of earlier scores.
+
+        Until four earlier trials have a score, every architecture is trained.
+        """
+        budget = self.config.budget
+        key = budget.zero_cost_proxy
+        scores = sorted(t.user_attrs[key] for t in trial.study.get_trials(deepcopy=False)
+                        if t.number != trial.number and math.isfinite(t.user_attrs.get(key, math.nan)))
+        trial.set_user_attr(key, value)
+        if len(scores) < 4:
+            return
+        threshold = scores[min(len(scores) - 1, int((1 - budget.prefilter) * len(scores)))]
+        if value < threshold:
+            trial.set_user_attr("prefiltered", True)
+            raise optuna.TrialPruned(f"{key} {value:.4g} below the top-{budget.prefilter:g} threshold "
+                                     f"{threshold:.4g}")
+
+    def _scoring_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One seeded, normalised training batch at the budget's resolution."""
+        if self._batch is None:
+            generator = torch.Generator().manual_seed(self.config.seed)
+            size = min(_SCORING_BATCH, len(self.data.x_train))
+            self._batch = next(iterate_batches(
+                self.data.x_train, self.data.y_train, size, mean=self.data.mean, std=self.data.std,
+                shuffle=True, generator=generator, resolution=self.config.budget.resolution))
+        return self._batch
+
+    def _values(self, attrs: dict[str, Any]) -> list[float]:
+        """Objective values in study order; what was not measured gets its direction's worst."""
+        values = []
+        for objective in self.config.objectives:
+            key = {"accuracy": "val_accuracy", "latency": f"latency_ms@{objective.device}",
+                   "memory": "memory_mb", "zero_cost": objective.proxy}.get(objective.metric, objective.metric)
+            value = attrs.get(key)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                if objective.metric == "accuracy" and objective.direction == "maximize":
+                    value = 0.0
+                else:
+                    value = -math.inf if objective.direction == "maximize" else math.inf
+            values.append(float(value))
+        return values
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Batch-1 tracing and one-batch scores gain nothing from threads, and on a busy machine
+    their many tiny operators slow down by orders of magnitude when threads wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _set_all(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def _try_set(trial: optuna.Trial, key: str, value: Any) -> None:
+    """Set a user attribute while a trial is failing; a storage error is only logged."""
+    try:
+        trial.set_user_attr(key, value)
+    except Exception as error:  # noqa: BLE001
+        logger.warning("could not record %s on trial %d: %s", key, trial.number, error)
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    """Fail trials whose worker stopped sending heartbeats (RDB storages with a heartbeat)."""
+    import warnings
+
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    if is_heartbeat_enabled(study._storage):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)

@@ -1,0 +1,99 @@
+"""Choosing a trial (by number or rule) and exporting it: arch.json, weights, ONNX, model card."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime
+import optuna
+import pandas as pd
+import pytest
+import torch
+
+from fusionnas.results import export_trial, objectives_of, select_trial, trials_frame
+from fusionnas.spaces import Arch, get_space
+
+SPACE = get_space("mobilenetv2-cifar")
+DIST = {"x": optuna.distributions.FloatDistribution(0, 1)}
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+def study_with(rows) -> optuna.Study:
+    """(accuracy, flops, latency_ms@jetson-nano, feasible, weights) per COMPLETE trial, then one FAIL."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_metric_names(["accuracy", "latency_ms@jetson-nano"])
+    for accuracy, flops, latency, feasible, weights in rows:
+        arch = SPACE.baseline() if flops > 8e7 else SPACE.preset("all-bft")
+        attrs = {"arch": arch.to_json(), "archid": arch.archid, "flops": flops, "params": 1e6, "memory_mb": 1.0,
+                 "latency_ms@jetson-nano": latency, "feasible": feasible, "val_accuracy": accuracy,
+                 "num_classes": 10}
+        if weights:
+            attrs["weights"] = weights
+        study.add_trial(optuna.trial.create_trial(values=[accuracy, latency], params={"x": 0.5},
+                                                  distributions=DIST, user_attrs=attrs))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"x": 0.1},
+                                              distributions=DIST, user_attrs={"failure_reason": "out_of_memory: x"}))
+    return study
+
+
+ROWS = [(0.95, 9e7, 14.0, True, None), (0.90, 5e7, 12.0, True, None), (0.92, 5e7, 11.0, True, None),
+        (0.99, 9e7, 30.0, False, None)]
+
+
+def test_select_by_number_and_by_rule() -> None:
+    study = study_with(ROWS)
+    frame, objectives = trials_frame(study), objectives_of(study)
+    assert select_trial(frame, objectives, trial=1)["number"] == 1
+    assert select_trial(frame, objectives, best="accuracy")["number"] == 0  # 3 is infeasible
+    assert select_trial(frame, objectives, best="accuracy", limits={"latency": 12})["number"] == 2
+    assert select_trial(frame, objectives, best="latency")["number"] == 2
+    assert select_trial(frame, objectives, best="flops")["number"] == 2  # a tie broken by the frontier
+    with pytest.raises(ValueError, match="no trial 9 .*trials 0-4"):
+        select_trial(frame, objectives, trial=9)
+    with pytest.raises(ValueError, match="trial 4 is FAIL .*out_of_memory"):
+        select_trial(frame, objectives, trial=4)
+    with pytest.raises(ValueError, match="latency_ms@jetson-nano <= 5 .*smallest is 11"):
+        select_trial(frame, objectives, best="accuracy", limits={"latency": 5})
+    with pytest.raises(ValueError, match="no metric 'speed'"):
+        select_trial(frame, objectives, best="speed")
+
+
+def test_export_writes_checked_onnx_weights_and_card(tmp_path) -> None:
+    arch = SPACE.preset("all-bft")
+    model = SPACE.build(arch, num_classes=10)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.save(model.state_dict(), weights / "w.pt")
+    study = study_with([(0.9, 5e7, 9.0, True, "w.pt"), (0.95, 9e7, 14.0, True, None)])
+    frame, objectives = trials_frame(study), objectives_of(study)
+    out = tmp_path / "export"
+    result = export_trial(frame, objectives, select_trial(frame, objectives, trial=0), out, weights_dir=weights,
+                          study_name="s", budget={"steps": 2})
+    assert sorted(result.files) == ["MODEL_CARD.md", "arch.json", "model.onnx", "weights.pt"]
+    assert Arch.from_json((out / "arch.json").read_text()) == arch and result.onnx_max_error < 1e-4
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(1, *SPACE.input_shape)
+    model.load_state_dict(torch.load(out / "weights.pt", weights_only=True))
+    with torch.no_grad():
+        expected = model.eval()(x).numpy()
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, atol=1e-4, rtol=1e-4)
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "On the Pareto frontier" in card and "| accuracy (objective) | 0.9 |" in card
+    assert "b16 e6 k3 bft/dw/bft" in card
+
+    with pytest.raises(ValueError, match="exists and is not empty; .* --force"):
+        export_trial(frame, objectives, select_trial(frame, objectives, trial=1), out, weights_dir=weights)
+    assert Arch.from_json((out / "arch.json").read_text()) == arch  # untouched
+    again = export_trial(frame, objectives, select_trial(frame, objectives, trial=1), out, weights_dir=weights,
+                         force=True)
+    assert not again.has_weights and json.loads((out / "arch.json").read_text())["head_fusion"] == "conv"
+    assert "freshly initialised" in (out / "MODEL_CARD.md").read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export")]  # no staging left
+
+
+def test_frame_without_trials_selects_nothing() -> None:
+    study = optuna.create_study(directions=["maximize"])
+    frame = trials_frame(study)
+    assert isinstance(frame, pd.DataFrame) and frame.empty
+    with pytest.raises(ValueError, match="no trial 0"):
+        select_trial(frame, objectives_of(study), trial=0)

@@ -1,0 +1,219 @@
+"""The trial function: costs in user attrs, limits as constraints, reuse, failures, prefilter."""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import fusionnas.search.objective as objective_module
+from _studies import PROXY, ZERO_COST, study_config
+from fusionnas.evaluators import ProxyResult, TrainingDiverged, get_dataset
+from fusionnas.search import SearchObjective, TrialFailed
+from fusionnas.spaces import get_space
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+SPACE = get_space("mobilenetv2-cifar")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return get_dataset("digits", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def fake_training(calls: list, fail_first: bool = False):
+    """A stand-in for train_proxy that records its calls (and may diverge the first time)."""
+
+    def train(model, data, budget, progress=False):
+        calls.append(budget)
+        if fail_first and len(calls) == 1:
+            raise TrainingDiverged("training loss is nan at step 1 of 2 (lr=0.05); lower lr", step=1, loss=math.nan)
+        return ProxyResult(val_accuracy=0.5 + 0.01 * len(calls), val_loss=1.0, loss_curve=[1.0], train_seconds=0.1,
+                           eval_seconds=0.0, steps=2, epochs=0.1, train_samples=10, device="cpu")
+
+    return train
+
+
+def new_study(config) -> optuna.Study:
+    return optuna.create_study(directions=config.directions, sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+def test_costs_and_identity_go_into_user_attrs(tmp_path, digits, monkeypatch) -> None:
+    calls: list = []
+    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
+    config = study_config(tmp_path, PROXY)
+    study = new_study(config)
+    study.optimize(SearchObjective(config, digits, tmp_path / "artifacts"), n_trials=1)
+    trial = study.trials[0]
+    attrs = trial.user_attrs
+    assert trial.state == TrialState.COMPLETE
+    arch = SPACE.sample(optuna.trial.FixedTrial(trial.params))
+    assert attrs["arch"] == arch.to_json() and attrs["archid"] == arch.archid
+    assert attrs["fingerprint"] == config.fingerprint
+    assert attrs["params"] > 0 and attrs["flops"] > 0 and attrs["memory_mb"] > 0
+    assert attrs["feasible"] is True and attrs["constraint_violations"] == {}
+    assert trial.values == [attrs["val_accuracy"], attrs["flops"]]
+    assert (tmp_path / "artifacts" / "weights" / attrs["weights"]).is_file()
+    assert len(calls) == 1 and calls[0].steps == 2 and calls[0].resolution == 8
+
+
+def test_infeasible_architectures_are_recorded_but_never_trained(tmp_path, digits, monkeypatch) -> None:
+    calls: list = []
+    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
+    config = study_config(tmp_path, PROXY, constraints={"max_flops": 1e6, "max_params": 1e9})
+    study = new_study(config)
+    study.optimize(SearchObjective(config, digits), n_trials=2)
+    assert calls == []
+    for trial in study.trials:
+        assert trial.state == TrialState.COMPLETE
+        assert trial.user_attrs["feasible"] is False
+        assert trial.constraints["flops"] == pytest.approx(trial.user_attrs["flops"] - 1e6)
+        assert trial.constraints["params"] < 0
+        assert set(trial.user_attrs["constraint_violations"]) == {"flops"}
+        assert trial.values == [0.0, trial.user_attrs["flops"]]  # untrained: the worst accuracy
+        assert "val_accuracy" not in trial.user_attrs
+    assert study.best_trials == []  # Optuna keeps infeasible trials off its frontier too
+
+
+def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path, digits, monkeypatch) -> None:
+    calls: list = []
+    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls, fail_first=True))
+    config = study_config(tmp_path, PROXY)
+    study = new_study(config)
+    study.optimize(SearchObjective(config, digits), n_trials=3, catch=(TrialFailed,))
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert study.trials[0].user_attrs["failure_reason"].startswith("diverged: training loss is nan")
+    assert "flops" in study.trials[0].user_attrs  # the costs measured before the failure stay
+
+
+def test_an_archid_evaluated_before_is_reused(tmp_path, digits, monkeypatch) -> None:
+    calls: list = []
+    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
+    config = study_config(tmp_path, PROXY)
+    study = new_study(config)
+    params = SPACE.params(SPACE.baseline())
+    study.enqueue_trial(params)
+    study.enqueue_trial(params)
+    study.optimize(SearchObjective(config, digits), n_trials=2)
+    first, second = study.trials
+    assert len(calls) == 1
+    assert second.user_attrs["reused_from"] == 0
+    assert second.values == first.values
+    assert second.user_attrs["archid"] == first.user_attrs["archid"]
+
+
+def test_reuse_rechecks_limits_that_changed(tmp_path, digits, monkeypatch) -> None:
+    """An archid once infeasible is trained when a later run relaxes the limit."""
+    calls: list = []
+    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
+    strict = study_config(tmp_path, PROXY, constraints={"max_flops": 1e6})
+    study = new_study(strict)
+    study.enqueue_trial(SPACE.params(SPACE.baseline()))
+    study.optimize(SearchObjective(strict, digits), n_trials=1)
+    relaxed = study_config(tmp_path, PROXY, constraints={"max_flops": 1e9})
+    study.enqueue_trial(SPACE.params(SPACE.baseline()))
+    study.optimize(SearchObjective(relaxed, digits), n_trials=1)
+    second = study.trials[1]
+    assert len(calls) == 1 and second.user_attrs["feasible"] is True
+    assert second.user_attrs["reused_from"] == 0 and second.values[0] > 0
+
+
+def test_a_duplicate_running_in_another_worker_is_waited_for(tmp_path, digits, monkeypatch) -> None:
+    calls: list = []
+    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
+    config = study_config(tmp_path, PROXY)
+    study = new_study(config)
+    arch = SPACE.baseline()
+    study.enqueue_trial(SPACE.params(arch))
+    other = study.ask()  # "another worker" holds trial 0 of the same archid
+    for key, value in {"archid": arch.archid, "fingerprint": config.fingerprint, "evaluated": True,
+                       "val_accuracy": 0.75, "flops": 123.0, "params": 4.0, "memory_mb": 1.0}.items():
+        other.set_user_attr(key, value)
+
+    def finish() -> None:
+        time.sleep(0.5)
+        study.tell(other, [0.75, 123.0])
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    study.enqueue_trial(SPACE.params(arch))
+    study.optimize(SearchObjective(config, digits, poll_s=0.05), n_trials=1)
+    thread.join()
+    mine = study.trials[1]
+    assert calls == [] and mine.user_attrs["reused_from"] == 0 and mine.values == [0.75, 123.0]
+
+
+def test_a_duplicate_is_evaluated_after_the_wait(tmp_path, digits, monkeypatch) -> None:
+    calls: list = []
+    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
+    config = study_config(tmp_path, PROXY)
+    study = new_study(config)
+    arch = SPACE.baseline()
+    study.enqueue_trial(SPACE.params(arch))
+    stuck = study.ask()
+    stuck.set_user_attr("archid", arch.archid)
+    stuck.set_user_attr("fingerprint", config.fingerprint)
+    study.enqueue_trial(SPACE.params(arch))
+    study.optimize(SearchObjective(config, digits, duplicate_wait_s=0.2, poll_s=0.05), n_trials=1)
+    assert len(calls) == 1 and study.trials[1].state == TrialState.COMPLETE
+
+
+def test_zero_cost_budget_scores_without_training(tmp_path, digits, monkeypatch) -> None:
+    monkeypatch.setattr(objective_module, "train_proxy", None)  # calling it would fail the trial
+    config = study_config(tmp_path, ZERO_COST)
+    study = new_study(config)
+    study.optimize(SearchObjective(config, digits), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert trial.values == [trial.user_attrs["synflow"], trial.user_attrs["flops"]]
+    assert trial.user_attrs["synflow"] > 0 and "weights" not in trial.user_attrs
+
+
+def test_prefilter_prunes_low_zero_cost_scores(tmp_path, digits, monkeypatch) -> None:
+    calls: list = []
+    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
+    config = study_config(tmp_path, {**PROXY, "budget": {**PROXY["budget"], "prefilter": 0.5}})
+    study = new_study(config)
+    dist = optuna.distributions.FloatDistribution(0, 1)
+    for _ in range(4):  # earlier trials that all scored far higher
+        study.add_trial(optuna.trial.create_trial(values=[0.9, 1e8], params={"x": 0.5}, distributions={"x": dist},
+                                                  user_attrs={"synflow": 1e300}))
+    study.optimize(SearchObjective(config, digits), n_trials=1)
+    trial = study.trials[-1]
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["prefiltered"] is True
+    assert calls == [] and 0 < trial.user_attrs["synflow"] < 1e300
+
+
+def test_latency_limits_use_the_device_estimate(tmp_path, digits, monkeypatch) -> None:
+    calls: list = []
+    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
+    config = study_config(tmp_path, PROXY, constraints={"max_latency_ms": 1e-3, "latency_device": "jetson-nano"})
+    study = new_study(config)
+    study.optimize(SearchObjective(config, digits), n_trials=1)
+    attrs = study.trials[0].user_attrs
+    assert attrs["latency_source@jetson-nano"] == "estimated"
+    assert study.trials[0].constraints["latency_ms"] == pytest.approx(attrs["latency_ms@jetson-nano"] - 1e-3)
+    assert attrs["feasible"] is False and calls == []
+
+
+def test_measured_cpu_latency_is_kept_beside_the_study(tmp_path, digits, monkeypatch) -> None:
+    calls: list = []
+    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
+    objectives = [{"metric": "accuracy"}, {"metric": "latency", "device": "cpu"}]
+    config = study_config(tmp_path, PROXY, objectives=objectives)
+    study = new_study(config)
+    study.enqueue_trial(SPACE.params(SPACE.baseline()))
+    study.optimize(SearchObjective(config, digits, tmp_path / "artifacts"), n_trials=1)
+    attrs = study.trials[0].user_attrs
+    assert attrs["latency_source@cpu"] == "measured" and attrs["latency_ms@cpu"] > 0
+    assert study.trials[0].values[1] == attrs["latency_ms@cpu"]
+    assert (tmp_path / "artifacts" / "latency-cpu.json").is_file()

@@ -1,0 +1,114 @@
+"""run_study: create or resume, the study's total, presets, fingerprints, user errors, Ctrl-C."""
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import fusionnas.search.objective as objective_module
+from _studies import PROXY, ZERO_COST, study_config
+from fusionnas.search import (
+    SearchInterrupted,
+    StudyConfigError,
+    StudyMismatchError,
+    count_trials,
+    format_progress,
+    open_study,
+    run_study,
+)
+from fusionnas.search.storage import StorageError
+from fusionnas.spaces import get_space
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def test_runs_resumes_and_adds_trials_to_the_same_study(tmp_path) -> None:
+    config = study_config(tmp_path, ZERO_COST, enqueue=["baseline"], n_trials=2)
+    lines = []
+    study = run_study(config, progress=lambda p: lines.append(format_progress(p)))
+    assert config.storage == f"sqlite:///{tmp_path / 'tiny.db'}"
+    assert len(study.trials) == 2 and len(lines) == 2
+    assert study.trials[0].user_attrs["archid"] == get_space("mobilenetv2-cifar").baseline().archid
+    assert study.user_attrs["fingerprint"] == config.fingerprint
+    assert study.metric_names == ["synflow", "flops"]
+    assert lines[-1].startswith("[2/2] trial 1 ") and "feasible 2" in lines[-1]
+
+    again = run_study(config, progress=False)  # the study is complete: nothing runs
+    assert len(again.trials) == 2
+    more = run_study(config, n_trials=4, progress=False)
+    assert [t.number for t in more.trials] == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in more.trials)
+    assert more.trials[0].user_attrs.get("preset") == "baseline"  # enqueued once only
+
+
+def test_journal_storage(tmp_path) -> None:
+    config = study_config(tmp_path, ZERO_COST, n_trials=1, storage="runs.log")
+    (tmp_path / "runs.log").parent.mkdir(exist_ok=True)
+    assert config.storage == f"journal:///{tmp_path / 'runs.log'}"
+    study = run_study(config, progress=False)
+    assert len(study.trials) == 1 and (tmp_path / "runs.log").stat().st_size > 0
+
+
+def test_a_changed_study_under_the_same_name_is_refused(tmp_path) -> None:
+    run_study(study_config(tmp_path, ZERO_COST, n_trials=1), progress=False)
+    changed = study_config(tmp_path, ZERO_COST, n_trials=3, budget={"kind": "zero_cost", "resolution": 16})
+    with pytest.raises(StudyMismatchError, match="fingerprint .* another name"):
+        run_study(changed, progress=False)
+    stored = optuna.load_study(study_name="tiny", storage=changed.storage)
+    assert len(stored.trials) == 1  # unchanged
+
+
+def test_user_errors_leave_no_storage_behind(tmp_path) -> None:
+    impossible = study_config(tmp_path, ZERO_COST, constraints={"max_params": 10.0})
+    with pytest.raises(StudyConfigError, match="constraints.max_params: the smallest architecture"):
+        run_study(impossible, progress=False)
+    missing = study_config(tmp_path, ZERO_COST, dataset={"name": "cifar10", "root": str(tmp_path / "nodata")})
+    with pytest.raises(ValueError, match="cifar"):
+        run_study(missing, progress=False)
+    with pytest.raises(StorageError, match="folder .* does not exist"):
+        run_study(study_config(tmp_path, ZERO_COST), storage=f"sqlite:///{tmp_path}/no/such/x.db", progress=False)
+    with pytest.raises(StorageError, match="no such file"):
+        open_study(study_config(tmp_path, ZERO_COST))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_fails_the_running_trial_and_the_study_resumes(tmp_path, monkeypatch) -> None:
+    config = study_config(tmp_path, ZERO_COST, n_trials=3)
+    real = objective_module.SearchObjective._evaluate
+    calls = []
+
+    def interrupted_once(self, trial, arch, model):
+        calls.append(trial.number)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, trial, arch, model)
+
+    monkeypatch.setattr(objective_module.SearchObjective, "_evaluate", interrupted_once)
+    with pytest.raises(SearchInterrupted) as stop:
+        run_study(config, progress=False)
+    assert stop.value.trial_number == 1
+    study = open_study(config)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert study.trials[1].user_attrs["failure_reason"] == "interrupted"
+    assert count_trials(study) == 1  # the interrupted trial does not count
+    study = run_study(config, progress=False)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE,
+                                               TrialState.COMPLETE]
+
+
+def test_a_run_stops_when_every_trial_fails(tmp_path, monkeypatch) -> None:
+    def broken(model, data, budget, progress=False):
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    monkeypatch.setattr(objective_module, "train_proxy", broken)
+    config = study_config(tmp_path, PROXY, n_trials=20)
+    with pytest.raises(ValueError, match="last 5 trials failed .*device-side assert"):
+        run_study(config, progress=False)
+    study = open_study(config)
+    assert len(study.trials) == 5
+    assert all(t.user_attrs["failure_reason"].startswith("RuntimeError: CUDA error") for t in study.trials)
