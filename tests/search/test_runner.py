@@ -112,3 +112,29 @@ def test_a_run_stops_when_every_trial_fails(tmp_path, monkeypatch) -> None:
     study = open_study(config)
     assert len(study.trials) == 5
     assert all(t.user_attrs["failure_reason"].startswith("RuntimeError: CUDA error") for t in study.trials)
+
+
+def test_a_real_run_skips_infeasible_trials_and_survives_a_failure(tmp_path, monkeypatch) -> None:
+    """Baseline (92.8M FLOPs) over the limit, all-BFT (46.4M) under it; the first training diverges."""
+    from fusionnas.evaluators import TrainingDiverged
+
+    real, calls = objective_module.train_proxy, []
+
+    def diverge_first(model, data, budget, progress=False):
+        calls.append(model)
+        if len(calls) == 1:
+            raise TrainingDiverged("training loss is nan at step 1 of 2; lower lr", step=1, loss=float("nan"))
+        return real(model, data, budget)
+
+    monkeypatch.setattr(objective_module, "train_proxy", diverge_first)
+    config = study_config(tmp_path, PROXY, n_trials=4, enqueue=["baseline", "all-bft", "all-dct", "wht-last-third"],
+                          constraints={"max_flops": 8e7})
+    study = run_study(config, progress=False)
+    states = [(t.state, t.user_attrs.get("feasible")) for t in study.trials]
+    assert states == [(TrialState.COMPLETE, False), (TrialState.FAIL, True), (TrialState.COMPLETE, False),
+                      (TrialState.COMPLETE, True)]  # all-dct keeps the conv's FLOPs until it prunes
+    assert len(calls) == 2 and "val_accuracy" not in study.trials[0].user_attrs
+    assert study.trials[1].user_attrs["failure_reason"].startswith("diverged")
+    assert [t.number for t in study.best_trials] == [3]
+    weights = list((tmp_path / "tiny-artifacts" / "weights").iterdir())
+    assert [w.name.split("-")[0] for w in weights] == [study.trials[3].user_attrs["archid"]]
