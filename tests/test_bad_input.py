@@ -207,9 +207,6 @@ def test_negative_n_trials_on_the_command_line(work, cli) -> None:
         assert_refused(cli("search", "tiny.toml", "--n-trials", "-3"), "n_trials must be >= 1, got -3")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: `fusionnas search --timeout -1` is not checked: it exits 0 "
-                   "having run nothing, and creates an empty study in a new storage (runner.py run_study checks "
-                   "n_trials, never timeout_s)")
 def test_negative_timeout_on_the_command_line(work, cli) -> None:
     with unchanged(work):
         assert_refused(cli("search", "tiny.toml", "--n-trials", "5", "--timeout", "-1"), "timeout", "-1")

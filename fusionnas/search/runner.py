@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
+import socket
 import threading
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -37,7 +40,7 @@ from optuna.trial import TrialState
 
 from fusionnas.evaluators.data import get_dataset
 from fusionnas.evaluators.proxy import ProxyBudget, resolve_device
-from fusionnas.search.objective import SearchObjective, TrialFailed
+from fusionnas.search.objective import SearchObjective, TrialFailed, _fail_stale_trials
 from fusionnas.search.storage import StorageOptions, display_url, open_storage, storage_file
 from fusionnas.spaces import get_space
 
@@ -50,6 +53,7 @@ __all__ = ["SearchProgress", "SearchInterrupted", "StudyMismatchError", "StudyNo
 logger = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_FAILURES = 5  # this run stops after so many failed trials in a row
+_FINGERPRINT_POLLS = 20  # x 0.1 s: how long to wait for a study another worker is creating
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -105,8 +109,12 @@ def open_study(config: StudyConfig, storage: str | None = None, *, create: bool 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
     try:
         if create:
-            study = optuna.create_study(study_name=config.name, storage=backend, directions=config.directions,
-                                        sampler=config.make_sampler(), load_if_exists=True)
+            try:  # the database lets exactly one worker create the study: it samples with the file's seed
+                study = optuna.create_study(study_name=config.name, storage=backend,
+                                            directions=config.directions, sampler=config.make_sampler())
+            except optuna.exceptions.DuplicatedStudyError:  # joining or resuming: a seed of its own
+                sampler = replace(config.sampler, seed=_worker_seed(config.sampler.seed)).make_sampler()
+                study = optuna.load_study(study_name=config.name, storage=backend, sampler=sampler)
         else:
             names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)]
             if config.name not in names:
@@ -116,18 +124,30 @@ def open_study(config: StudyConfig, storage: str | None = None, *, create: bool 
     finally:
         optuna.logging.set_verbosity(quiet)
     stored = study.user_attrs.get("fingerprint")
+    for _ in range(_FINGERPRINT_POLLS):  # another worker may have created it a moment ago
+        if stored is not None:
+            break
+        time.sleep(0.1)
+        stored = optuna.load_study(study_name=config.name, storage=backend).user_attrs.get("fingerprint")
     if stored is None and create:
         study.set_user_attr("fingerprint", config.fingerprint)
         study.set_user_attr("config", config.to_dict())
         with warnings.catch_warnings():  # metric names are "experimental" in Optuna 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(config.metric_names)
-    elif stored != config.fingerprint:
+    elif stored is not None and stored != config.fingerprint:
         raise StudyMismatchError(
             f"study {config.name!r} in {display_url(url)} was run with fingerprint {stored} (space, dataset, "
             f"objectives, budget), this study file has {config.fingerprint}; give the study another name "
             f"or use another storage")
     return study
+
+
+def _worker_seed(seed: int | None) -> int:
+    """A sampler seed for a worker that joins (or resumes) a study: the file's seed mixed with
+    this process's host and pid, so that workers do not all propose the same architectures."""
+    salt = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
+    return ((seed or 0) * 1_000_003 + salt) % 2**32
 
 
 def count_trials(study: optuna.Study) -> int:
@@ -170,11 +190,15 @@ def run_study(
     if target is not None and target < 1:
         raise ValueError(f"n_trials must be >= 1, got {target}")
     timeout_s = timeout_s if timeout_s is not None else config.timeout_s
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout_s}; leave it out to run until n_trials")
     ProxyBudget(device=device)  # a bad device name fails here, not in every trial
     resolve_device(device)
     url = storage or config.storage
     # Everything a user can get wrong is checked before the study is created or changed.
     existing = _existing_study(config, url, options)
+    if existing is not None:
+        _fail_stale_trials(existing)  # a killed worker's trial must not count as done
     if existing is not None and target is not None and count_trials(existing) >= target:
         logger.info("study %r already has %d of %d trials", config.name, count_trials(existing), target)
         return existing

@@ -140,7 +140,11 @@ def _open_rdb(url: str, shown: str, options: StorageOptions) -> optuna.storages.
             for attempt in range(_SCHEMA_ATTEMPTS):
                 try:
                     return optuna.storages.RDBStorage(url, **heartbeat)
-                except sqlalchemy.exc.IntegrityError:  # another worker created the tables just now
+                except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
+                    # Another worker created the tables just now (PostgreSQL: a duplicate key;
+                    # SQLite: "table ... already exists"). Anything else is a real error.
+                    if isinstance(error, sqlalchemy.exc.OperationalError) and "already exists" not in str(error):
+                        raise
                     if attempt == _SCHEMA_ATTEMPTS - 1:
                         raise
                     time.sleep(0.2 * (attempt + 1))

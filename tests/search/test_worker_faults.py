@@ -140,10 +140,6 @@ def test_postgres_killed_worker_trial_fails_is_retried_and_the_study_completes(p
     assert "[2/2] trial 2 " in out
 
 
-@pytest.mark.xfail(strict=True, reason="bug: runner.py run_study counts the dead worker's RUNNING trial "
-                   "(count_trials) before any stale trial is failed, so once it makes up the study's total "
-                   "the next worker returns at once ('already has 1 of 1 trials'): the trial stays RUNNING, "
-                   "is never retried, and the study never gets its requested COMPLETE trials")
 def test_postgres_killed_worker_last_trial_is_retried(pg_study) -> None:
     folder, url, name, write = pg_study
     write(n_trials=1)
@@ -256,10 +252,6 @@ def has_open(pid: int, path: Path) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see the worker open the file")
-@pytest.mark.xfail(strict=True, reason="bug: storage.py _open_rdb retries table creation only on IntegrityError "
-                   "(PostgreSQL); SQLite reports the race as OperationalError 'table studies already exists', "
-                   "so a worker started with another on a new SQLite file fails: 'cannot connect (table ... "
-                   "already exists)'")
 def test_sqlite_workers_started_on_a_new_file(tmp_path) -> None:
     """Two workers creating the tables of a new SQLite file at once.
 

@@ -142,10 +142,6 @@ def test_postgres_workers_never_evaluate_an_archid_twice_at_one_budget(three_wor
             assert source.user_attrs["synflow"] == trial.user_attrs["synflow"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: every worker builds its sampler with the study's seed "
-                   "(runner.py open_study -> config.make_sampler(), seed = the study file's), so workers "
-                   "propose the same architectures in the same order and most trials only reuse another "
-                   "worker's result (90 trials, about 31 distinct archids)")
 def test_postgres_workers_explore_different_architectures(three_workers) -> None:
     study, _ = three_workers
     archids = {t.user_attrs["archid"] for t in study.get_trials(deepcopy=False)}
@@ -220,9 +216,6 @@ def test_postgres_workers_started_on_an_empty_database(empty_schema, tmp_path) -
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: runner.py open_study creates the study, then sets its "
-                   "fingerprint; a worker that loads it in between (run_study -> _existing_study -> "
-                   "open_study(create=False)) stops with StudyMismatchError 'was run with fingerprint None'")
 def test_postgres_worker_joins_a_study_another_worker_is_creating(postgres_url, tmp_path) -> None:
     """The moment between another worker's ``create_study`` and its ``set_user_attr("fingerprint")``.
 
