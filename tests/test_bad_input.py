@@ -223,9 +223,6 @@ def test_impossible_constraint_in_a_new_study(work, cli) -> None:
                        "architecture of the space needs", "> limit 10", "raise max_params")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: runner.py run_study checks the constraints (_check_cheapest) only "
-                   "while the study has no COMPLETE trial; resuming with an impossible limit stores new "
-                   "infeasible trials and exits 0")
 def test_impossible_constraint_when_resuming(work, cli) -> None:
     write(work, STUDY + "[constraints]\nmax_params = 10\n")  # constraints are not in the fingerprint
     with unchanged(work):
@@ -260,9 +257,6 @@ LATENCY_STUDY = ('name = "nano"\nstorage = "tiny.db"\nenqueue = ["baseline"]\n'
                  + '[latency_tables]\njetson-nano = "{table}"\n')
 
 
-@pytest.mark.xfail(strict=True, reason="bug: run_study (runner.py) does not try the study's latency "
-                   "tables before creating the study: MissingLatencyEntry fails every trial (objective.py "
-                   "__call__ catches it), so the run stores n_trials FAIL trials and exits 0")
 def test_latency_table_missing_an_entry(work, cli) -> None:
     missing = nano_table(work)
     write(work, LATENCY_STUDY.format(table="nano.json"), name="nano")
@@ -271,9 +265,6 @@ def test_latency_table_missing_an_entry(work, cli) -> None:
                        "fusionnas profile")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a [latency_tables] file that does not exist is found only "
-                   "inside each trial (objective.py _latency_model); the run stores n_trials FAIL trials and "
-                   "exits 0")
 def test_latency_table_file_missing(work, cli) -> None:
     write(work, LATENCY_STUDY.format(table="nothere.json"), name="nano")
     with unchanged(work):

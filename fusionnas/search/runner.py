@@ -205,8 +205,8 @@ def run_study(
     data = get_dataset(config.dataset.name, config.dataset.root, seed=config.seed,
                        val_fraction=config.dataset.val_fraction)
     objective = SearchObjective(config, data, artifacts_dir(config, url), device=device)
-    if existing is None or not existing.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        _check_cheapest(config, get_space(config.space), objective)
+    _check_latency_tables(config, get_space(config.space), objective)
+    _check_cheapest(config, get_space(config.space), objective)
     study = open_study(config, url, create=True, options=options)
     _enqueue_presets(config, study)
     report = progress if callable(progress) else (_log_progress if progress else None)
@@ -334,6 +334,17 @@ def _check_cheapest(config: StudyConfig, space: Any, objective: SearchObjective)
             for key, value in measured.items():
                 best[key] = min(best.get(key, math.inf), value)
     config.check_feasible(best, "the smallest architecture of the space")
+
+
+def _check_latency_tables(config: StudyConfig, space: Any, objective: SearchObjective) -> None:
+    """Open every latency table the study names and predict its baseline and queued presets,
+    so that a missing file or entry stops the run before the first trial, not in every trial."""
+    archs = [space.baseline(), *(space.preset(name) for name in config.enqueue)]
+    for device in config.latency_tables:
+        if device in objective.latency_devices:
+            table = objective._latency_model(device)
+            for arch in archs:
+                table.predict(arch)
 
 
 def _abort_running(trial: optuna.Trial | None) -> int | None:
