@@ -302,11 +302,15 @@ def _existing_study(config: StudyConfig, url: str, options: StorageOptions | Non
 
 
 def _enqueue_presets(config: StudyConfig, study: optuna.Study) -> None:
-    """Queue the config's presets, once per study (``skip_if_exists`` checks every trial's params)."""
+    """Queue the config's presets once per study; again only if a run was interrupted in one."""
     space = get_space(config.space)
+    settled = {
+        t.user_attrs.get("preset") for t in study.get_trials(deepcopy=False)
+        if t.state != TrialState.FAIL or t.user_attrs.get("failure_reason") != "interrupted"
+    }
     for name in config.enqueue:
-        study.enqueue_trial(space.params(space.preset(name)), user_attrs={"preset": name},
-                            skip_if_exists=True)
+        if name not in settled:
+            study.enqueue_trial(space.params(space.preset(name)), user_attrs={"preset": name})
 
 
 def _check_cheapest(config: StudyConfig, space: Any, objective: SearchObjective) -> None:

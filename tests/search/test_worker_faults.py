@@ -179,9 +179,6 @@ def test_postgres_worker_stops_cleanly_on_sigint_and_the_study_resumes(pg_study)
     assert "[2/2] trial 2 " in out and f"study {name}: 2 trials (2 complete, 0 pruned, 1 failed)" in out
 
 
-@pytest.mark.xfail(strict=True, reason="bug: run_study re-enqueues presets with enqueue_trial(skip_if_exists="
-                   "True) (runner.py _enqueue_presets), which also skips presets whose only trial FAILED: a "
-                   "preset interrupted by Ctrl-C/SIGTERM is never evaluated when the study resumes")
 def test_postgres_worker_stopped_by_sigterm_during_a_preset_evaluates_it_on_resume(pg_study) -> None:
     folder, url, name, write = pg_study
     write(n_trials=1)
