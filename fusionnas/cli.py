@@ -9,6 +9,8 @@ import warnings
 from pathlib import Path
 
 from fusionnas import __version__
+from fusionnas.errors import UserError
+from fusionnas.interrupts import STOP
 
 
 def _cmd_ops(args: argparse.Namespace) -> int:
@@ -35,10 +37,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
         try:
             text = open(args.arch, encoding="utf-8").read()
         except OSError as error:
-            raise ValueError(f"cannot read --arch {args.arch}: {error.strerror}") from None
+            raise UserError(f"cannot read --arch {args.arch}: {error.strerror}") from None
         arch, label = Arch.from_json(text), args.arch
         if arch.space != space.name:
-            raise ValueError(f"{args.arch} is an architecture of {arch.space!r}, not {space.name!r}")
+            raise UserError(f"{args.arch} is an architecture of {arch.space!r}, not {space.name!r}")
     else:
         label = args.preset or "baseline"
         arch = space.preset(label)
@@ -67,7 +69,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from fusionnas.spaces import get_space
 
     if args.samples < 0:
-        raise ValueError(f"--samples must be >= 0, got {args.samples}")
+        raise UserError(f"--samples must be >= 0, got {args.samples}")
     space = get_space(args.space)
     table = LatencyModel.profile_space(
         space, args.device, samples=args.samples, seed=args.seed, threads=args.threads, repeats=args.repeats
@@ -108,20 +110,50 @@ def _study(args: argparse.Namespace):
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    """Run (or resume) a study until it holds its trials; one line per trial."""
-    _passive_threads()
-    from fusionnas.search import (
-        SearchInterrupted,
-        StorageOptions,
-        count_trials,
-        format_progress,
-        load_study_config,
-        run_study,
-    )
-    from fusionnas.search.storage import display_url
+    """Run (or resume) a study until it holds its trials; one line per trial.
 
-    _quiet_optuna()
-    config = load_study_config(args.study)
+    SIGINT or SIGTERM at any moment ends it with 130 and one stderr line
+    (see :mod:`fusionnas.interrupts`).
+    """
+    stored: int | None = None
+    with STOP.installed(), STOP.deferred():
+        try:
+            code, stored = _search(args)
+        except KeyboardInterrupt as stop:  # SearchInterrupted, or a signal while importing
+            number = getattr(stop, "trial_number", None)
+            stored = _stored(getattr(stop, "study", None))
+            where = f"trial {number} marked failed (interrupted); " if number is not None else ""
+            print(_interrupted_line(stored, where), file=sys.stderr)
+            return 130
+        if STOP.requested is not None:  # a signal after the last trial
+            print(_interrupted_line(stored), file=sys.stderr)
+            return 130
+    return code
+
+
+def _stored(study) -> int | None:
+    if study is None:
+        return None
+    from fusionnas.search import count_trials
+
+    return count_trials(study)
+
+
+def _interrupted_line(stored: int | None, where: str = "") -> str:
+    if stored is None:
+        return "interrupted: nothing stored by this run; run the same command to start or resume the study"
+    return f"interrupted: {where}{stored} trials stored; run the same command to resume"
+
+
+def _search(args: argparse.Namespace) -> tuple[int, int]:
+    """The search command once signals are handled: (exit code, trials stored)."""
+    with STOP.interruptible():
+        _passive_threads()
+        from fusionnas.search import StorageOptions, count_trials, format_progress, load_study_config, run_study
+        from fusionnas.search.storage import display_url
+
+        _quiet_optuna()
+        config = load_study_config(args.study)
     options = StorageOptions(heartbeat_interval=args.heartbeat or None)
     url = args.storage or config.storage
     target = args.n_trials if args.n_trials is not None else config.n_trials
@@ -132,19 +164,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
     def show(progress) -> None:
         print(format_progress(progress), flush=True)
 
-    try:
-        study = run_study(config, args.n_trials, args.storage, show, timeout_s=args.timeout, options=options,
-                          device=args.device)
-    except SearchInterrupted as stop:
-        where = f"trial {stop.trial_number} marked failed (interrupted); " if stop.trial_number is not None else ""
-        print(f"interrupted: {where}{count_trials(stop.study)} trials stored; run the same command to resume",
-              file=sys.stderr)
-        return 130
+    study = run_study(config, args.n_trials, args.storage, show, timeout_s=args.timeout, options=options,
+                      device=args.device)
     trials = study.get_trials(deepcopy=False)
     states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
-    print(f"study {config.name}: {count_trials(study)} trials ({states['COMPLETE']} complete, "
-          f"{states['PRUNED']} pruned, {states['FAIL']} failed); `fusionnas pareto {args.study}` prints the frontier")
-    return 0
+    stored = count_trials(study)
+    print(f"study {config.name}: {stored} trials ({states['COMPLETE']} complete, "
+          f"{states['PRUNED']} pruned, {states['FAIL']} failed); `fusionnas pareto {args.study}` prints the frontier",
+          flush=True)
+    return 0, stored
 
 
 def _cmd_pareto(args: argparse.Namespace) -> int:
@@ -157,7 +185,7 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
     objectives = objectives_of(study)
     for option, path in (("--csv", args.csv), ("--plot", args.plot)):
         if path is not None and not Path(path).resolve().parent.is_dir():
-            raise ValueError(f"{option} {path}: folder {Path(path).resolve().parent} does not exist; create it first")
+            raise UserError(f"{option} {path}: folder {Path(path).resolve().parent} does not exist; create it first")
     states = frame["state"].value_counts().to_dict() if len(frame) else {}
     feasible = int((frame["state"].eq("COMPLETE") & frame["feasible"].fillna(False).astype(bool)).sum()) if len(frame) else 0
     print(f"study {config.name}: {len(frame)} trials ({states.get('COMPLETE', 0)} complete, {feasible} feasible, "
@@ -188,7 +216,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         (latency, args.max_latency), ("flops", args.max_flops), ("params", args.max_params),
         ("memory_mb", args.max_memory)) if value is not None}
     if limits and args.best is None:
-        raise ValueError("--max-... limits go with --best METRIC, e.g. --best accuracy --max-latency 12")
+        raise UserError("--max-... limits go with --best METRIC, e.g. --best accuracy --max-latency 12")
     best = args.best
     if best == "latency" and args.latency_device:
         best = latency
@@ -297,12 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``fusionnas`` console script."""
+    """Run one command; its exit code (2: a user error, 130: interrupted)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="fusionnas: %(levelname)s: %(message)s")
     try:
         return args.func(args)
-    except ValueError as error:  # a user error: one line, no traceback
+    except UserError as error:  # one line, no traceback; anything else is a bug and shows its traceback
         print(f"fusionnas: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -310,5 +338,25 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The ``fusionnas`` console script: :func:`main`, exiting with 130 for a signal at any moment.
+
+    The handler is installed before anything is imported; a signal while a
+    command runs interrupts it (the search defers it to its safe points), and
+    one after the command returned is recorded, never fatal (no exit -2 or -15).
+    """
+    STOP.install()
+    with STOP.deferred():
+        try:
+            with STOP.interruptible():
+                code = main()
+        except KeyboardInterrupt:  # between the command's end and here
+            code = 130
+        if STOP.hold_until_exit() and code != 130:
+            print("fusionnas: interrupted", file=sys.stderr)
+            code = 130
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -38,6 +38,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from fusionnas.errors import UserError
+
 __all__ = [
     "DataSplits",
     "DatasetUnavailableError",
@@ -56,7 +58,7 @@ DATA_ENV = "FUSIONNAS_DATA"  # default root when none is given
 _DEFAULT_ROOT = Path("~/.cache/fusionnas/data")
 
 
-class DatasetUnavailableError(ValueError):
+class DatasetUnavailableError(UserError):
     """The files of a dataset are missing or unreadable (the message says where to put them)."""
 
 
@@ -87,18 +89,18 @@ class DataSplits:
             splits.append(("test", self.x_test, self.y_test))
         for split, x, y in splits:
             if x is None or y is None or x.dim() != 4 or y.shape != (x.shape[0],):
-                raise ValueError(
+                raise UserError(
                     f"{self.name}: {split} images must be (N, C, H, W) with (N,) labels, got "
                     f"{None if x is None else tuple(x.shape)} and {None if y is None else tuple(y.shape)}"
                 )
             if x.shape[1:] != self.x_train.shape[1:]:
-                raise ValueError(
+                raise UserError(
                     f"{self.name}: {split} images are {tuple(x.shape[1:])}, "
                     f"training images {tuple(self.x_train.shape[1:])}"
                 )
         channels = self.x_train.shape[1]
         if len(self.mean) != channels or len(self.std) != channels:
-            raise ValueError(
+            raise UserError(
                 f"{self.name}: mean and std need one value per channel ({channels}), "
                 f"got {len(self.mean)} and {len(self.std)}"
             )
@@ -198,14 +200,14 @@ def get_dataset(
     try:
         loader = _DATASETS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}") from None
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}") from None
     _check_fraction("fraction", fraction, allow_one=True)
     if val_fraction is not None:
         _check_fraction("val_fraction", val_fraction, allow_one=False)
     accepted = [p for p in inspect.signature(loader).parameters if p not in ("root", "seed", "download")]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"dataset {name!r} takes no option {', '.join(unknown)}; "
             f"its options: {', '.join(accepted) or 'none'}"
         )
@@ -215,7 +217,7 @@ def get_dataset(
     val_fraction = raw.val_fraction if val_fraction is None else val_fraction
     train, val = _stratified_split(raw.y, val_fraction, generator)
     if len(val) == 0 or len(train) == 0:
-        raise ValueError(
+        raise UserError(
             f"val_fraction={val_fraction} of {len(raw.y)} {name} images leaves "
             f"{len(train)} for training and {len(val)} for validation; both need at least one"
         )
@@ -250,7 +252,7 @@ def _check_fraction(name: str, value: float, *, allow_one: bool) -> None:
     upper_ok = value <= 1 if allow_one else value < 1
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value and upper_ok):
         interval = "(0, 1]" if allow_one else "(0, 1)"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+        raise UserError(f"{name} must be in {interval}, got {value!r}")
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -352,7 +354,7 @@ def iterate_batches(
     ``device`` as uint8, before the float conversion.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
     n = len(x)
     order = torch.randperm(n, generator=generator).to(x.device) if shuffle else None
     for start in range(0, n, batch_size):
@@ -492,9 +494,9 @@ def _imagefolder(root: Path | None, *, seed: int, download: bool, image_size: in
     from torchvision import datasets, transforms  # noqa: PLC0415
 
     if root is None:
-        raise ValueError("imagefolder needs root=, the folder whose sub-folders are the classes")
+        raise UserError("imagefolder needs root=, the folder whose sub-folders are the classes")
     if not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        raise UserError(f"image_size must be a positive integer, got {image_size!r}")
     transform = transforms.Compose(
         [transforms.Resize((image_size, image_size), antialias=True), transforms.PILToTensor()]
     )
@@ -538,7 +540,7 @@ def _synthetic(
     """Noisy copies of one random smooth pattern per class: learnable, generated in milliseconds."""
     for key, value in (("num_samples", num_samples), ("num_classes", num_classes), ("image_size", image_size)):
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"synthetic {key} must be a positive integer, got {value!r}")
+            raise UserError(f"synthetic {key} must be a positive integer, got {value!r}")
     g = _generator(seed)
     patterns = torch.rand(num_classes, 3, 4, 4, generator=g) * 160 + 48
     patterns = F.interpolate(patterns, size=(image_size, image_size), mode="bilinear", align_corners=False)

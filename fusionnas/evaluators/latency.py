@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import torch
 from torch import nn
 
+from fusionnas.errors import UserError
 from fusionnas.evaluators.cost import module_flops
 
 if TYPE_CHECKING:
@@ -65,9 +66,9 @@ def _full_shape(input_shape: Sequence[int], batch_size: int) -> tuple[int, ...]:
 def _resolve_device(device: str | torch.device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' is not available on this machine; use --device cpu")
+        raise UserError("device 'cuda' is not available on this machine; use --device cpu")
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"can only measure on 'cpu' or 'cuda', got {str(device)!r}")
+        raise UserError(f"can only measure on 'cpu' or 'cuda', got {str(device)!r}")
     return device
 
 
@@ -329,13 +330,13 @@ def _profile(name: str) -> DeviceProfile:
     try:
         return DEVICE_PROFILES[name]
     except KeyError:
-        raise ValueError(f"unknown device {name!r}; known: {', '.join(list_devices())}") from None
+        raise UserError(f"unknown device {name!r}; known: {', '.join(list_devices())}") from None
 
 
 # -- lookup tables -----------------------------------------------------------------------
 
 
-class MissingLatencyEntry(ValueError):
+class MissingLatencyEntry(UserError):
     """A table lacks a part and the device it describes cannot be measured here."""
 
 
@@ -381,7 +382,7 @@ class LatencyModel:
         calibration: tuple[float, float] = (1.0, 0.0),
     ) -> None:
         if device not in list_devices():
-            raise ValueError(f"unknown device {device!r}; known: {', '.join(list_devices())}")
+            raise UserError(f"unknown device {device!r}; known: {', '.join(list_devices())}")
         self.space = space
         self.device = device
         self.entries: dict[str, float] = dict(entries or {})
@@ -394,7 +395,7 @@ class LatencyModel:
         if measure_missing is None:
             measure_missing = self.source == "measured" and device in MEASURABLE_DEVICES
         if measure_missing and device not in MEASURABLE_DEVICES:
-            raise ValueError(f"cannot measure on {device!r} from here; measurable: {', '.join(MEASURABLE_DEVICES)}")
+            raise UserError(f"cannot measure on {device!r} from here; measurable: {', '.join(MEASURABLE_DEVICES)}")
         self.measure_missing = measure_missing
         self.calibration = (float(calibration[0]), float(calibration[1]))
 
@@ -452,9 +453,9 @@ class LatencyModel:
         line through (sum of parts, measured whole) for ``archs`` corrects that.
         """
         if not self.measure_missing:
-            raise ValueError(f"calibration measures whole networks, which cannot be done for {self.device!r} here")
+            raise UserError(f"calibration measures whole networks, which cannot be done for {self.device!r} here")
         if len(archs) < 2:
-            raise ValueError(f"calibration needs at least 2 architectures, got {len(archs)}")
+            raise UserError(f"calibration needs at least 2 architectures, got {len(archs)}")
         sums, wholes = [], []
         for arch in archs:
             sums.append(sum(self.part_latencies(arch).values()))
@@ -532,15 +533,15 @@ class LatencyModel:
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise ValueError(f"latency table {str(path)!r} does not exist; write it with `fusionnas profile`") from None
+            raise UserError(f"latency table {str(path)!r} does not exist; write it with `fusionnas profile`") from None
         except json.JSONDecodeError as error:
-            raise ValueError(f"latency table {str(path)!r} is not valid JSON: {error}") from None
+            raise UserError(f"latency table {str(path)!r} is not valid JSON: {error}") from None
         if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT or "entries" not in data:
-            raise ValueError(f"latency table {str(path)!r} is not a fusionnas table (format {TABLE_FORMAT})")
+            raise UserError(f"latency table {str(path)!r} is not a fusionnas table (format {TABLE_FORMAT})")
         if space is None:
             space = get_space(data["space"])
         elif space.name != data["space"]:
-            raise ValueError(f"latency table {str(path)!r} is for space {data['space']!r}, not {space.name!r}")
+            raise UserError(f"latency table {str(path)!r} is for space {data['space']!r}, not {space.name!r}")
         entries = {str(k): float(v) for k, v in data["entries"].items()}
         source = data.get("source", "measured")
         device = device or data["device"]

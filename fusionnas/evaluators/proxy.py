@@ -25,11 +25,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
+from fusionnas.errors import UserError
 from fusionnas.evaluators.data import DataSplits, iterate_batches
 from fusionnas.layers import frequency_regularizer
 
@@ -96,33 +98,33 @@ class ProxyBudget:
 
     def __post_init__(self) -> None:
         if self.epochs is not None and self.steps is not None:
-            raise ValueError(
+            raise UserError(
                 f"set epochs or steps, not both (got epochs={self.epochs!r}, steps={self.steps!r})"
             )
         if self.epochs is not None and not (_is_number(self.epochs) and self.epochs > 0):
-            raise ValueError(f"epochs must be > 0, got {self.epochs!r}")
+            raise UserError(f"epochs must be > 0, got {self.epochs!r}")
         if self.steps is not None and not (_is_int(self.steps) and self.steps >= 1):
-            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+            raise UserError(f"steps must be a positive integer, got {self.steps!r}")
         if not (_is_number(self.data_fraction) and 0 < self.data_fraction <= 1):
-            raise ValueError(f"data_fraction must be in (0, 1], got {self.data_fraction!r}")
+            raise UserError(f"data_fraction must be in (0, 1], got {self.data_fraction!r}")
         for name in ("batch_size", "eval_batch_size"):
             value = getattr(self, name)
             if not (_is_int(value) and value >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise UserError(f"{name} must be a positive integer, got {value!r}")
         if not (_is_number(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+            raise UserError(f"lr must be > 0, got {self.lr!r}")
         for name in ("momentum", "warmup_fraction", "label_smoothing"):
             value = getattr(self, name)
             if not (_is_number(value) and 0 <= value < 1):
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+                raise UserError(f"{name} must be in [0, 1), got {value!r}")
         for name in ("weight_decay", "dct_weight"):
             value = getattr(self, name)
             if not (_is_number(value) and value >= 0):
-                raise ValueError(f"{name} must be >= 0, got {value!r}")
+                raise UserError(f"{name} must be >= 0, got {value!r}")
         if self.resolution is not None and not (_is_int(self.resolution) and self.resolution >= 1):
-            raise ValueError(f"resolution must be a positive integer or None, got {self.resolution!r}")
+            raise UserError(f"resolution must be a positive integer or None, got {self.resolution!r}")
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+            raise UserError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (for study records)."""
@@ -162,7 +164,7 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but torch sees no CUDA GPU; use device='auto' or 'cpu'")
+        raise UserError(f"device={device!r} but torch sees no CUDA GPU; use device='auto' or 'cpu'")
     return resolved
 
 
@@ -174,11 +176,14 @@ def _is_oom(error: BaseException) -> bool:
 
 
 def train_proxy(
-    model: nn.Module, data: DataSplits, budget: ProxyBudget | None = None, *, progress: bool = False
+    model: nn.Module, data: DataSplits, budget: ProxyBudget | None = None, *, progress: bool = False,
+    on_step: Callable[[int], None] | None = None,
 ) -> ProxyResult:
     """Train ``model`` in place on ``data`` within ``budget``; return its validation accuracy.
 
     The model moves to the budget's device and is left there in eval mode.
+    ``on_step(step)`` runs after every optimiser step; an exception it raises
+    (e.g. ``KeyboardInterrupt`` for a requested stop) ends the training.
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
@@ -189,7 +194,7 @@ def train_proxy(
     device = resolve_device(budget.device)
     failure = None
     try:
-        return _train(model, data, budget, device, progress)
+        return _train(model, data, budget, device, progress, on_step)
     except Exception as error:  # noqa: BLE001 (only OOM is translated; the rest re-raised)
         if not _is_oom(error):
             raise
@@ -230,7 +235,8 @@ def _amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
 
 
 def _train(
-    model: nn.Module, data: DataSplits, budget: ProxyBudget, device: torch.device, progress: bool
+    model: nn.Module, data: DataSplits, budget: ProxyBudget, device: torch.device, progress: bool,
+    on_step: Callable[[int], None] | None = None,
 ) -> ProxyResult:
     train = data.subsample(budget.data_fraction, seed=budget.seed)
     n_train = len(train.x_train)
@@ -291,6 +297,8 @@ def _train(
                 bar.update(1)
                 if step % 10 == 0 or step == total:
                     bar.set_postfix(loss=f"{value:.3f}")
+                if on_step is not None:
+                    on_step(step)
         finally:
             bar.close()
         if device.type == "cuda":
@@ -340,7 +348,7 @@ def _evaluate(model: nn.Module, data: DataSplits, budget: ProxyBudget, device: t
 
 def _check_logits(logits: torch.Tensor, num_classes: int) -> None:
     if logits.dim() != 2 or logits.shape[1] != num_classes:
-        raise ValueError(
+        raise UserError(
             f"the model outputs shape {tuple(logits.shape)} but the data has {num_classes} classes; "
             f"build the model with num_classes={num_classes}"
         )

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusionnas.errors import UserError
+
 __all__ = ["synflow", "naswot", "grad_norm", "score", "ZERO_COST_PROXIES", "NASWOT_ACTIVATIONS"]
 
 # NASWOT reads a unit's linear region at these modules: input > 0 (ReLU6's
@@ -119,7 +121,7 @@ def naswot(
             hooked += 1
     if not hooked:
         names = ", ".join(t.__name__ for t in activations)
-        raise ValueError(
+        raise UserError(
             f"naswot found no {names} module in {type(model).__name__}; it reads activation codes "
             f"there (functional activations are invisible), so pass activations=(...) with the model's"
         )
@@ -160,7 +162,7 @@ def score(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> floa
     try:
         proxy = ZERO_COST_PROXIES[name]
     except KeyError:
-        raise ValueError(
+        raise UserError(
             f"unknown zero-cost proxy {name!r}; known: {', '.join(sorted(ZERO_COST_PROXIES))}"
         ) from None
     return proxy(model, x, y)

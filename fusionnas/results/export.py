@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fusionnas.errors import UserError
 from fusionnas.results.pareto import OPS_LEGEND, compact_ops
 from fusionnas.spaces import Arch, get_space
 
@@ -54,11 +55,11 @@ def resolve_metric(frame: pd.DataFrame, name: str) -> str:
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise ValueError(f"the study has latency on several devices ({', '.join(matches)}); "
+            raise UserError(f"the study has latency on several devices ({', '.join(matches)}); "
                              f"name one, e.g. --device {matches[0].split('@', 1)[1]}")
     known = [c for c in frame.columns if c in ("accuracy", "flops", "params", "memory_mb")
              or c.startswith("latency_ms@")]
-    raise ValueError(f"the study records no metric {name!r}; known: {', '.join(known)}")
+    raise UserError(f"the study records no metric {name!r}; known: {', '.join(known)}")
 
 
 def select_trial(frame: pd.DataFrame, objectives: Mapping[str, str], *, trial: int | None = None,
@@ -68,17 +69,17 @@ def select_trial(frame: pd.DataFrame, objectives: Mapping[str, str], *, trial: i
     ``limits`` maps metric names (``latency``, ``flops``, ``latency_ms@jetson-nano``) to maxima.
     """
     if (trial is None) == (best is None):
-        raise ValueError("name a trial (--trial N) or a rule (--best METRIC [--max-...]), not both or neither")
+        raise UserError("name a trial (--trial N) or a rule (--best METRIC [--max-...]), not both or neither")
     if trial is not None:
         rows = frame[frame["number"] == trial]
         if rows.empty:
             last = int(frame["number"].max()) if len(frame) else -1
-            raise ValueError(f"the study has no trial {trial} (trials 0-{last}); "
+            raise UserError(f"the study has no trial {trial} (trials 0-{last}); "
                              f"`fusionnas pareto STUDY` lists them")
         row = rows.iloc[0]
         if row["state"] != "COMPLETE":
             why = f" ({row['failure_reason']})" if isinstance(row.get("failure_reason"), str) else ""
-            raise ValueError(f"trial {trial} is {row['state']}{why}, it has no result to export; "
+            raise UserError(f"trial {trial} is {row['state']}{why}, it has no result to export; "
                              f"pick a COMPLETE trial from `fusionnas pareto STUDY`")
         return row
     column = resolve_metric(frame, best)
@@ -89,11 +90,11 @@ def select_trial(frame: pd.DataFrame, objectives: Mapping[str, str], *, trial: i
         under = pool[pool[limit_column].astype(float) <= limit]
         if under.empty:
             smallest = pool[limit_column].astype(float).min() if len(pool) else math.nan
-            raise ValueError(f"no feasible trial has {limit_column} <= {limit:g} (the smallest is "
+            raise UserError(f"no feasible trial has {limit_column} <= {limit:g} (the smallest is "
                              f"{smallest:.4g}); raise the limit")
         pool = under
     if pool.empty:
-        raise ValueError(f"no completed feasible trial has a {column} value yet; run the search first")
+        raise UserError(f"no completed feasible trial has a {column} value yet; run the search first")
     direction = objectives.get(column) or ("maximize" if column in _MAXIMIZED else "minimize")
     values = pool[column].astype(float)
     best_value = values.max() if direction == "maximize" else values.min()
@@ -125,7 +126,7 @@ def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path
         error = max(error, float(np.max(np.abs(got - expected))))
         bound = max(bound, ONNX_TOLERANCE * (1 + float(np.max(np.abs(expected)))))
     if not error <= bound:
-        raise ValueError(f"the ONNX model differs from torch by {error:.3g} (> {bound:.3g}); "
+        raise UserError(f"the ONNX model differs from torch by {error:.3g} (> {bound:.3g}); "
                          f"the operators' export paths need fixing, please report it")
     path.write_bytes(buffer.getvalue())
     return error
@@ -140,7 +141,7 @@ def export_trial(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Ser
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise ValueError(f"--out {out} exists and is not empty; choose a new folder or pass --force to "
+        raise UserError(f"--out {out} exists and is not empty; choose a new folder or pass --force to "
                          f"overwrite")
     arch = Arch.from_json(row["arch"])
     space = get_space(arch.space)

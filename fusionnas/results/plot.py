@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fusionnas.errors import UserError
 from fusionnas.results.pareto import format_frontier
 
 __all__ = ["plot_frontier"]
@@ -79,9 +80,9 @@ def plot_frontier(frame: pd.DataFrame, objectives: Mapping[str, str], path: str 
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".png", ".html", ".htm"):
-        raise ValueError(f"--plot {path}: unknown format {suffix or '(none)'!r}; name the file .png or .html")
+        raise UserError(f"--plot {path}: unknown format {suffix or '(none)'!r}; name the file .png or .html")
     if not path.parent.is_dir():
-        raise ValueError(f"--plot {path}: folder {path.parent} does not exist; create it first")
+        raise UserError(f"--plot {path}: folder {path.parent} does not exist; create it first")
     fig, plt = _figure(frame, objectives, baseline_archid, title)
     try:
         if suffix == ".png":

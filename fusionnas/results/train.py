@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from fusionnas.errors import UserError
 from fusionnas.evaluators.data import get_dataset, iterate_batches
 from fusionnas.evaluators.proxy import ProxyBudget, resolve_device, train_proxy
 from fusionnas.spaces import Arch, get_space
@@ -44,13 +45,13 @@ def read_arch(path: str | Path) -> Arch:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ValueError(f"{path}: no such architecture file; `fusionnas export` writes arch.json") from None
+        raise UserError(f"{path}: no such architecture file; `fusionnas export` writes arch.json") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: cannot read it ({error})") from None
+        raise UserError(f"{path}: cannot read it ({error})") from None
     try:
         return Arch.from_json(text)
     except ValueError as error:
-        raise ValueError(f"{path}: {error}; write it again with `fusionnas export` or "
+        raise UserError(f"{path}: {error}; write it again with `fusionnas export` or "
                          f"`fusionnas show SPACE --json`") from None
 
 
@@ -76,7 +77,7 @@ def train_arch(arch_path: str | Path, dataset: str, epochs: float, out: str | Pa
     arch = read_arch(arch_path)
     out = Path(out) if out is not None else Path(arch_path).with_name("checkpoint.pt")
     if not out.parent.is_dir():
-        raise ValueError(f"--out {out}: folder {out.parent} does not exist; create it first")
+        raise UserError(f"--out {out}: folder {out.parent} does not exist; create it first")
     budget = ProxyBudget(epochs=epochs, batch_size=batch_size, lr=lr, resolution=resolution,
                          data_fraction=data_fraction, device=device, seed=seed)
     data = get_dataset(dataset, root, seed=seed)

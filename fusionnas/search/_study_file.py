@@ -57,16 +57,18 @@ _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
                "prefilter": ("number", "0.5"),
                "zero_cost_proxy": ("str", '"synflow"')},
     "sampler": {"name": ("str", '"tpe"'), "seed": ("int", "0"),
-                "n_startup_trials": ("int", "10"), "population_size": ("int", "50")},
+                "n_startup_trials": ("int", "10"), "constant_liar": ("bool", "true"),
+                "multivariate": ("bool", "true"), "group": ("bool", "true"),
+                "population_size": ("int", "50")},
 }
-_KIND_TEXT = {"str": "a string", "int": "an integer", "number": "a number",
+_KIND_TEXT = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false",
               "str_list": "a list of strings", "table": "a table", "table_list": "tables"}
 
 
 def _kind_ok(value: Any, kind: str) -> bool:
     if isinstance(value, bool):
-        return False
-    checks = {"str": lambda v: isinstance(v, str), "int": lambda v: isinstance(v, int),
+        return kind == "bool"
+    checks = {"bool": lambda v: False,"str": lambda v: isinstance(v, str), "int": lambda v: isinstance(v, int),
               "number": lambda v: isinstance(v, (int, float)),
               "str_list": lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
               "table": lambda v: isinstance(v, Mapping),

@@ -49,6 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fusionnas.errors import UserError
+
 if TYPE_CHECKING:
     import optuna
 
@@ -83,7 +85,7 @@ class StudyConfigProblem:
         return ": ".join([*parts, f"{self.problem}; {self.fix}"])
 
 
-class StudyConfigError(ValueError):
+class StudyConfigError(UserError):
     """A study file (or mapping) with problems; ``problems`` lists every one found."""
 
     def __init__(self, problems: Sequence[StudyConfigProblem], path: str | Path | None = None):
@@ -270,11 +272,22 @@ class Budget:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Which Optuna sampler proposes architectures; unset options keep Optuna's defaults."""
+    """Which Optuna sampler proposes architectures; unset options keep Optuna's defaults.
+
+    TPE's ``constant_liar`` (on unless set false) makes a worker treat the
+    trials other workers are running as if they had failed, so that workers
+    started together propose different architectures; it acts only while
+    other trials run, so a lone worker samples as without it.
+    ``multivariate`` models the parameters jointly; ``group`` (with
+    ``multivariate``) splits them by the trials that used them.
+    """
 
     name: str = "tpe"
     seed: int | None = None
     n_startup_trials: int | None = None  # tpe only: random trials before TPE
+    constant_liar: bool | None = None  # tpe only; None: on
+    multivariate: bool | None = None  # tpe only
+    group: bool | None = None  # tpe only, needs multivariate
     population_size: int | None = None  # nsga2 only
 
     def __post_init__(self) -> None:
@@ -284,7 +297,9 @@ class SamplerConfig:
         if self.seed is not None and not 0 <= self.seed < 2**32:
             problems.append(StudyConfigProblem(
                 "seed", f"must lie in [0, 2**32), got {self.seed}", "write seed = 0"))
-        for key, owner in (("n_startup_trials", "tpe"), ("population_size", "nsga2")):
+        owners = {"n_startup_trials": "tpe", "constant_liar": "tpe", "multivariate": "tpe", "group": "tpe",
+                  "population_size": "nsga2"}
+        for key, owner in owners.items():
             if getattr(self, key) is not None and self.name != owner:
                 problems.append(StudyConfigProblem(
                     key, f"only the {owner} sampler uses it, not {self.name!r}", "remove the key"))
@@ -292,6 +307,9 @@ class SamplerConfig:
             problems.append(StudyConfigProblem(
                 "n_startup_trials", f"must be >= 0, got {self.n_startup_trials}",
                 "write n_startup_trials = 10"))
+        if self.group and not self.multivariate:
+            problems.append(StudyConfigProblem(
+                "group", "needs multivariate = true", "add multivariate = true or remove group"))
         _positive(problems, "population_size", self.population_size,
                   "write population_size = 20", low=1)
         _raise_if(problems)
@@ -304,6 +322,8 @@ class SamplerConfig:
         Optuna 5 deprecates ``constraints_func`` (it still works, with a FutureWarning);
         the random sampler ignores constraints either way.
         """
+        import warnings
+
         import optuna
 
         extra: dict[str, Any] = {}
@@ -312,7 +332,13 @@ class SamplerConfig:
         if self.name == "tpe":
             if self.n_startup_trials is not None:
                 extra["n_startup_trials"] = self.n_startup_trials
-            return optuna.samplers.TPESampler(seed=self.seed, **extra)
+            for key in ("multivariate", "group"):
+                if getattr(self, key) is not None:
+                    extra[key] = getattr(self, key)
+            extra["constant_liar"] = self.constant_liar is not False
+            with warnings.catch_warnings():  # constant_liar, multivariate and group are "experimental"
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.samplers.TPESampler(seed=self.seed, **extra)
         if self.name == "nsga2":
             if self.population_size is not None:
                 extra["population_size"] = self.population_size

@@ -44,6 +44,8 @@ from fusionnas.evaluators import count_flops, count_params, iterate_batches
 from fusionnas.evaluators.latency import LatencyModel, peak_activation_bytes
 from fusionnas.evaluators.proxy import ProxyBudget, ProxyTrainingError, train_proxy
 from fusionnas.evaluators.zero_cost import score as zero_cost_score
+from fusionnas.interrupts import STOP
+from fusionnas.search.coordination import claim_archid, fail_stale_trials, study_lock
 from fusionnas.spaces import Arch, get_space
 
 if TYPE_CHECKING:
@@ -116,13 +118,14 @@ class SearchObjective:
             self._save_latency_tables()
 
     def _run(self, trial: optuna.Trial) -> list[float]:
+        STOP.check()
         arch = self.space.sample(trial)
         fingerprint = self.config.fingerprint
+        earlier = self._earlier(trial, arch.archid, fingerprint)
         trial.set_user_attr("arch", arch.to_json())
         trial.set_user_attr("archid", arch.archid)
         trial.set_user_attr("fingerprint", fingerprint)
         trial.set_user_attr("num_classes", self.data.num_classes)
-        earlier = self._earlier(trial, arch.archid, fingerprint)
         attrs: dict[str, Any] = {}
         if earlier is not None:
             keys = (*COST_KEYS, *EVALUATION_KEYS, *self._zero_cost_names())
@@ -132,6 +135,7 @@ class SearchObjective:
             logger.info("trial %d: archid %s reuses trial %d", trial.number, arch.archid, attrs["reused_from"])
         model = None
         if not all(k in attrs for k in self._cost_names()):
+            STOP.check()
             model = self.space.build(arch, num_classes=self.data.num_classes)
             attrs.update(self._costs(arch, model, attrs))
         violations = self.config.constraints.violations(self._constraint_measures(attrs))
@@ -141,6 +145,7 @@ class SearchObjective:
         attrs["constraint_violations"] = {k: v for k, v in violations.items() if v > 0}
         _set_all(trial, attrs)
         if attrs["feasible"] and not attrs.get("evaluated"):
+            STOP.check()
             model = model or self.space.build(arch, num_classes=self.data.num_classes)
             evaluation = self._evaluate(trial, arch, model)
             _set_all(trial, evaluation)
@@ -150,35 +155,31 @@ class SearchObjective:
     # -- reuse -------------------------------------------------------------------------
 
     def _earlier(self, trial: optuna.Trial, archid: str, fingerprint: str) -> optuna.trial.FrozenTrial | None:
-        """The earlier trial of ``archid`` to reuse, if any.
+        """The earlier trial of ``archid`` whose results ``trial`` reuses, or None to evaluate it here.
 
-        A COMPLETE one that was evaluated is preferred, then one that was only
-        costed (infeasible then: limits may have changed since), then one that
-        was prefiltered (its zero-cost score is reused). A RUNNING one with a
-        smaller number (another worker) is waited for, polling every
-        ``poll_s`` seconds for at most ``duplicate_wait_s``; the smaller-number
-        rule means two workers never wait for each other. After the wait, the
-        architecture is evaluated here too.
+        :func:`~fusionnas.search.coordination.claim_archid` decides atomically:
+        an evaluated trial is reused; a trial of another worker that is
+        evaluating it is waited for, polling every ``poll_s`` seconds (and
+        failing stale trials, so that a dead worker's claim ends) for at most
+        ``duplicate_wait_s``, after which it is evaluated here too. A trial
+        that only measured the costs (infeasible then: limits may have changed
+        since) or was prefiltered lends those and ``trial`` evaluates.
         """
         deadline = time.monotonic() + self.duplicate_wait_s
         while True:
-            same = [t for t in trial.study.get_trials(deepcopy=False)
-                    if t.number != trial.number and t.user_attrs.get("archid") == archid
-                    and t.user_attrs.get("fingerprint") == fingerprint]
-            done = [t for t in same if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-            if done:
-                return max(done, key=lambda t: (t.user_attrs.get("evaluated", False),
-                                                t.state == TrialState.COMPLETE, -t.number))
-            running = [t for t in same if t.state == TrialState.RUNNING and t.number < trial.number]
-            if not running or time.monotonic() > deadline:
-                if running:
-                    logger.warning("trial %d: trial %d of archid %s still runs after %.0f s; evaluating here too",
-                                   trial.number, running[0].number, archid, self.duplicate_wait_s)
-                return None
-            logger.info("trial %d: archid %s is running as trial %d; waiting", trial.number, archid,
-                        running[0].number)
-            time.sleep(self.poll_s)
-            _fail_stale_trials(trial.study)
+            late = time.monotonic() > deadline
+            claim = claim_archid(trial, archid, fingerprint, force=late)
+            if claim.wait_for is None:
+                return claim.reuse or claim.costed
+            logger.info("trial %d: archid %s is being evaluated by trial %d; waiting", trial.number, archid,
+                        claim.wait_for.number)
+            with STOP.interruptible():
+                time.sleep(self.poll_s)
+            with study_lock(trial.study):
+                fail_stale_trials(trial.study)
+            if time.monotonic() > deadline:
+                logger.warning("trial %d: trial %d of archid %s still runs after %.0f s; evaluating here too",
+                               trial.number, claim.wait_for.number, archid, self.duplicate_wait_s)
 
     # -- costs -------------------------------------------------------------------------
 
@@ -265,13 +266,14 @@ class SearchObjective:
             x, y = self._scoring_batch()
             with _one_thread():
                 result[proxy] = float(zero_cost_score(proxy, model, x, y))
+            STOP.check()
         if budget.kind == "zero_cost":
             result["evaluated"] = True
             return result
         if budget.prefilter is not None:
             self._prefilter(trial, result[budget.zero_cost_proxy])
         proxy_budget = ProxyBudget(**budget.proxy_options(), seed=self.config.seed, device=self.device)
-        trained = train_proxy(model, self.data, proxy_budget)
+        trained = train_proxy(model, self.data, proxy_budget, on_step=lambda step: STOP.check())
         result.update(val_accuracy=trained.val_accuracy, val_loss=trained.val_loss,
                       train_seconds=trained.train_seconds, proxy_steps=trained.steps, evaluated=True)
         if self.artifacts is not None:
@@ -351,15 +353,3 @@ def _try_set(trial: optuna.Trial, key: str, value: Any) -> None:
         trial.set_user_attr(key, value)
     except Exception as error:  # noqa: BLE001
         logger.warning("could not record %s on trial %d: %s", key, trial.number, error)
-
-
-def _fail_stale_trials(study: optuna.Study) -> None:
-    """Fail trials whose worker stopped sending heartbeats (RDB storages with a heartbeat)."""
-    import warnings
-
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
-    if is_heartbeat_enabled(study._storage):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)

@@ -1,4 +1,4 @@
-"""Run a study: create or load it, enqueue the presets, optimise until the study has its trials.
+"""Run a study: create or load it, enqueue the presets, run trials until the study has its total.
 
 ``n_trials`` is the study's total, not this run's: a run stops once the study
 holds that many trials (finished, or running in any worker), so running the
@@ -7,69 +7,81 @@ it is complete; raise it to add trials. Trials interrupted by Ctrl-C, and
 trials failed by a lost heartbeat that were re-queued, do not count.
 ``timeout_s`` bounds this run: no new trial starts after it.
 
+Many workers (processes, machines) may run one study on one storage. Every
+decision another worker must see is taken under the study's lock
+(:mod:`fusionnas.search.coordination`): counting the trials and asking for the
+next one, so the study ends with exactly ``n_trials``; queuing the presets,
+once; who evaluates an architecture, once; failing a dead worker's trial.
+
 The study's user attributes hold the config's ``fingerprint`` (space,
 dataset, objectives, budget): loading a study under the same name with a
 different fingerprint is an error, so results measured under other terms are
 never mixed.
 
-Ctrl-C (SIGINT) or SIGTERM stops the run: the running trial is marked FAIL
-(``failure_reason`` ``interrupted``), everything stored stays, and
-:class:`SearchInterrupted` (a ``KeyboardInterrupt``) is raised; running the
-study again resumes it. A worker killed outright (SIGKILL, a lost machine)
-leaves its trial RUNNING until the heartbeat of an SQL storage fails it.
+Ctrl-C (SIGINT) or SIGTERM stops the run at the next safe point (at once
+while loading data or waiting; after the current step while training): the
+running trial is marked FAIL (``failure_reason`` ``interrupted``), everything
+stored stays, and :class:`SearchInterrupted` (a ``KeyboardInterrupt``) is
+raised; running the study again resumes it. No trial is left RUNNING. A
+worker killed outright (SIGKILL, a lost machine) leaves its trial RUNNING
+until the heartbeat of an SQL storage fails it.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
-import signal
 import socket
-import threading
 import time
 import warnings
 import zlib
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
 
+from fusionnas.errors import UserError
 from fusionnas.evaluators.data import get_dataset
 from fusionnas.evaluators.proxy import ProxyBudget, resolve_device
-from fusionnas.search.objective import SearchObjective, TrialFailed, _fail_stale_trials
+from fusionnas.interrupts import STOP
+from fusionnas.search.coordination import fail_stale_trials, heartbeat, storage_lock, study_lock
+from fusionnas.search.objective import SearchObjective, TrialFailed
 from fusionnas.search.storage import StorageOptions, display_url, open_storage, storage_file
 from fusionnas.spaces import get_space
 
 if TYPE_CHECKING:
     from fusionnas.search.config import StudyConfig
 
-__all__ = ["SearchProgress", "SearchInterrupted", "StudyMismatchError", "StudyNotFoundError", "run_study", "open_study",
-           "artifacts_dir", "count_trials", "format_progress"]
+__all__ = ["SearchProgress", "SearchInterrupted", "SearchFailed", "StudyMismatchError", "StudyNotFoundError",
+           "run_study", "open_study", "artifacts_dir", "count_trials", "format_progress"]
 
 logger = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_FAILURES = 5  # this run stops after so many failed trials in a row
-_FINGERPRINT_POLLS = 20  # x 0.1 s: how long to wait for a study another worker is creating
 
 
 class SearchInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped the search; ``study`` holds everything finished before it."""
+    """Ctrl-C stopped the search; ``study`` (None before it was opened) holds everything finished."""
 
-    def __init__(self, study: optuna.Study, trial_number: int | None) -> None:
-        super().__init__(f"interrupted during trial {trial_number}")
+    def __init__(self, study: optuna.Study | None, trial_number: int | None) -> None:
+        super().__init__(f"interrupted during trial {trial_number}" if trial_number is not None else "interrupted")
         self.study = study
         self.trial_number = trial_number
 
 
-class StudyNotFoundError(ValueError):
+class SearchFailed(UserError):
+    """Several trials in a row failed: the cause looks systematic (a bad setting, a broken device)."""
+
+
+class StudyNotFoundError(UserError):
     """The storage has no study of that name."""
 
 
-class StudyMismatchError(ValueError):
+class StudyMismatchError(UserError):
     """The storage holds a study of this name that was run with another config."""
 
 
@@ -98,6 +110,10 @@ def open_study(config: StudyConfig, storage: str | None = None, *, create: bool 
                options: StorageOptions | None = None) -> optuna.Study:
     """The study of ``config`` in ``storage`` (default: the config's), created if ``create``.
 
+    Creating the study and recording its fingerprint happen under the study's
+    lock, so a worker that joins sees either no study or one with its
+    fingerprint.
+
     Raises:
         StorageError: the storage cannot be opened.
         StudyNotFoundError: no such study (``create`` False).
@@ -109,37 +125,40 @@ def open_study(config: StudyConfig, storage: str | None = None, *, create: bool 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
     try:
         if create:
-            try:  # the database lets exactly one worker create the study: it samples with the file's seed
-                study = optuna.create_study(study_name=config.name, storage=backend,
-                                            directions=config.directions, sampler=config.make_sampler())
-            except optuna.exceptions.DuplicatedStudyError:  # joining or resuming: a seed of its own
-                sampler = replace(config.sampler, seed=_worker_seed(config.sampler.seed)).make_sampler()
-                study = optuna.load_study(study_name=config.name, storage=backend, sampler=sampler)
+            with storage_lock(backend, config.name):
+                study = _create_or_join(config, backend)
         else:
             names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)]
             if config.name not in names:
                 raise StudyNotFoundError(f"storage {display_url(url)} has no study {config.name!r} "
-                                 f"(it has: {', '.join(names) or 'none'}); run `fusionnas search` first")
+                                         f"(it has: {', '.join(names) or 'none'}); run `fusionnas search` first")
             study = optuna.load_study(study_name=config.name, storage=backend, sampler=config.make_sampler())
     finally:
         optuna.logging.set_verbosity(quiet)
     stored = study.user_attrs.get("fingerprint")
-    for _ in range(_FINGERPRINT_POLLS):  # another worker may have created it a moment ago
-        if stored is not None:
-            break
-        time.sleep(0.1)
-        stored = optuna.load_study(study_name=config.name, storage=backend).user_attrs.get("fingerprint")
-    if stored is None and create:
+    if stored != config.fingerprint:
+        raise StudyMismatchError(
+            f"study {config.name!r} in {display_url(url)} was run with fingerprint {stored} (space, dataset, "
+            f"objectives, budget), this study file has {config.fingerprint}; give the study another name "
+            f"or use another storage")
+    return study
+
+
+def _create_or_join(config: StudyConfig, backend: optuna.storages.BaseStorage) -> optuna.Study:
+    """Under the study's lock: create the study (the one creator samples with the file's seed) or
+    load it (a joining or resuming worker samples with a seed of its own)."""
+    try:
+        study = optuna.create_study(study_name=config.name, storage=backend, directions=config.directions,
+                                    sampler=config.make_sampler())
+    except optuna.exceptions.DuplicatedStudyError:
+        sampler = replace(config.sampler, seed=_worker_seed(config.sampler.seed)).make_sampler()
+        study = optuna.load_study(study_name=config.name, storage=backend, sampler=sampler)
+    if study.user_attrs.get("fingerprint") is None:  # new, or created by something other than fusionnas
         study.set_user_attr("fingerprint", config.fingerprint)
         study.set_user_attr("config", config.to_dict())
         with warnings.catch_warnings():  # metric names are "experimental" in Optuna 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(config.metric_names)
-    elif stored is not None and stored != config.fingerprint:
-        raise StudyMismatchError(
-            f"study {config.name!r} in {display_url(url)} was run with fingerprint {stored} (space, dataset, "
-            f"objectives, budget), this study file has {config.fingerprint}; give the study another name "
-            f"or use another storage")
     return study
 
 
@@ -184,108 +203,104 @@ def run_study(
         device: where proxies train.
 
     Raises:
-        SearchInterrupted: Ctrl-C; the running trial is recorded as failed.
+        SearchInterrupted: Ctrl-C or SIGTERM; the running trial is recorded as failed.
+        SearchFailed: the last trials all failed.
     """
     target = n_trials if n_trials is not None else config.n_trials
     if target is not None and target < 1:
-        raise ValueError(f"n_trials must be >= 1, got {target}")
+        raise UserError(f"n_trials must be >= 1, got {target}")
     timeout_s = timeout_s if timeout_s is not None else config.timeout_s
     if timeout_s is not None and not timeout_s > 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout_s}; leave it out to run until n_trials")
+        raise UserError(f"timeout must be > 0 seconds, got {timeout_s}; leave it out to run until n_trials")
     ProxyBudget(device=device)  # a bad device name fails here, not in every trial
     resolve_device(device)
     url = storage or config.storage
-    # Everything a user can get wrong is checked before the study is created or changed.
-    existing = _existing_study(config, url, options)
-    if existing is not None:
-        _fail_stale_trials(existing)  # a killed worker's trial must not count as done
-    if existing is not None and target is not None and count_trials(existing) >= target:
-        logger.info("study %r already has %d of %d trials", config.name, count_trials(existing), target)
-        return existing
-    data = get_dataset(config.dataset.name, config.dataset.root, seed=config.seed,
-                       val_fraction=config.dataset.val_fraction)
-    objective = SearchObjective(config, data, artifacts_dir(config, url), device=device)
-    _check_latency_tables(config, get_space(config.space), objective)
-    _check_cheapest(config, get_space(config.space), objective)
-    study = open_study(config, url, create=True, options=options)
-    _enqueue_presets(config, study)
     report = progress if callable(progress) else (_log_progress if progress else None)
-    start = time.monotonic()
-    failures = 0
-    stop = _StopSignal()
-
-    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        nonlocal failures
-        failures = failures + 1 if trial.state == TrialState.FAIL else 0
-        if report is not None:
-            report(summarize(study, trial, target, time.monotonic() - start))
-        done = target is not None and count_trials(study) >= target
-        if done or failures >= MAX_CONSECUTIVE_FAILURES or stop.requested:
-            study.stop()
-
-    def guarded(trial: optuna.Trial) -> list[float]:
-        if stop.requested:  # the signal came between two trials
-            trial.set_user_attr("failure_reason", "interrupted")
-            raise KeyboardInterrupt
-        with stop.armed():
-            return objective(trial)
-
-    try:
-        with stop.installed():
-            study.optimize(guarded, timeout=timeout_s, callbacks=[after_trial], catch=(TrialFailed,),
-                           gc_after_trial=True)
-    except KeyboardInterrupt:
-        with _signals_ignored():
-            number = _abort_running(objective.current_trial)
-        raise SearchInterrupted(study, number) from None
-    if stop.requested:
-        raise SearchInterrupted(study, None)
-    if failures >= MAX_CONSECUTIVE_FAILURES:
-        last = study.get_trials(deepcopy=False)[-1]
-        raise ValueError(f"the last {failures} trials failed (last: {last.user_attrs.get('failure_reason')}); "
-                         f"stopping, since the cause looks systematic: fix it and run again to resume")
+    with STOP.installed(), STOP.deferred():
+        # Everything a user can get wrong is checked before the study is created or changed.
+        existing = _existing_study(config, url, options)
+        if existing is not None and target is not None and _complete(existing, target):
+            logger.info("study %r already has %d of %d trials", config.name, count_trials(existing), target)
+            return existing
+        try:
+            with STOP.interruptible():
+                data = get_dataset(config.dataset.name, config.dataset.root, seed=config.seed,
+                                   val_fraction=config.dataset.val_fraction)
+                objective = SearchObjective(config, data, artifacts_dir(config, url), device=device)
+                _check_latency_tables(config, get_space(config.space), objective)
+                _check_cheapest(config, get_space(config.space), objective)
+        except KeyboardInterrupt:
+            raise SearchInterrupted(existing, None) from None
+        study = open_study(config, url, create=True, options=options)
+        _enqueue_presets(config, study)
+        _optimize(study, objective, target, timeout_s, report)
     return study
 
 
-class _StopSignal:
-    """SIGINT/SIGTERM during a trial interrupt it; between trials they stop the loop.
-
-    Optuna marks a trial FAIL when its objective raises KeyboardInterrupt, but
-    an interrupt inside Optuna's own bookkeeping (asking for a trial, storing
-    its result) could leave a trial RUNNING; so the interrupt is raised only
-    while the objective runs, and otherwise only recorded.
-    """
-
-    def __init__(self) -> None:
-        self.requested: int | None = None
-        self._armed = False
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        self.requested = signum
-        if self._armed:
-            self._armed = False
-            raise KeyboardInterrupt
-
-    @contextmanager
-    def armed(self) -> Iterator[None]:
-        self._armed = True
-        try:
-            yield
-        finally:
-            self._armed = False
-
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        """Handle the signals for the duration (only the main thread may install handlers)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
+def _optimize(study: optuna.Study, objective: SearchObjective, target: int | None, timeout_s: float | None,
+              report: Callable[[SearchProgress], None] | None) -> None:
+    """Ask, evaluate and tell until the study is complete, time is up, or trials keep failing."""
+    start = time.monotonic()
+    failures = 0
+    while True:
+        if STOP.requested:
+            raise SearchInterrupted(study, None)
+        if timeout_s is not None and time.monotonic() - start >= timeout_s:
             return
-        previous = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
+        trial = _next_trial(study, target)
+        if trial is None:
+            return
+        frozen = _run_trial(study, trial, objective)
+        gc.collect()  # as Study.optimize(gc_after_trial=True): models and graphs of the trial go now
+        failures = failures + 1 if frozen.state == TrialState.FAIL else 0
+        if report is not None:
+            report(summarize(study, frozen, target, time.monotonic() - start))
+        if failures >= MAX_CONSECUTIVE_FAILURES:
+            raise SearchFailed(f"the last {failures} trials failed (last: {frozen.user_attrs.get('failure_reason')}); "
+                               f"stopping, since the cause looks systematic: fix it and run again to resume")
+
+
+def _complete(study: optuna.Study, target: int) -> bool:
+    """Whether ``study`` holds ``target`` trials once a killed worker's trial no longer counts as done."""
+    if count_trials(study) < target:
+        return False
+    with study_lock(study):
+        fail_stale_trials(study)
+        return count_trials(study) >= target
+
+
+def _next_trial(study: optuna.Study, target: int | None) -> optuna.Trial | None:
+    """The next trial, or None when the study holds its ``target``; counting and asking are one step."""
+    with study_lock(study):
+        fail_stale_trials(study)
+        if target is not None and count_trials(study) >= target:
+            return None
+        with warnings.catch_warnings():  # this loop runs the heartbeat as Study.optimize does
+            warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
+            return study.ask()
+
+
+def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: SearchObjective) -> optuna.trial.FrozenTrial:
+    """Evaluate ``trial`` and tell the study; whatever happens, the trial does not stay RUNNING."""
+    values = None
+    state = TrialState.COMPLETE
+    with heartbeat(trial):
         try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            values = objective(trial)
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except TrialFailed:
+            state = TrialState.FAIL
+        except KeyboardInterrupt:
+            trial.set_user_attr("failure_reason", "interrupted")
+            study.tell(trial, state=TrialState.FAIL)
+            raise SearchInterrupted(study, trial.number) from None
+        except BaseException:  # a bug: the trial fails, the traceback shows
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+    if state == TrialState.COMPLETE:
+        return study.tell(trial, values)
+    return study.tell(trial, state=state)
 
 
 def _existing_study(config: StudyConfig, url: str, options: StorageOptions | None) -> optuna.Study | None:
@@ -302,15 +317,17 @@ def _existing_study(config: StudyConfig, url: str, options: StorageOptions | Non
 
 
 def _enqueue_presets(config: StudyConfig, study: optuna.Study) -> None:
-    """Queue the config's presets once per study; again only if a run was interrupted in one."""
+    """Queue the config's presets once per study (again only if a run was interrupted in one);
+    under the study's lock, so that workers starting together queue them once."""
     space = get_space(config.space)
-    settled = {
-        t.user_attrs.get("preset") for t in study.get_trials(deepcopy=False)
-        if t.state != TrialState.FAIL or t.user_attrs.get("failure_reason") != "interrupted"
-    }
-    for name in config.enqueue:
-        if name not in settled:
-            study.enqueue_trial(space.params(space.preset(name)), user_attrs={"preset": name})
+    with study_lock(study):
+        settled = {
+            t.user_attrs.get("preset") for t in study.get_trials(deepcopy=False)
+            if t.state != TrialState.FAIL or t.user_attrs.get("failure_reason") != "interrupted"
+        }
+        for name in config.enqueue:
+            if name not in settled:
+                study.enqueue_trial(space.params(space.preset(name)), user_attrs={"preset": name})
 
 
 def _check_cheapest(config: StudyConfig, space: Any, objective: SearchObjective) -> None:
@@ -349,37 +366,6 @@ def _check_latency_tables(config: StudyConfig, space: Any, objective: SearchObje
             table = objective._latency_model(device)
             for arch in archs:
                 table.predict(arch)
-
-
-def _abort_running(trial: optuna.Trial | None) -> int | None:
-    """Mark the interrupted trial FAIL if Optuna did not get to it (interrupted outside the objective)."""
-    if trial is None:
-        return None
-    try:
-        storage = trial.study._storage
-        frozen = storage.get_trial(trial._trial_id)
-        if frozen.state == TrialState.RUNNING:
-            storage.set_trial_user_attr(trial._trial_id, "failure_reason", "interrupted")
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        elif frozen.state != TrialState.FAIL:
-            return None  # it finished before the interrupt
-    except Exception as error:  # noqa: BLE001 (the storage itself may have been interrupted)
-        logger.warning("could not mark trial %d as failed: %s", trial.number, error)
-    return trial.number
-
-
-@contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """Further Ctrl-Cs during the clean-up are ignored, so that the clean-up completes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def summarize(study: optuna.Study, trial: optuna.trial.FrozenTrial, target: int | None,

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fusionnas.errors import UserError
+
 if TYPE_CHECKING:
     import optuna
 
@@ -34,7 +36,7 @@ _JOURNAL_SUFFIXES = (".log", ".journal")
 _SCHEMA_ATTEMPTS = 5
 
 
-class StorageError(ValueError):
+class StorageError(UserError):
     """A storage URL that cannot be opened (wrong scheme, missing file or folder, no server)."""
 
 
@@ -53,11 +55,11 @@ class StorageOptions:
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval is not None and self.heartbeat_interval < 1:
-            raise ValueError(f"heartbeat_interval must be >= 1 s or None, got {self.heartbeat_interval}")
+            raise UserError(f"heartbeat_interval must be >= 1 s or None, got {self.heartbeat_interval}")
         if self.grace_period is not None and self.grace_period < 1:
-            raise ValueError(f"grace_period must be >= 1 s or None, got {self.grace_period}")
+            raise UserError(f"grace_period must be >= 1 s or None, got {self.grace_period}")
         if self.max_retry < 0:
-            raise ValueError(f"max_retry must be >= 0, got {self.max_retry}")
+            raise UserError(f"max_retry must be >= 0, got {self.max_retry}")
 
 
 def display_url(url: str) -> str:

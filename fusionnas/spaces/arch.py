@@ -22,6 +22,8 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
+from fusionnas.errors import UserError
+
 __all__ = ["Arch", "BlockChoice", "format_choices", "short_form"]
 
 # Short names of the depthwise operators in ``describe()`` strings.
@@ -46,7 +48,7 @@ def short_form(expand_ratio: int, kernel: int, expand: str | None, depthwise: st
 
 def _require(path: str, value: Any, kind: type | tuple[type, ...], what: str) -> None:
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise ValueError(f"{path}: {_show(value)} is not {what}")
+        raise UserError(f"{path}: {_show(value)} is not {what}")
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ class BlockChoice:
         try:
             return cls(**values)
         except ValueError as error:
-            raise ValueError(f"{path}.{error}" if path else str(error)) from None
+            raise UserError(f"{path}.{error}" if path else str(error)) from None
 
     def describe(self) -> str:
         """Short form for tables and plots: ``e6 k3 wht/dw/bft`` (``w0.75`` when not 1)."""
@@ -127,15 +129,15 @@ class Arch:
         _require("head_channels", self.head_channels, int, "an integer")
         _require("head_fusion", self.head_fusion, str, "a string")
         if isinstance(self.blocks, (str, bytes)) or not isinstance(self.blocks, Sequence):
-            raise ValueError(f"blocks: {_show(self.blocks)} is not a list of blocks")
+            raise UserError(f"blocks: {_show(self.blocks)} is not a list of blocks")
         object.__setattr__(self, "blocks", tuple(self.blocks))
         for i, block in enumerate(self.blocks):
             if not isinstance(block, BlockChoice):
-                raise ValueError(f"blocks[{i}]: {_show(block)} is not a BlockChoice")
+                raise UserError(f"blocks[{i}]: {_show(block)} is not a BlockChoice")
         from fusionnas.spaces.registry import get_space, list_spaces  # avoids an import cycle
 
         if self.space not in list_spaces():
-            raise ValueError(f"space: {self.space!r} is not one of {format_choices(list_spaces())}")
+            raise UserError(f"space: {self.space!r} is not one of {format_choices(list_spaces())}")
         get_space(self.space).validate(self)
 
     # -- serialisation -------------------------------------------------------------------
@@ -157,7 +159,7 @@ class Arch:
         values = _fields_of(cls, data, "")
         blocks = values["blocks"]
         if not isinstance(blocks, list):
-            raise ValueError(f"blocks: {_show(blocks)} is not a list of blocks")
+            raise UserError(f"blocks: {_show(blocks)} is not a list of blocks")
         values["blocks"] = tuple(BlockChoice.from_dict(block, f"blocks[{i}]") for i, block in enumerate(blocks))
         return cls(**values)
 
@@ -167,7 +169,7 @@ class Arch:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(f"invalid architecture JSON: {error}") from None
+            raise UserError(f"invalid architecture JSON: {error}") from None
         return cls.from_dict(data)
 
     # -- identity and display ------------------------------------------------------------
@@ -187,14 +189,14 @@ def _fields_of(cls: type, data: Any, path: str) -> dict[str, Any]:
     """``data``'s values for the dataclass fields of ``cls``; errors name the key under ``path``."""
     names = [f.name for f in fields(cls)]
     if not isinstance(data, Mapping):
-        raise ValueError(
+        raise UserError(
             f"{path or 'document'}: {_show(data)} is not a JSON object with keys {', '.join(names)}"
         )
     prefix = f"{path}." if path else ""
     unknown = sorted(str(key) for key in set(data) - set(names))
     if unknown:
-        raise ValueError(f"{prefix}{unknown[0]}: unknown field; known: {', '.join(names)}")
+        raise UserError(f"{prefix}{unknown[0]}: unknown field; known: {', '.join(names)}")
     missing = [name for name in names if name not in data]
     if missing:
-        raise ValueError(f"{prefix}{missing[0]}: missing field")
+        raise UserError(f"{prefix}{missing[0]}: missing field")
     return {name: data[name] for name in names}

@@ -16,6 +16,7 @@ from typing import Callable, TypeVar
 import torch
 from torch import nn
 
+from fusionnas.errors import UserError
 from fusionnas.layers import HadamardDepthwise, create_fusion
 from fusionnas.layers.fwht import next_power_of_two
 from fusionnas.spaces.arch import short_form
@@ -57,7 +58,7 @@ def create_depthwise(kind: str, channels: int, kernel_size: int, stride: int) ->
     try:
         factory = _DEPTHWISE[kind]
     except KeyError:
-        raise ValueError(
+        raise UserError(
             f"unknown depthwise operator {kind!r}; known: {', '.join(list_depthwise())}"
         ) from None
     return factory(channels, kernel_size, stride)
@@ -131,9 +132,9 @@ class InvertedResidual(nn.Module):
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
-            raise ValueError(f"stride must be 1 or 2, got {stride!r}")
+            raise UserError(f"stride must be 1 or 2, got {stride!r}")
         if (expand_ratio == 1) != (expand is None):
-            raise ValueError(
+            raise UserError(
                 f"expand must be None exactly when expand_ratio is 1, got expand={expand!r} "
                 f"with expand_ratio={expand_ratio!r}"
             )

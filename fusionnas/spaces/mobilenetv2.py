@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusionnas.errors import UserError
 from fusionnas.layers import list_fusions
 from fusionnas.spaces.arch import Arch, BlockChoice, format_choices
 from fusionnas.spaces.blocks import ConvBNReLU6, FusionBN, InvertedResidual, list_depthwise
@@ -325,7 +326,7 @@ class MobileNetV2Space:
     def preset(self, name: str) -> Arch:
         """The named architecture ``name`` (see :meth:`presets`)."""
         if name not in self._presets:
-            raise ValueError(f"unknown preset {name!r} of space {self.name!r}; known: {', '.join(self._presets)}")
+            raise UserError(f"unknown preset {name!r} of space {self.name!r}; known: {', '.join(self._presets)}")
         rule, _ = self._presets[name]
         blocks = []
         for i, slot in enumerate(self._slots):
@@ -364,15 +365,15 @@ class MobileNetV2Space:
             ("head_fusion", arch.head_fusion, self.fusions),
         ):
             if value not in allowed:
-                raise ValueError(f"{field}: {value!r} is not one of {format_choices(allowed)}")
+                raise UserError(f"{field}: {value!r} is not one of {format_choices(allowed)}")
         if len(arch.blocks) != len(self._slots):
-            raise ValueError(f"blocks: space {self.name!r} has {len(self._slots)} blocks, got {len(arch.blocks)}")
+            raise UserError(f"blocks: space {self.name!r} has {len(self._slots)} blocks, got {len(arch.blocks)}")
         for i, (slot, block) in enumerate(zip(self._slots, arch.blocks)):
             for field, allowed in slot.choices().items():
                 value = getattr(block, field)
                 if value not in allowed:
                     shown = "null" if value is None else repr(value)
-                    raise ValueError(f"blocks[{i}].{field}: {shown} is not one of {format_choices(allowed)}")
+                    raise UserError(f"blocks[{i}].{field}: {shown} is not one of {format_choices(allowed)}")
 
     # -- models --------------------------------------------------------------------------
 
@@ -397,10 +398,10 @@ class MobileNetV2Space:
         if not isinstance(arch, Arch):
             raise TypeError(f"arch must be an Arch, got {type(arch).__name__}")
         if arch.space != self.name:
-            raise ValueError(f"arch is from space {arch.space!r}, not {self.name!r}; use get_space({arch.space!r})")
+            raise UserError(f"arch is from space {arch.space!r}, not {self.name!r}; use get_space({arch.space!r})")
         num_classes = self.num_classes if num_classes is None else num_classes
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+            raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
         return FusionMobileNetV2(
             self.block_configs(arch), stem_channels=self.stem_channels, stem_stride=self.stem_stride,
             head_channels=self.head_channels, head_fusion=arch.head_fusion, num_classes=num_classes,

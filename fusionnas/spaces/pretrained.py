@@ -11,6 +11,7 @@ from typing import Mapping
 
 import torch
 
+from fusionnas.errors import UserError
 from fusionnas.spaces.mobilenetv2 import FusionMobileNetV2
 
 __all__ = ["load_torchvision_weights", "torchvision_names"]
@@ -54,7 +55,7 @@ def load_torchvision_weights(
     if strict:
         unexpected = sorted(set(state_dict) - {_map(prefixes, key) for key in loaded})
         if missing or unexpected:
-            raise ValueError(
+            raise UserError(
                 f"torchvision weights do not fit this model: {len(missing)} of our tensors have no match "
                 f"({_few(missing)}) and {len(unexpected)} of theirs are unused ({_few(unexpected)}); "
                 "pass strict=False to load what matches"

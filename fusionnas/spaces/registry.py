@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from fusionnas.errors import UserError
+
 if TYPE_CHECKING:
     import optuna
     from torch import nn
@@ -64,7 +66,7 @@ def get_space(name: str) -> Space:
     try:
         return _SPACES[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown search space {name!r}; known: {', '.join(list_spaces())}") from None
+        raise UserError(f"unknown search space {name!r}; known: {', '.join(list_spaces())}") from None
 
 
 def random_archs(space: Space, count: int, seed: int = 0) -> list[Arch]:

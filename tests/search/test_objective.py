@@ -32,7 +32,7 @@ def _quiet():
 def fake_training(calls: list, fail_first: bool = False):
     """A stand-in for train_proxy that records its calls (and may diverge the first time)."""
 
-    def train(model, data, budget, progress=False):
+    def train(model, data, budget, progress=False, on_step=None):
         calls.append(budget)
         if fail_first and len(calls) == 1:
             raise TrainingDiverged("training loss is nan at step 1 of 2 (lr=0.05); lower lr", step=1, loss=math.nan)

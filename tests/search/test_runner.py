@@ -102,7 +102,7 @@ def test_ctrl_c_fails_the_running_trial_and_the_study_resumes(tmp_path, monkeypa
 
 
 def test_a_run_stops_when_every_trial_fails(tmp_path, monkeypatch) -> None:
-    def broken(model, data, budget, progress=False):
+    def broken(model, data, budget, progress=False, on_step=None):
         raise RuntimeError("CUDA error: device-side assert triggered")
 
     monkeypatch.setattr(objective_module, "train_proxy", broken)
@@ -120,11 +120,11 @@ def test_a_real_run_skips_infeasible_trials_and_survives_a_failure(tmp_path, mon
 
     real, calls = objective_module.train_proxy, []
 
-    def diverge_first(model, data, budget, progress=False):
+    def diverge_first(model, data, budget, progress=False, on_step=None):
         calls.append(model)
         if len(calls) == 1:
             raise TrainingDiverged("training loss is nan at step 1 of 2; lower lr", step=1, loss=float("nan"))
-        return real(model, data, budget)
+        return real(model, data, budget, on_step=on_step)
 
     monkeypatch.setattr(objective_module, "train_proxy", diverge_first)
     config = study_config(tmp_path, PROXY, n_trials=4, enqueue=["baseline", "all-bft", "all-dct", "wht-last-third"],
