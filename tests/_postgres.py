@@ -205,3 +205,20 @@ def postgres_url() -> Iterator[str]:
         yield cluster.url
     finally:
         cluster.stop()
+
+
+def waiting_on_a_lock(url: str) -> list[str]:
+    """Statements of other sessions of the database that wait for a lock."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    conn = psycopg2.connect(host=parsed.host, port=parsed.port, user=parsed.username,
+                            password=parsed.password, dbname=parsed.database, connect_timeout=10)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT query FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'")
+            return [row[0] for row in cursor.fetchall()]
+    finally:
+        conn.close()

@@ -16,7 +16,7 @@ kernel when a worker dies, so a killed worker never leaves it held:
 * PostgreSQL: a transaction-level advisory lock (``pg_advisory_xact_lock``) on a
   connection of its own, keyed by the study name;
 * a SQLite or journal file: an exclusive ``flock`` on ``<file>.fusionnas-lock``
-  beside it (the ``filelock`` package). Not for files on NFS;
+  beside it (Unix; not for files on NFS, which SQLite does not support either);
 * in-memory storages (one process): a thread lock. Other servers (MySQL) get a
   thread lock too, with a warning that workers in several processes may race.
 
@@ -45,11 +45,11 @@ from optuna.trial import TrialState
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["study_lock", "storage_lock", "fail_stale_trials", "heartbeat", "trial_id", "Claim", "claim_archid"]
+__all__ = ["LOCK_SUFFIX", "study_lock", "storage_lock", "fail_stale_trials", "heartbeat", "trial_id", "Claim", "claim_archid"]
 
 logger = logging.getLogger(__name__)
 
-_LOCK_SUFFIX = ".fusionnas-lock"
+LOCK_SUFFIX = ".fusionnas-lock"  # beside a SQLite or journal file
 _ADVISORY_NAMESPACE = zlib.crc32(b"fusionnas") - 2**31  # first key of pg_advisory_xact_lock(int4, int4)
 _thread_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _guard = threading.Lock()
@@ -64,8 +64,13 @@ def _backend(study: optuna.Study) -> optuna.storages.BaseStorage:
     Private: ``Study`` has no public accessor for its storage, and
     ``create_study``/``load_study`` wrap an ``RDBStorage`` in ``_CachedStorage``.
     """
-    storage = study._storage
-    return getattr(storage, "_backend", storage)
+    return _uncached(study._storage)
+
+
+def _uncached(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    from optuna.storages import _CachedStorage
+
+    return storage._backend if isinstance(storage, _CachedStorage) else storage
 
 
 def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
@@ -120,7 +125,7 @@ def storage_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Abstr
     """The lock of study ``study_name`` in ``storage``, which need not hold that study yet."""
     from optuna.storages import RDBStorage
 
-    storage = getattr(storage, "_backend", storage)  # private: see _backend
+    storage = _uncached(storage)
     if isinstance(storage, RDBStorage):
         dialect = storage.engine.dialect.name
         if dialect == "postgresql":
@@ -151,10 +156,24 @@ def _advisory_lock(storage: optuna.storages.RDBStorage, name: str) -> Iterator[N
             connection.commit()  # ends the transaction, which releases the lock
 
 
-def _file_lock(path: str) -> AbstractContextManager[None]:
-    from filelock import FileLock
+@contextmanager
+def _file_lock(path: str) -> Iterator[None]:
+    """An exclusive ``flock`` on the lock file beside ``path``, waited for without polling.
 
-    return FileLock(os.fspath(path) + _LOCK_SUFFIX)
+    ``flock`` belongs to the open file, so two threads of one process exclude
+    each other as two processes do, and the kernel releases it if the worker dies.
+    """
+    import fcntl
+
+    fd = os.open(os.fspath(path) + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _thread_lock(storage: object) -> AbstractContextManager[None]:

@@ -135,8 +135,8 @@ def open_study(config: StudyConfig, storage: str | None = None, *, create: bool 
             study = optuna.load_study(study_name=config.name, storage=backend, sampler=config.make_sampler())
     finally:
         optuna.logging.set_verbosity(quiet)
-    stored = study.user_attrs.get("fingerprint")
-    if stored != config.fingerprint:
+    stored = study.user_attrs.get("fingerprint")  # None: made by something else, adopted when joined
+    if stored is not None and stored != config.fingerprint:
         raise StudyMismatchError(
             f"study {config.name!r} in {display_url(url)} was run with fingerprint {stored} (space, dataset, "
             f"objectives, budget), this study file has {config.fingerprint}; give the study another name "

@@ -30,6 +30,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 import fusionnas.search.runner as runner
+from _postgres import waiting_on_a_lock
 from _studies import ZERO_COST_TOML
 from fusionnas.evaluators.data import get_dataset
 from fusionnas.search import (
@@ -106,13 +107,9 @@ def test_postgres_three_workers_share_the_study(three_workers) -> None:
     ran = [[int(n) for n in PROGRESS.findall(out)] for _, out, _ in results]
     assert all(ran), [len(r) for r in ran]
     assert sorted(n for numbers in ran for n in numbers) == list(range(len(trials)))
-    # At most one surplus trial per other worker (see the exact test below).
-    assert TOTAL <= len(trials) <= TOTAL + WORKERS - 1
+    assert len(trials) == TOTAL  # counting and asking are one step under the study's lock
 
 
-@pytest.mark.xfail(strict=False, reason="bug (a race, so not every run: 1 of 4 runs here ended with 91): "
-                   "workers may overshoot --n-trials; see test_postgres_workers_checking_the_total_at_once_"
-                   "do_not_overshoot_it")
 def test_postgres_three_workers_finish_exactly_90_trials(three_workers) -> None:
     study, results = three_workers
     trials = study.get_trials(deepcopy=False)
@@ -121,9 +118,6 @@ def test_postgres_three_workers_finish_exactly_90_trials(three_workers) -> None:
     assert all(f"study {study.study_name}: {TOTAL} trials" in out.splitlines()[-1] for _, out, _ in results)
 
 
-@pytest.mark.xfail(strict=False, reason="bug (a race, so not every run): objective.py _earlier lets two "
-                   "workers that draw the same archid at once both evaluate it; see test_postgres_workers_"
-                   "drawing_one_archid_at_once_evaluate_it_once")
 def test_postgres_workers_never_evaluate_an_archid_twice_at_one_budget(three_workers) -> None:
     study, _ = three_workers
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -171,20 +165,6 @@ def empty_schema(postgres_url):
         pytest.skip(f"cannot create a schema on this server: {error}")
     yield url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
     execute(f"DROP SCHEMA {schema} CASCADE")
-
-
-def waiting_on_a_lock(url: str) -> list[str]:
-    """Statements of other sessions of the database that wait for a lock."""
-    parsed = make_url(url)
-    conn = psycopg2.connect(host=parsed.host, port=parsed.port, user=parsed.username,
-                            password=parsed.password, dbname=parsed.database, connect_timeout=10)
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute("SELECT query FROM pg_stat_activity WHERE datname = current_database() "
-                           "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'")
-            return [row[0] for row in cursor.fetchall()]
-    finally:
-        conn.close()
 
 
 def test_postgres_workers_started_on_an_empty_database(empty_schema, tmp_path) -> None:
@@ -235,9 +215,6 @@ def test_postgres_worker_joins_a_study_another_worker_is_creating(postgres_url, 
         optuna.delete_study(study_name=name, storage=postgres_url)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: objective.py SearchObjective._earlier waits only for a RUNNING "
-                   "trial of the same archid with a smaller number; a smaller-numbered trial that announces "
-                   "its archid after a larger-numbered one started evaluating it evaluates it again")
 def test_postgres_workers_drawing_one_archid_at_once_evaluate_it_once(postgres_url, tmp_path) -> None:
     """Two workers' trials of one architecture, interleaved as three busy processes on two cores do.
 
@@ -279,9 +256,6 @@ def test_postgres_workers_drawing_one_archid_at_once_evaluate_it_once(postgres_u
         optuna.delete_study(study_name=name, storage=postgres_url)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: runner.py run_study checks the study's total (count_trials in "
-                   "run_study, and in after_trial between trials) and asks for the next trial later; two "
-                   "workers that check in between both start a trial, so the study ends over --n-trials")
 def test_postgres_workers_checking_the_total_at_once_do_not_overshoot_it(postgres_url, tmp_path,
                                                                           monkeypatch) -> None:
     """Two workers, each between checking the count and starting a trial while the other checks.

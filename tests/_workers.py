@@ -1,0 +1,42 @@
+"""`fusionnas search` worker processes for the multi-worker and signal tests."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Many workers share two cores: one thread each; unbuffered so that progress lines arrive as printed.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def start_worker(folder: Path, *args: str, study: str = "study.toml") -> subprocess.Popen:
+    """``fusionnas search STUDY ARGS`` in ``folder``, as the console script runs it."""
+    return subprocess.Popen([sys.executable, "-m", "fusionnas.cli", "search", study, *args], cwd=folder, env=ENV,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(workers: list[subprocess.Popen], timeout: float) -> list[tuple[int, str, str]]:
+    """(exit code, stdout, stderr) of every worker; any still running after ``timeout`` s is killed."""
+    deadline = time.monotonic() + timeout
+    results = []
+    for worker in workers:
+        try:
+            out, err = worker.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            out, err = worker.communicate()
+            err += "\n(killed by the test: still running)"
+        results.append((worker.returncode, out, err))
+    return results
+
+
+def handles_signals(pid: int, *signums: int) -> bool:
+    """Whether process ``pid`` has installed handlers for ``signums`` (the kernel's SigCgt mask)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(status.split("SigCgt:")[1].split()[0], 16)
+    return all(caught >> (signum - 1) & 1 for signum in signums)
