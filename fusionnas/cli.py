@@ -30,7 +30,7 @@ def _cmd_ops(args: argparse.Namespace) -> int:
 def _cmd_show(args: argparse.Namespace) -> int:
     """Print an architecture of a space as a table of blocks, or as its JSON document."""
     from fusionnas.spaces import Arch, get_space
-    from fusionnas.spaces.summary import bn_statistics, format_summary, summarize
+    from fusionnas.spaces.summary import format_summary, summarize
 
     space = get_space(args.space)
     if args.arch is not None:
@@ -147,13 +147,13 @@ def _interrupted_line(stored: int | None, where: str = "") -> str:
 
 def _search(args: argparse.Namespace) -> tuple[int, int]:
     """The search command once signals are handled: (exit code, trials stored)."""
-    with STOP.interruptible():
-        _passive_threads()
-        from fusionnas.search import StorageOptions, count_trials, format_progress, load_study_config, run_study
-        from fusionnas.search.storage import display_url
+    _passive_threads()
+    from fusionnas.search import StorageOptions, count_trials, format_progress, load_study_config, run_study
+    from fusionnas.search.storage import display_url
 
-        _quiet_optuna()
-        config = load_study_config(args.study)
+    STOP.check()  # a signal during the imports
+    _quiet_optuna()
+    config = load_study_config(args.study)
     options = StorageOptions(heartbeat_interval=args.heartbeat or None)
     url = args.storage or config.storage
     target = args.n_trials if args.n_trials is not None else config.n_trials
@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SQL storages: heartbeat every S s; a trial silent for 2S is failed and retried "
                         "(0: off; default 60)")
     search.add_argument("--device", default="auto", help="where proxies train: auto, cpu, cuda (default auto)")
-    search.set_defaults(func=_cmd_search)
+    search.set_defaults(func=_cmd_search, defers_signals=True)
 
     pareto = sub.add_parser("pareto", help="the Pareto frontier of a study as a table, CSV, plot")
     pareto.add_argument("study", help="study file")
@@ -329,7 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="fusionnas: %(levelname)s: %(message)s")
     try:
-        return args.func(args)
+        if getattr(args, "defers_signals", False):  # the command stops at its own safe points
+            return args.func(args)
+        with STOP.interruptible():
+            return args.func(args)
     except UserError as error:  # one line, no traceback; anything else is a bug and shows its traceback
         print(f"fusionnas: error: {error}", file=sys.stderr)
         return 2
@@ -342,16 +345,12 @@ def run() -> None:
     """The ``fusionnas`` console script: :func:`main`, exiting with 130 for a signal at any moment.
 
     The handler is installed before anything is imported; a signal while a
-    command runs interrupts it (the search defers it to its safe points), and
-    one after the command returned is recorded, never fatal (no exit -2 or -15).
+    command runs interrupts it (the search at its safe points), and one
+    before or after is recorded, never fatal (no exit -2 or -15).
     """
     STOP.install()
     with STOP.deferred():
-        try:
-            with STOP.interruptible():
-                code = main()
-        except KeyboardInterrupt:  # between the command's end and here
-            code = 130
+        code = main()
         if STOP.hold_until_exit() and code != 130:
             print("fusionnas: interrupted", file=sys.stderr)
             code = 130

@@ -2,13 +2,13 @@
 
 A handler that raises ``KeyboardInterrupt`` wherever the main thread happens
 to be can land inside a storage write (leaving a trial RUNNING), in a
-``finally`` block, or in a ``__del__`` where Python swallows it. So inside a
-:meth:`StopSignal.deferred` block the handler only records the signal, and
-the work calls :meth:`StopSignal.check` at its safe points (between trials,
-between the phases of a trial, after every training step); inside an
-:meth:`StopSignal.interruptible` block nested in it (loading data, waiting)
-and outside any block it raises ``KeyboardInterrupt`` at once, as Python's
-own SIGINT handler does.
+``finally`` block, or in a ``__del__`` or weakref callback, where Python
+prints and swallows it. So inside a :meth:`StopSignal.deferred` block (the
+whole search) the handler only records the signal, and the work calls
+:meth:`StopSignal.check` at its safe points: after the imports, between the
+phases of a trial, after every training step, every 0.1 s while waiting.
+Outside any block, and inside :meth:`StopSignal.interruptible`, it raises at
+once, as Python's own SIGINT handler does (the other commands).
 
 Only the first signal can raise: a second one while stopping is recorded
 and changes nothing. :meth:`StopSignal.hold_until_exit` closes the last

@@ -40,3 +40,13 @@ def handles_signals(pid: int, *signums: int) -> bool:
         return False
     caught = int(status.split("SigCgt:")[1].split()[0], 16)
     return all(caught >> (signum - 1) & 1 for signum in signums)
+
+
+def ignores_signals(pid: int, *signums: int) -> bool:
+    """Whether process ``pid`` ignores ``signums`` (the kernel's SigIgn mask)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    ignored = int(status.split("SigIgn:")[1].split()[0], 16)
+    return all(ignored >> (signum - 1) & 1 for signum in signums)

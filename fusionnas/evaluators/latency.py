@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import statistics

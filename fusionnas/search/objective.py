@@ -38,11 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 import torch
-from optuna.trial import TrialState
 
 from fusionnas.evaluators import count_flops, count_params, iterate_batches
 from fusionnas.evaluators.latency import LatencyModel, peak_activation_bytes
-from fusionnas.evaluators.proxy import ProxyBudget, ProxyTrainingError, train_proxy
+from fusionnas.evaluators.proxy import ProxyBudget, train_proxy
 from fusionnas.evaluators.zero_cost import score as zero_cost_score
 from fusionnas.interrupts import STOP
 from fusionnas.search.coordination import claim_archid, fail_stale_trials, study_lock
@@ -173,8 +172,7 @@ class SearchObjective:
                 return claim.reuse or claim.costed
             logger.info("trial %d: archid %s is being evaluated by trial %d; waiting", trial.number, archid,
                         claim.wait_for.number)
-            with STOP.interruptible():
-                time.sleep(self.poll_s)
+            _sleep(self.poll_s)
             with study_lock(trial.study):
                 fail_stale_trials(trial.study)
             if time.monotonic() > deadline:
@@ -328,6 +326,14 @@ class SearchObjective:
                     value = -math.inf if objective.direction == "maximize" else math.inf
             values.append(float(value))
         return values
+
+
+def _sleep(seconds: float) -> None:
+    """Sleep, in slices short enough that a requested stop is honoured within 0.1 s."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(0.1, left))
+        STOP.check()
 
 
 @contextmanager

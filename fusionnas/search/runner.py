@@ -18,8 +18,8 @@ dataset, objectives, budget): loading a study under the same name with a
 different fingerprint is an error, so results measured under other terms are
 never mixed.
 
-Ctrl-C (SIGINT) or SIGTERM stops the run at the next safe point (at once
-while loading data or waiting; after the current step while training): the
+Ctrl-C (SIGINT) or SIGTERM stops the run at the next safe point (between
+phases, after the current training step, within 0.1 s while waiting): the
 running trial is marked FAIL (``failure_reason`` ``interrupted``), everything
 stored stays, and :class:`SearchInterrupted` (a ``KeyboardInterrupt``) is
 raised; running the study again resumes it. No trial is left RUNNING. A
@@ -223,12 +223,14 @@ def run_study(
             logger.info("study %r already has %d of %d trials", config.name, count_trials(existing), target)
             return existing
         try:
-            with STOP.interruptible():
-                data = get_dataset(config.dataset.name, config.dataset.root, seed=config.seed,
-                                   val_fraction=config.dataset.val_fraction)
-                objective = SearchObjective(config, data, artifacts_dir(config, url), device=device)
-                _check_latency_tables(config, get_space(config.space), objective)
-                _check_cheapest(config, get_space(config.space), objective)
+            STOP.check()
+            data = get_dataset(config.dataset.name, config.dataset.root, seed=config.seed,
+                               val_fraction=config.dataset.val_fraction)
+            STOP.check()
+            objective = SearchObjective(config, data, artifacts_dir(config, url), device=device)
+            _check_latency_tables(config, get_space(config.space), objective)
+            _check_cheapest(config, get_space(config.space), objective)
+            STOP.check()
         except KeyboardInterrupt:
             raise SearchInterrupted(existing, None) from None
         study = open_study(config, url, create=True, options=options)
@@ -349,6 +351,7 @@ def _check_cheapest(config: StudyConfig, space: Any, objective: SearchObjective)
             params = {name: (fusion if name.endswith(("expand", "project", "fusion")) else
                              dw if name.endswith("depthwise") else min(values))
                       for name, values in choices.items()}
+            STOP.check()
             arch = space.sample(optuna.trial.FixedTrial(params))
             model = space.build(arch, num_classes=objective.data.num_classes)
             measured = objective._constraint_measures(objective._costs(arch, model, {}))

@@ -99,8 +99,6 @@ def open_storage(
     error instead of being created, so that reading commands leave no empty
     database behind.
     """
-    import optuna
-
     options = options or StorageOptions()
     shown = display_url(url)
     path = storage_file(url)

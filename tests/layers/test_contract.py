@@ -1,7 +1,6 @@
 """Contract every operator keeps: shape, channel checks, gradients, FLOP counting, ONNX."""
 import warnings
 
-import numpy as np
 import pytest
 import torch
 

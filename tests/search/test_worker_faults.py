@@ -19,7 +19,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -33,30 +32,19 @@ from optuna.trial import TrialState
 from sqlalchemy import create_mock_engine
 
 from _studies import PROXY_TOML, ZERO_COST_TOML
+from _workers import finish, start_worker
 from fusionnas.search import count_trials, open_storage
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 # Trial 0 is the enqueued baseline, then random architectures; 30 proxy steps: about 2 s of training.
 SLOW = PROXY_TOML.replace("steps = 2", "steps = 30")
 GRACE_S = 2.5  # past the grace period (2 x --heartbeat 1) after the last heartbeat
 
 
-def start_worker(folder: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fusionnas.cli", "search", "study.toml", *args], cwd=folder,
-                            env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
 def run_worker(folder: Path, *args: str, timeout: float = 120) -> tuple[int, str, str]:
-    worker = start_worker(folder, *args)
-    try:
-        out, err = worker.communicate(timeout=timeout)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.communicate()
-    return worker.returncode, out, err
+    [result] = finish([start_worker(folder, *args)], timeout)
+    return result
 
 
 @functools.lru_cache(maxsize=None)
@@ -207,16 +195,8 @@ def test_sqlite_two_workers_share_one_store(tmp_path) -> None:
     # The file and tables exist, as after any first run (test_sqlite_workers_started_on_a_new_file
     # covers two workers creating them).
     open_storage(url).engine.dispose()
-    workers = [start_worker(tmp_path, "--storage", url) for _ in range(2)]
-    results = []
-    for worker in workers:
-        try:
-            results.append((*worker.communicate(timeout=180), worker.returncode))
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-                worker.communicate()
-    for out, err, code in results:
+    results = finish([start_worker(tmp_path, "--storage", url) for _ in range(2)], timeout=180)
+    for code, out, err in results:
         assert code == 0, (out, err)
         assert "locked" not in err and err.strip() == "", err
     study = optuna.load_study(study_name="study", storage=url)
@@ -227,7 +207,7 @@ def test_sqlite_two_workers_share_one_store(tmp_path) -> None:
     # n_trials is the study's total: a worker stops when it is reached, counting the other's
     # running trial under the study's lock, so the two never start one trial too many.
     assert len(trials) == 6
-    ran = [{int(line.split()[2]) for line in out.splitlines() if line.startswith("[")} for out, _, _ in results]
+    ran = [{int(line.split()[2]) for line in out.splitlines() if line.startswith("[")} for _, out, _ in results]
     assert all(ran) and not ran[0] & ran[1] and ran[0] | ran[1] == set(range(len(trials)))
 
 

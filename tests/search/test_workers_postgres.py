@@ -11,15 +11,12 @@ without PostgreSQL these tests skip locally and fail under CI=true.
 """
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import optuna
 import psycopg2
@@ -32,6 +29,7 @@ from sqlalchemy.engine import make_url
 import fusionnas.search.runner as runner
 from _postgres import waiting_on_a_lock
 from _studies import ZERO_COST_TOML
+from _workers import finish, start_worker
 from fusionnas.evaluators.data import get_dataset
 from fusionnas.search import (
     SearchObjective,
@@ -48,33 +46,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalW
 
 WORKERS = 3
 TOTAL = 90  # 3 workers x 30 trials
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # three workers share two cores
 PROGRESS = re.compile(r"^\[\d+/\d+\] trial (\d+) ", re.MULTILINE)
 
 
 def study_text(name: str, n_trials: int) -> str:
     return f'name = "{name}"\n' + ZERO_COST_TOML.replace("n_trials = 4", f"n_trials = {n_trials}")
-
-
-def start_worker(folder: Path, url: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fusionnas.cli", "search", "study.toml", "--storage", url,
-                             *args], cwd=folder, env=ENV, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-
-
-def finish(workers: list[subprocess.Popen], timeout: float) -> list[tuple[int, str, str]]:
-    """(exit code, stdout, stderr) of every worker; any still running after ``timeout`` s is killed."""
-    deadline = time.monotonic() + timeout
-    results = []
-    for worker in workers:
-        try:
-            out, err = worker.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            out, err = worker.communicate()
-            err += "\n(killed by the test: still running)"
-        results.append((worker.returncode, out, err))
-    return results
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +63,7 @@ def three_workers(postgres_url, tmp_path_factory):
     folder = tmp_path_factory.mktemp("workers")
     name = f"workers-{uuid.uuid4().hex[:8]}"
     (folder / "study.toml").write_text(study_text(name, TOTAL))
-    workers = [start_worker(folder, postgres_url, "--n-trials", str(TOTAL)) for _ in range(WORKERS)]
+    workers = [start_worker(folder, "--storage", postgres_url, "--n-trials", str(TOTAL)) for _ in range(WORKERS)]
     results = finish(workers, timeout=300)
     study = optuna.load_study(study_name=name, storage=postgres_url)
     yield study, results
@@ -180,7 +156,7 @@ def test_postgres_workers_started_on_an_empty_database(empty_schema, tmp_path) -
         with other.connect() as connection:
             transaction = connection.begin()
             rdb_models.BaseModel.metadata.create_all(connection)
-            worker = start_worker(tmp_path, empty_schema)
+            worker = start_worker(tmp_path, "--storage", empty_schema)
             deadline = time.monotonic() + 60
             while not any("CREATE" in q.upper() for q in waiting_on_a_lock(empty_schema)):
                 assert worker.poll() is None, worker.communicate()
@@ -206,7 +182,7 @@ def test_postgres_worker_joins_a_study_another_worker_is_creating(postgres_url, 
     (tmp_path / "study.toml").write_text(study_text(name, 1))
     optuna.create_study(study_name=name, storage=postgres_url, directions=["maximize", "minimize"])
     try:
-        [(code, out, err)] = finish([start_worker(tmp_path, postgres_url)], timeout=120)
+        [(code, out, err)] = finish([start_worker(tmp_path, "--storage", postgres_url)], timeout=120)
         assert code == 0, err
         study = optuna.load_study(study_name=name, storage=postgres_url)
         assert [t.state for t in study.trials] == [TrialState.COMPLETE]
@@ -273,7 +249,7 @@ def test_postgres_workers_checking_the_total_at_once_do_not_overshoot_it(postgre
     workers: list[subprocess.Popen] = []
 
     def data_while_b_starts(*args, **kwargs):
-        workers.append(start_worker(tmp_path, postgres_url))
+        workers.append(start_worker(tmp_path, "--storage", postgres_url))
         study = optuna.load_study(study_name=name, storage=postgres_url)
         deadline = time.monotonic() + 60
         while len(study.get_trials(deepcopy=False)) < 2:  # until B has started its trial
