@@ -18,6 +18,9 @@ def _cmd_ops(args: argparse.Namespace) -> int:
     from fusionnas.evaluators import count_flops, count_params
     from fusionnas.layers import create_fusion, list_fusions
 
+    for name, value in (("in_channels", args.in_channels), ("out_channels", args.out_channels), ("size", args.size)):
+        if value < 1:
+            raise UserError(f"{name} must be a positive integer, got {value}")
     shape = (1, args.in_channels, args.size, args.size)
     print(f"fusion {args.in_channels}->{args.out_channels} at {args.size}x{args.size}")
     print(f"{'operator':<10} {'params':>10} {'FLOPs':>14}")

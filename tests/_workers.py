@@ -34,19 +34,18 @@ def finish(workers: list[subprocess.Popen], timeout: float) -> list[tuple[int, s
 
 def handles_signals(pid: int, *signums: int) -> bool:
     """Whether process ``pid`` has installed handlers for ``signums`` (the kernel's SigCgt mask)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    caught = int(status.split("SigCgt:")[1].split()[0], 16)
-    return all(caught >> (signum - 1) & 1 for signum in signums)
+    return _in_mask(pid, "SigCgt", signums)
 
 
 def ignores_signals(pid: int, *signums: int) -> bool:
     """Whether process ``pid`` ignores ``signums`` (the kernel's SigIgn mask)."""
+    return _in_mask(pid, "SigIgn", signums)
+
+
+def _in_mask(pid: int, mask: str, signums: tuple[int, ...]) -> bool:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return False
-    ignored = int(status.split("SigIgn:")[1].split()[0], 16)
-    return all(ignored >> (signum - 1) & 1 for signum in signums)
+    bits = int(status.split(f"{mask}:")[1].split()[0], 16)
+    return all(bits >> (signum - 1) & 1 for signum in signums)

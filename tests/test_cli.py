@@ -19,3 +19,25 @@ def test_user_error_is_one_line_and_exit_code_2():
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "fusionnas: error: in_channels must be a positive integer, got 0"
+
+
+def test_an_internal_error_shows_its_traceback_not_a_user_error_line(monkeypatch, capsys):
+    import pytest
+
+    import fusionnas.cli as cli
+    from fusionnas.errors import UserError
+
+    def broken(args):
+        raise ValueError("Cannot tell a COMPLETE trial.")  # e.g. Optuna's, from a bug of ours
+
+    monkeypatch.setattr(cli, "_cmd_ops", broken)
+    with pytest.raises(ValueError, match="Cannot tell"):
+        main(["ops"])
+    assert "fusionnas: error" not in capsys.readouterr().err
+
+    def mistaken(args):
+        raise UserError("size must be a positive integer, got 0")
+
+    monkeypatch.setattr(cli, "_cmd_ops", mistaken)
+    assert main(["ops"]) == 2
+    assert capsys.readouterr().err == "fusionnas: error: size must be a positive integer, got 0\n"

@@ -234,6 +234,27 @@ def test_make_sampler_passes_constraints_func() -> None:
     assert nsga._constraints_func is func and nsga._population_size == 8
 
 
+def test_tpe_options_for_parallel_workers() -> None:
+    default = parse({**VALID, "sampler": {"name": "tpe"}}).make_sampler()
+    assert default._constant_liar is True  # acts only while other workers' trials run
+    chosen = parse({**VALID, "sampler": {"name": "tpe", "constant_liar": False, "multivariate": True,
+                                         "group": True}}).make_sampler()
+    assert (chosen._constant_liar, chosen._multivariate, chosen._group) == (False, True, True)
+    assert parse(VALID).fingerprint == parse({**VALID, "sampler": {"constant_liar": False}}).fingerprint
+
+
+@pytest.mark.parametrize("sampler, where, problem", [
+    ({"name": "tpe", "constant_liar": "yes"}, "sampler.constant_liar", "expected true or false"),
+    ({"name": "tpe", "group": True}, "sampler.group", "needs multivariate = true"),
+    ({"name": "random", "multivariate": True}, "sampler.multivariate", "only the tpe sampler uses it"),
+    ({"name": "nsga2", "constant_liar": True}, "sampler.constant_liar", "only the tpe sampler uses it"),
+])
+def test_tpe_options_are_checked(sampler, where, problem) -> None:
+    with pytest.raises(StudyConfigError) as info:
+        parse({**VALID, "sampler": sampler})
+    assert any(p.field == where and problem in p.problem for p in info.value.problems), info.value
+
+
 def test_fingerprint_tracks_what_defines_the_search() -> None:
     base = parse(VALID).fingerprint
     assert parse({**VALID, "n_trials": 50, "storage": "postgresql://h/db"}).fingerprint == base
