@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.operators
 	$(BIN)/python -m benchmarks.latency_model
+	$(BIN)/python -m benchmarks.end_to_end
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

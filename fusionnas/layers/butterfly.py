@@ -309,6 +309,8 @@ class ButterflyPointwise(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         check_input(x, self.in_channels, type(self).__name__)
+        if torch.onnx.is_in_onnx_export() and not self.training:
+            return self.export_forward(x)
         chunked = x.device.type == "cpu" and not is_tracing() and not torch.is_autocast_enabled("cpu")
         step = self._images_per_chunk(x) if chunked else None
         # For one image the broadcast matmuls make no copies either. With autograd the
@@ -344,6 +346,43 @@ class ButterflyPointwise(nn.Module):
         if self._width_out > self.out_channels:
             y = y[:, : self.out_channels]
         return y.reshape(n_img, self.out_channels, h, w)
+
+    def export_forward(self, x: torch.Tensor, scale: torch.Tensor | None = None,
+                       shift: torch.Tensor | None = None) -> torch.Tensor:
+        """``scale * layer(x) + shift`` per output channel in few ONNX nodes, for any batch.
+
+        What ``fusionnas export`` traces (eval mode); a following batch norm is
+        passed in as ``scale`` and ``shift`` and folded into the last stage. A
+        single stage is one 1x1 conv. Otherwise the first stages are
+        Transpose, MatMul and one Reshape straight to the next stage's view;
+        the last is a grouped 1x1 conv (after a Transpose and a Reshape) that
+        carries the scale and, as its bias, the shift and the layer's bias: 7
+        nodes for two stages (a Pad for a reduction, a Slice for a crop).
+        """
+        n_img, c_in, h, w = (int(d) for d in x.shape)
+        pixels, width = h * w, self._width_out
+        scale = torch.ones(self.out_channels, dtype=x.dtype) if scale is None else scale
+        bias = shift if shift is not None else torch.zeros(self.out_channels, dtype=x.dtype)
+        if self.bias is not None:
+            bias = bias + scale * self.bias
+        if len(self.weights) == 1:
+            weight = self.weights[0][0] * scale[:, None]
+            return F.conv2d(x, weight.reshape(self.out_channels, c_in, 1, 1), bias)
+        if self._width_in > c_in:
+            x = F.pad(x, (0, 0, 0, 0, 0, self._width_in - c_in))
+        groups, _, k_in = (int(d) for d in self.weights[0].shape)
+        y = x.reshape(-1, k_in, groups, pixels)
+        for weight, following in zip(self.weights[:-1], self.weights[1:]):
+            next_groups, _, next_k_in = (int(d) for d in following.shape)
+            y = torch.matmul(weight, y.transpose(1, 2)).reshape(-1, next_k_in, next_groups, pixels)
+        last = self.weights[-1]
+        groups, k_out, k_in = (int(d) for d in last.shape)
+        rows = F.pad(scale, (0, width - self.out_channels), value=1.0)  # the cropped rows need no scale
+        weight = (last.reshape(width, k_in) * rows[:, None]).reshape(width, k_in, 1, 1)
+        y = y.transpose(1, 2).reshape(-1, groups * k_in, h, w)
+        if width == self.out_channels:
+            return F.conv2d(y, weight, bias, groups=groups)
+        return F.conv2d(y, weight, groups=groups)[:, : self.out_channels] + bias.view(1, -1, 1, 1)
 
     def dense_matrix(self) -> torch.Tensor:
         """The equivalent (C_out, C_in) matrix of the linear part (bias left out)."""

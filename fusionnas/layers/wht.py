@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusionnas.layers._checks import check_input, check_positive, fast_path_allowed
-from fusionnas.layers.fwht import _factors, _hadamard_cached, fwht, is_power_of_two, next_power_of_two
+from fusionnas.layers.fwht import _factors, _hadamard_cached, fwht, hadamard, is_power_of_two, next_power_of_two
 from fusionnas.layers.registry import register_fusion
 from fusionnas.layers.thresholds import SmoothThreshold
 
@@ -75,7 +75,52 @@ class WHTPointwise(nn.Module):
         check_input(x, self.in_channels, type(self).__name__)
         if self.blocks == 1 and fast_path_allowed(x):
             return self._forward_inference(x)
+        if self.blocks == 1 and torch.onnx.is_in_onnx_export() and not self.training:
+            return self.export_forward(x)
         return self._forward_reference(x)
+
+    def export_forward(self, x: torch.Tensor, scale: torch.Tensor | None = None,
+                       shift: torch.Tensor | None = None) -> torch.Tensor:
+        """``scale * layer(x) + shift`` per output channel in few ONNX nodes, for any batch.
+
+        What ``fusionnas export`` traces (eval mode, ``block`` the whole width);
+        a following batch norm is passed in as ``scale`` and ``shift``.
+        ``H_n = H_a (x) H_b`` with channel ``c = i b + j``. Forward: a MatMul over
+        ``i`` (``H_a``'s first ``ceil(c_in / b)`` columns: the zero padding is
+        folded in), then a grouped 1x1 conv over ``j`` with the per-coefficient
+        scale and ``1/sqrt(n)`` in its per-group matrices; smooth thresholding
+        (5 nodes); inverse: a MatMul over ``i`` (only the rows that survive the
+        crop), then a grouped conv over ``j`` that carries ``scale`` and, as its
+        bias, ``shift``: 13 nodes. Where it costs no more multiply-adds, two
+        dense 1x1 convs replace the factored products (7 nodes). Every matrix
+        is a function of the parameters, folded into constants by the exporter.
+        """
+        n_img, c_in, h, w = (int(d) for d in x.shape)
+        n, c_out, pixels = self.n, self.out_channels, h * w
+        a, b = _export_factors(n, c_in, c_out)
+        norm = n**-0.5
+        coefficient = self.scale.reshape(n) * norm
+        threshold = self.smooth.threshold.reshape(1, n, 1, 1).abs()
+        scale = torch.ones(c_out, dtype=x.dtype) if scale is None else scale
+        if a == 1:  # dense: forward rows diag(coefficient) H[:, :c_in], inverse H[:c_out] / sqrt(n)
+            hn = hadamard(n, x.dtype, x.device)
+            u = F.conv2d(x, (coefficient[:, None] * hn[:, :c_in]).reshape(n, c_in, 1, 1))
+            s = torch.tanh(u) * torch.relu(u.abs() - threshold)
+            return F.conv2d(s, (hn[:c_out] * (norm * scale[:, None])).reshape(c_out, n, 1, 1), shift)
+        k_in, k_out = -(-c_in // b), -(-c_out // b)
+        ha, hb = hadamard(a, x.dtype, x.device), hadamard(b, x.dtype, x.device)
+        if k_in * b != c_in:
+            x = F.pad(x, (0, 0, 0, 0, 0, k_in * b - c_in))
+        z = torch.matmul(ha[:, :k_in], x.reshape(-1, k_in, b * pixels)).reshape(-1, n, h, w)
+        u = F.conv2d(z, (coefficient.reshape(a, b, 1) * hb).reshape(n, b, 1, 1), groups=a)
+        s = torch.tanh(u) * torch.relu(u.abs() - threshold)
+        y = torch.matmul(ha[:k_out], s.reshape(-1, a, b * pixels)).reshape(-1, k_out * b, h, w)
+        rows = F.pad(scale, (0, k_out * b - c_out), value=1.0) * norm  # the cropped rows need no scale
+        inverse = (hb.repeat(k_out, 1) * rows[:, None]).reshape(k_out * b, b, 1, 1)
+        if k_out * b == c_out:
+            return F.conv2d(y, inverse, shift, groups=k_out)
+        y = F.conv2d(y, inverse, groups=k_out)[:, :c_out]
+        return y if shift is None else y + shift.view(1, -1, 1, 1)
 
     def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable, traceable form; the FLOP counter and ONNX see this one."""
@@ -140,6 +185,24 @@ class WHTPointwise(nn.Module):
             dest = out[start : start + b].view(b, k_out, rest * pixels)
             torch.matmul(first_out, u.view(b, sizes[0], rest * pixels), out=dest)
         return out[:, :c_out].reshape(n_img, c_out, h, w)
+
+
+def _export_factors(n: int, c_in: int, c_out: int) -> tuple[int, int]:
+    """``(a, b)`` with ``a b = n`` for the export form: ``a = 1`` (dense) where that costs no more
+    multiply-adds per pixel, else ``b`` near ``sqrt(n)``, preferring one that divides the channel counts
+    (no padding, no crop)."""
+    dense = n * (c_in + c_out)
+    best, best_cost = (1, n), dense
+    b = 2
+    while b < n:
+        a = n // b
+        k_in, k_out = -(-c_in // b), -(-c_out // b)
+        cost = a * k_in * b + n * b + k_out * a * b + k_out * b * b  # the four products, per pixel
+        cost *= 1.0 if (c_in % b == 0 and c_out % b == 0) else 1.25  # a Pad or a Slice node more
+        if cost < best_cost:
+            best, best_cost = (a, b), cost
+        b *= 2
+    return best
 
 
 class WHT2d(nn.Module):

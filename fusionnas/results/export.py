@@ -2,18 +2,16 @@
 
 The trial is named by number or chosen by a rule (:func:`select_trial`:
 the best by one metric among feasible completed trials under optional
-limits). ``model.onnx`` (opset 17, batch axis dynamic) is run in onnxruntime
+limits). ``model.onnx`` (opset 17, batch 1) is run in onnxruntime
 on random inputs and must match torch within ``1e-4``, else nothing is
 written. Files appear in ``out`` only once all of them are ready.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
 import tempfile
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +22,12 @@ import pandas as pd
 import torch
 
 from fusionnas.errors import UserError
+from fusionnas.evaluators.onnx_export import onnx_error, to_onnx
 from fusionnas.results.pareto import OPS_LEGEND, compact_ops
 from fusionnas.spaces import Arch, get_space
 
 __all__ = ["ExportResult", "select_trial", "export_trial", "export_onnx", "resolve_metric"]
 
-ONNX_TOLERANCE = 1e-4
 _MAXIMIZED = ("accuracy", "val_accuracy", "synflow", "naswot", "grad_norm")
 
 
@@ -103,32 +101,18 @@ def select_trial(frame: pd.DataFrame, objectives: Mapping[str, str], *, trial: i
 
 
 def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path, seed: int = 0) -> float:
-    """Write ``model`` as ONNX (opset 17) and return the largest |onnxruntime - torch| on random inputs.
+    """Write ``model`` as ONNX (see :func:`~fusionnas.evaluators.onnx_export.to_onnx`) and return the
+    largest |onnxruntime - torch| on random inputs.
 
-    Raises ValueError when that exceeds :data:`ONNX_TOLERANCE`.
+    Raises UserError when that exceeds :data:`~fusionnas.evaluators.onnx_export.ONNX_TOLERANCE` (relative
+    to the logits).
     """
-    import onnxruntime
-
-    model.eval()
-    generator = torch.Generator().manual_seed(seed)
-    inputs = [torch.randn((1, *input_shape), generator=generator) for _ in range(2)]
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (inputs[0],), buffer, opset_version=17, dynamo=False, input_names=["input"],
-                          output_names=["logits"])
-    session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-    error, bound = 0.0, 0.0
-    for x in inputs:
-        (got,) = session.run(None, {"input": x.numpy()})
-        with torch.no_grad():
-            expected = model(x).numpy()
-        error = max(error, float(np.max(np.abs(got - expected))))
-        bound = max(bound, ONNX_TOLERANCE * (1 + float(np.max(np.abs(expected)))))
+    graph = to_onnx(model, input_shape)
+    error, bound = onnx_error(graph, model, input_shape, seed=seed)
     if not error <= bound:
         raise UserError(f"the ONNX model differs from torch by {error:.3g} (> {bound:.3g}); "
                          f"the operators' export paths need fixing, please report it")
-    path.write_bytes(buffer.getvalue())
+    path.write_bytes(graph)
     return error
 
 

@@ -92,6 +92,15 @@ class FusionBN(nn.Sequential):
         act = "relu6" if activation else "none"
         self.signature = f"fusion(kind={kind},in={in_channels},out={out_channels},act={act})"
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        fusion, bn = self[0], self[1]
+        if not (torch.onnx.is_in_onnx_export() and not self.training and hasattr(fusion, "export_forward")):
+            return super().forward(x)
+        # The exported graph: the batch norm folded into the operator's last linear stage.
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        y = fusion.export_forward(x, scale, bn.bias - bn.running_mean * scale)
+        return self[2](y) if len(self) > 2 else y
+
 
 @register_depthwise("conv")
 def _depthwise_conv(channels: int, kernel_size: int, stride: int) -> nn.Module:

@@ -1,0 +1,95 @@
+"""A model as the ONNX graph a user deploys, checked against torch in onnxruntime.
+
+:func:`to_onnx` is the one export path: ``fusionnas export`` writes its bytes
+and the ``onnxruntime`` runtime times them, so what is measured is what ships.
+"""
+from __future__ import annotations
+
+import io
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["ONNX_OPSET", "ONNX_TOLERANCE", "to_onnx", "simplify", "onnx_error", "node_count"]
+
+ONNX_OPSET = 17
+ONNX_TOLERANCE = 1e-4  # relative to the largest |logit|: the operators' export forms must match this
+
+
+def to_onnx(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1) -> bytes:
+    """``model`` in eval mode as an ONNX graph (opset :data:`ONNX_OPSET`, input ``input``, output ``logits``).
+
+    Exported at ``batch_size`` through the TorchScript exporter, which traces
+    each operator's export form (``export_forward``, batch norms folded in)
+    or its reference form, then simplified by onnxruntime's basic offline
+    optimisation (:func:`simplify`).
+    """
+    was_training = model.training
+    model.eval()
+    x = torch.zeros((batch_size, *(int(d) for d in input_shape[-3:])))
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (x,), buffer, opset_version=ONNX_OPSET, dynamo=False, input_names=["input"],
+                              output_names=["logits"])
+    finally:
+        model.train(was_training)
+    return simplify(buffer.getvalue())
+
+
+def simplify(graph: bytes) -> bytes:
+    """``graph`` after onnxruntime's basic graph optimisations, saved offline.
+
+    Constant folding (the operators' matrices, computed from their parameters
+    in the traced forward, become initializers), redundant-node elimination
+    and conv + batch norm fusion. Unlike the extended and layout levels, the
+    basic level writes plain ONNX operators that any runtime loads.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    with tempfile.TemporaryDirectory() as folder:
+        options.optimized_model_filepath = str(Path(folder) / "model.onnx")
+        onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        return Path(options.optimized_model_filepath).read_bytes()
+
+
+def onnx_error(graph: bytes, model: nn.Module, input_shape: Sequence[int], *, seed: int = 0,
+               batches: int = 2) -> tuple[float, float]:
+    """(largest |onnxruntime - torch|, the allowed bound) over ``batches`` random inputs.
+
+    The bound is :data:`ONNX_TOLERANCE` times ``1 + max |logit|``.
+    """
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    shape = tuple(session.get_inputs()[0].shape)
+    generator = torch.Generator().manual_seed(seed)
+    error, bound = 0.0, 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(batches):
+            x = torch.randn((int(shape[0]), *(int(d) for d in input_shape[-3:])), generator=generator)
+            (got,) = session.run(None, {"input": x.numpy()})
+            with torch.no_grad():
+                expected = model(x).numpy()
+            error = max(error, float(np.max(np.abs(got - expected))))
+            bound = max(bound, ONNX_TOLERANCE * (1 + float(np.max(np.abs(expected)))))
+    finally:
+        model.train(was_training)
+    return error, bound
+
+
+def node_count(graph: bytes) -> int:
+    """How many nodes the ONNX graph has (its main graph, as onnxruntime loads it)."""
+    import onnx
+
+    return len(onnx.load_from_string(graph).graph.node)

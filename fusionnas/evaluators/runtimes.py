@@ -1,0 +1,76 @@
+"""Latency in a named runtime: ``torch`` (eager) or ``onnxruntime`` (the exported graph).
+
+A model is deployed in a runtime, and runtimes rank architectures
+differently: onnxruntime fuses a conv with its batch norm and activation,
+while an operator made of many small tensor operations pays for each of
+them. So every latency says where it was measured. ``onnxruntime`` times the
+very bytes that ``fusionnas export`` writes (:func:`~fusionnas.evaluators.onnx_export.to_onnx`),
+on the CPU execution provider, or CUDA's on ``device="cuda"``; threads are fixed.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from fusionnas.errors import UserError
+from fusionnas.evaluators.onnx_export import to_onnx
+from fusionnas.evaluators.timing import batch_shape, measure_latency
+
+__all__ = ["RUNTIMES", "measure_in_runtime", "onnxruntime_session", "time_session"]
+
+RUNTIMES = ("torch", "onnxruntime")
+
+
+def onnxruntime_session(graph: bytes, device: str = "cpu", threads: int = 1):
+    """An onnxruntime session of ``graph`` with all graph optimisations, ``threads`` intra-op threads."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            raise UserError("onnxruntime has no CUDA execution provider here; install onnxruntime-gpu or use "
+                            "device cpu")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    else:
+        providers = ["CPUExecutionProvider"]
+    return onnxruntime.InferenceSession(graph, options, providers=providers)
+
+
+def time_session(session, input_shape: Sequence[int], *, batch_size: int = 1, warmup: int = 5,
+                 repeats: int = 25) -> float:
+    """Median milliseconds of one ``session.run`` on a random batch, after ``warmup`` runs."""
+    x = np.random.default_rng(0).standard_normal(batch_shape(input_shape, batch_size), dtype=np.float32)
+    feed = {session.get_inputs()[0].name: x}
+    for _ in range(warmup):
+        session.run(None, feed)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def measure_in_runtime(model: nn.Module, input_shape: Sequence[int], runtime: str = "onnxruntime",
+                       device: str = "cpu", *, threads: int = 1, warmup: int = 5, repeats: int = 25) -> float:
+    """Median latency in milliseconds of ``model`` at batch 1 in ``runtime`` on ``device``."""
+    if runtime not in RUNTIMES:
+        raise UserError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    if runtime == "torch":
+        return measure_latency(model, input_shape, device, threads=threads, warmup=warmup, repeats=repeats)
+    old_threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # the export itself; torch's threads would compete with onnxruntime's
+        graph = to_onnx(model, input_shape)
+    finally:
+        torch.set_num_threads(old_threads)
+    return time_session(onnxruntime_session(graph, device, threads), input_shape, warmup=warmup, repeats=repeats)
