@@ -27,7 +27,7 @@ RUNTIMES = ("torch", "onnxruntime")
 
 
 def onnxruntime_session(graph: bytes, device: str = "cpu", threads: int = 1):
-    """An onnxruntime session of ``graph`` with all graph optimisations, ``threads`` intra-op threads."""
+    """An onnxruntime session of ``graph`` with all graph optimisations and ``threads`` intra-op threads."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -35,6 +35,9 @@ def onnxruntime_session(graph: bytes, device: str = "cpu", threads: int = 1):
     options.inter_op_num_threads = 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle threads sleep instead of spinning: spinning threads slow whatever runs next in this
+    # process or beside it (torch, other workers) on a machine with few cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if device == "cuda":
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
             raise UserError("onnxruntime has no CUDA execution provider here; install onnxruntime-gpu or use "
