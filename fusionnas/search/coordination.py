@@ -23,7 +23,7 @@ kernel when a worker dies, so a killed worker never leaves it held:
 The lock is not re-entrant; hold it only for short bookkeeping (the sampler
 proposing a trial, a scan of the trials), never while training.
 
-Optuna offers no public way to reach a study's storage, a trial's id or the
+Optuna offers no public way to reach a study's storage or to run the
 heartbeat that ``Study.optimize`` runs; the few private names needed are used
 in this module only, each in one function that says so.
 """
@@ -45,7 +45,7 @@ from optuna.trial import TrialState
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["LOCK_SUFFIX", "study_lock", "storage_lock", "fail_stale_trials", "heartbeat", "trial_id", "Claim", "claim_archid"]
+__all__ = ["LOCK_SUFFIX", "study_lock", "storage_lock", "fail_stale_trials", "heartbeat", "Claim", "claim_archid"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +71,6 @@ def _uncached(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStora
     from optuna.storages import _CachedStorage
 
     return storage._backend if isinstance(storage, _CachedStorage) else storage
-
-
-def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
-    """The storage's id of ``trial`` (private: trials expose only their per-study number)."""
-    return trial._trial_id
 
 
 def _journal_file(storage: optuna.storages.BaseStorage) -> str | None:
