@@ -11,6 +11,7 @@ from pathlib import Path
 from fusionnas import __version__
 from fusionnas.errors import UserError
 from fusionnas.interrupts import STOP
+from fusionnas.runtime_names import RUNTIMES
 
 
 def _cmd_ops(args: argparse.Namespace) -> int:
@@ -74,8 +75,11 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if args.samples < 0:
         raise UserError(f"--samples must be >= 0, got {args.samples}")
     space = get_space(args.space)
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
     table = LatencyModel.profile_space(
-        space, args.device, samples=args.samples, seed=args.seed, threads=args.threads, repeats=args.repeats
+        space, args.device, samples=args.samples, seed=args.seed, runtime=args.runtime, threads=args.threads,
+        repeats=args.repeats,
     )
     table.save(args.out)
     baseline = table.predict(space.baseline())
@@ -270,7 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--out", required=True, metavar="FILE", help="table to write (JSON)")
     profile.add_argument("--samples", type=int, default=50, help="random architectures besides the presets")
     profile.add_argument("--seed", type=int, default=0, help="seed of the random architectures")
-    profile.add_argument("--threads", type=int, help="CPU threads while measuring (default: torch's)")
+    profile.add_argument("--runtime", choices=RUNTIMES,
+                         help="where parts and whole networks run: onnxruntime (the exported model; default "
+                         "on cpu) or torch eager (default on cuda)")
+    profile.add_argument("--threads", type=int, default=1, help="CPU threads while measuring, fixed and recorded "
+                         "(default 1)")
     profile.add_argument("--repeats", type=int, default=25, help="timed runs per entry (median)")
     profile.set_defaults(func=_cmd_profile)
 

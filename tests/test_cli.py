@@ -41,3 +41,18 @@ def test_an_internal_error_shows_its_traceback_not_a_user_error_line(monkeypatch
     monkeypatch.setattr(cli, "_cmd_ops", mistaken)
     assert main(["ops"]) == 2
     assert capsys.readouterr().err == "fusionnas: error: size must be a positive integer, got 0\n"
+
+
+def test_profile_writes_a_table_in_the_named_runtime(tmp_path, capsys):
+    import json
+
+    from fusionnas.evaluators.latency import LatencyModel
+
+    out = tmp_path / "cpu.json"
+    assert main(["profile", "--space", "mobilenetv2-cifar", "--samples", "0", "--repeats", "2",
+                 "--runtime", "onnxruntime", "--out", str(out)]) == 0
+    stored = json.loads(out.read_text())
+    assert (stored["runtime"], stored["threads"], stored["device"]) == ("onnxruntime", 1, "cpu")
+    assert "measured table in onnxruntime, 1 thread" in capsys.readouterr().out
+    table = LatencyModel.load(out)
+    assert table.measure_missing and table.calibration != (1.0, 0.0)  # fitted on whole exported networks

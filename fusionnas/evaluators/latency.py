@@ -1,22 +1,26 @@
-"""Latency tables: a network's latency as the sum of its parts, measured or estimated.
+"""Latency tables: a network's latency as the sum of its parts, measured in a runtime or estimated.
 
 A network's latency is predicted as the sum of its parts (stem, every
 inverted-residual block, head with classifier), each looked up in a table
 keyed by the part's full configuration (its ``signature``) and input shape.
-Tables are filled by measuring on the machine that runs the search (``cpu``,
-``cuda``), or on the target device itself (``fusionnas profile`` run on a
-Jetson writes a table that searches elsewhere load). For the Jetson targets
-without such a table, a :class:`DeviceProfile` estimates each part from its
-FLOPs, memory traffic and per-operator overhead; those figures are estimates
-and every report says so.
+Every table belongs to one device and one runtime (``torch`` eager or
+``onnxruntime``, the exported graph; see :mod:`fusionnas.evaluators.runtimes`)
+and is measured at a fixed number of threads, all three recorded in the
+file. Tables are filled by measuring on the machine that runs the search
+(``cpu``, ``cuda``), or on the target device itself (``fusionnas profile``
+run on a Jetson writes a table that searches elsewhere load). For the Jetson
+Nano without such a table, each part measured here is scaled to the board
+by a :class:`DeviceProfile`; those figures are estimates and every report
+says so.
 
 Example:
-    >>> model = LatencyModel(get_space("mobilenetv2-cifar"), "cpu")   # doctest: +SKIP
-    >>> model.predict(space.baseline())                               # doctest: +SKIP
-    6.8
+    >>> model = LatencyModel(get_space("mobilenetv2-cifar"), "cpu", runtime="onnxruntime")  # doctest: +SKIP
+    >>> model.predict(space.baseline())                                                    # doctest: +SKIP
+    1.9
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -32,11 +36,15 @@ from fusionnas.evaluators.device_profiles import (
     DEVICE_PROFILES,
     MEASURABLE_DEVICES,
     DeviceProfile,
+    HostRates,
     estimate_latency,
     list_devices,
+    measure_host_rates,
+    moved_bytes,
 )
 from fusionnas.evaluators.memory import peak_activation_bytes
 from fusionnas.evaluators.parts import Part, model_parts
+from fusionnas.evaluators.runtimes import RUNTIMES, default_runtime, measure_in_runtime
 from fusionnas.evaluators.timing import measure_latency
 
 if TYPE_CHECKING:
@@ -47,6 +55,7 @@ __all__ = [
     "LatencyModel",
     "MissingLatencyEntry",
     "measure_latency",
+    "measure_in_runtime",
     "DeviceProfile",
     "DEVICE_PROFILES",
     "MEASURABLE_DEVICES",
@@ -56,38 +65,44 @@ __all__ = [
     "list_devices",
 ]
 
-TABLE_FORMAT = 1
+TABLE_FORMAT = 2  # 2 added runtime and threads; a format-1 table was measured in torch eager
 
 
 class MissingLatencyEntry(UserError):
     """A table lacks a part and the device it describes cannot be measured here."""
 
 
-def _host() -> dict[str, Any]:
-    return {
+def _host(runtime: str) -> dict[str, Any]:
+    """What a measurement depends on besides the threads: the machine and the runtime's version."""
+    host = {
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
     }
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        host["onnxruntime"] = onnxruntime.__version__
+    return host
 
 
 class LatencyModel:
-    """Per-part latency table for one space and device; ``predict(arch)`` sums the parts.
+    """Per-part latency table for one space, device and runtime; ``predict(arch)`` sums the parts.
 
     ``device`` is ``"cpu"`` or ``"cuda"`` (missing entries are measured here,
     lazily, and kept; ``save`` persists them) or a Jetson profile name
-    (missing entries are estimated by its :class:`DeviceProfile`, unless the
-    table was profiled on the device: then a missing entry is an error,
-    since this machine cannot measure it).
+    (missing entries are measured here and scaled by its :class:`DeviceProfile`,
+    unless the table was profiled on the device: then a missing entry is an
+    error, since this machine cannot measure it).
 
     Args:
         space: the search space whose architectures are predicted.
-        device: ``cpu``, ``cuda``, ``jetson-nano`` or ``jetson-orin-nano``.
+        device: ``cpu``, ``cuda`` or ``jetson-nano``.
         entries: part key -> milliseconds.
+        runtime: ``torch`` or ``onnxruntime`` (default: the device's, onnxruntime on cpu).
         source: ``"measured"`` or ``"estimated"``.
-        threads: CPU threads while measuring (default: torch's setting).
+        threads: CPU threads while measuring, fixed and recorded.
         repeats: timed runs per part.
     """
 
@@ -97,15 +112,22 @@ class LatencyModel:
         device: str = "cpu",
         entries: dict[str, float] | None = None,
         *,
+        runtime: str | None = None,
         source: str | None = None,
-        threads: int | None = None,
+        threads: int = 1,
         repeats: int = 25,
         host: dict[str, Any] | None = None,
         measure_missing: bool | None = None,
         calibration: tuple[float, float] = (1.0, 0.0),
+        host_rates: HostRates | None = None,
     ) -> None:
         if device not in list_devices():
             raise UserError(f"unknown device {device!r}; known: {', '.join(list_devices())}")
+        self.runtime = runtime or default_runtime(device)
+        if self.runtime not in RUNTIMES:
+            raise UserError(f"unknown runtime {self.runtime!r}; known: {', '.join(RUNTIMES)}")
+        if threads < 1:
+            raise UserError(f"threads must be >= 1, got {threads}")
         self.space = space
         self.device = device
         self.entries: dict[str, float] = dict(entries or {})
@@ -114,13 +136,14 @@ class LatencyModel:
             raise ValueError(f"source must be 'measured' or 'estimated', got {self.source!r}")
         self.threads = threads
         self.repeats = repeats
-        self.host = host or _host()
+        self.host = host or _host(self.runtime)
         if measure_missing is None:
             measure_missing = self.source == "measured" and device in MEASURABLE_DEVICES
         if measure_missing and device not in MEASURABLE_DEVICES:
             raise UserError(f"cannot measure on {device!r} from here; measurable: {', '.join(MEASURABLE_DEVICES)}")
         self.measure_missing = measure_missing
         self.calibration = (float(calibration[0]), float(calibration[1]))
+        self.host_rates = host_rates
 
     @property
     def is_estimate(self) -> bool:
@@ -129,26 +152,38 @@ class LatencyModel:
 
     def describe(self) -> str:
         """One line saying what the figures are, e.g. for study output."""
+        where = f"{self.runtime}, {self.threads} thread{'s' if self.threads > 1 else ''}"
         if self.is_estimate:
             profile = DEVICE_PROFILES[self.device]
             return (
-                f"latency on {self.device}: ESTIMATE from {profile.description} "
-                f"(no table profiled on the device; run `fusionnas profile` on it)"
+                f"latency on {self.device}: ESTIMATE, {profile.description} ({where}); no table was "
+                f"profiled on the device: run `fusionnas profile --space {self.space.name} --runtime "
+                f"{self.runtime} --out TABLE` on it and name the table under [latency_tables]"
             )
-        return f"latency on {self.device}: measured table, {len(self.entries)} entries ({self.host.get('processor')})"
+        return (f"latency on {self.device}: measured table in {where}, {len(self.entries)} entries "
+                f"({self.host.get('processor')})")
+
+    def _measure(self, module: torch.nn.Module, input_shape: Sequence[int]) -> float:
+        """Milliseconds of ``module`` here, in the table's runtime and threads."""
+        device = self.device if self.device in MEASURABLE_DEVICES else "cpu"
+        return measure_in_runtime(module, input_shape, self.runtime, device, threads=self.threads,
+                                  repeats=self.repeats)
 
     def _lookup(self, part: Part) -> float:
         if part.key in self.entries:
             return self.entries[part.key]
         if self.measure_missing:
-            ms = measure_latency(part.module, part.input_shape, self.device, threads=self.threads, repeats=self.repeats)
+            ms = self._measure(part.module, part.input_shape)
         elif self.is_estimate:
-            ms = estimate_latency(part.module, part.input_shape, self.device)
+            if self.host_rates is None:
+                self.host_rates = measure_host_rates(self.runtime, self.threads)
+            ms = DEVICE_PROFILES[self.device].scale(self._measure(part.module, part.input_shape),
+                                                    moved_bytes(part.module, part.input_shape), self.host_rates)
         else:
             raise MissingLatencyEntry(
                 f"latency table for {self.device!r} has no entry {part.key!r} and this machine cannot "
-                f"measure {self.device}; run `fusionnas profile --space {self.space.name} --device ... "
-                f"--out TABLE` on the device with this architecture, or drop the latency objective"
+                f"measure {self.device}; run `fusionnas profile --space {self.space.name} --runtime "
+                f"{self.runtime} --out TABLE` on the device with this architecture, or drop the latency objective"
             )
         self.entries[part.key] = ms
         return ms
@@ -171,9 +206,10 @@ class LatencyModel:
         """Fit ``(scale, offset)`` so predictions match whole networks measured here.
 
         A part timed alone runs with its weights and input hot in cache and
-        without its neighbours' traffic; on this project's 2-core CPU whole
-        networks took ~20 % longer than the sum of their parts. A least-squares
-        line through (sum of parts, measured whole) for ``archs`` corrects that.
+        without its neighbours' traffic, and pays its own call overhead; on
+        this project's 2-core CPU whole torch networks took ~20 % longer than
+        the sum of their parts. A least-squares line through (sum of parts,
+        measured whole, exported whole in onnxruntime) for ``archs`` corrects that.
         """
         if not self.measure_missing:
             raise UserError(f"calibration measures whole networks, which cannot be done for {self.device!r} here")
@@ -182,10 +218,7 @@ class LatencyModel:
         sums, wholes = [], []
         for arch in archs:
             sums.append(sum(self.part_latencies(arch).values()))
-            wholes.append(
-                measure_latency(self.space.build(arch), self.space.input_shape, self.device,
-                                threads=self.threads, repeats=self.repeats)
-            )
+            wholes.append(self._measure(self.space.build(arch), self.space.input_shape))
         mean_s, mean_w = statistics.fmean(sums), statistics.fmean(wholes)
         var = sum((s - mean_s) ** 2 for s in sums)
         scale = sum((s - mean_s) * (w - mean_w) for s, w in zip(sums, wholes)) / var if var > 0 else mean_w / mean_s
@@ -228,10 +261,13 @@ class LatencyModel:
             "format": TABLE_FORMAT,
             "space": self.space.name,
             "device": self.device,
+            "runtime": self.runtime,
+            "threads": self.threads,
             "source": self.source,
             "batch_size": 1,
             "calibration": list(self.calibration),
             "host": self.host,
+            **({"host_rates": dataclasses.asdict(self.host_rates)} if self.host_rates else {}),
             "entries": dict(sorted(self.entries.items())),
         }
 
@@ -243,12 +279,14 @@ class LatencyModel:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], space: Space | None = None, device: str | None = None) -> LatencyModel:
+    def load(cls, path: str | os.PathLike[str], space: Space | None = None, device: str | None = None,
+             runtime: str | None = None) -> LatencyModel:
         """Read a table written by :meth:`save` (``fusionnas profile``).
 
         ``device`` renames the table's device, e.g. a table measured with
-        ``--device cuda`` on a Jetson Orin Nano loaded as ``jetson-orin-nano``:
-        entries it lacks then raise :class:`MissingLatencyEntry`.
+        ``--device cpu`` on a Jetson Nano loaded as ``jetson-nano``: entries it
+        lacks then raise :class:`MissingLatencyEntry`. ``runtime``, when
+        given, must be the table's.
         """
         from fusionnas.spaces import get_space
 
@@ -259,18 +297,26 @@ class LatencyModel:
             raise UserError(f"latency table {str(path)!r} does not exist; write it with `fusionnas profile`") from None
         except json.JSONDecodeError as error:
             raise UserError(f"latency table {str(path)!r} is not valid JSON: {error}") from None
-        if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT or "entries" not in data:
+        if not isinstance(data, dict) or data.get("format") not in (1, TABLE_FORMAT) or "entries" not in data:
             raise UserError(f"latency table {str(path)!r} is not a fusionnas table (format {TABLE_FORMAT})")
         if space is None:
             space = get_space(data["space"])
         elif space.name != data["space"]:
             raise UserError(f"latency table {str(path)!r} is for space {data['space']!r}, not {space.name!r}")
+        stored_runtime = data.get("runtime", "torch")
+        if runtime is not None and runtime != stored_runtime:
+            raise UserError(f"latency table {str(path)!r} was measured in {stored_runtime}, not {runtime}; "
+                            f"profile one with `fusionnas profile --runtime {runtime}` or set runtime = "
+                            f'"{stored_runtime}"')
         entries = {str(k): float(v) for k, v in data["entries"].items()}
         source = data.get("source", "measured")
         device = device or data["device"]
         host = data.get("host") or {}
+        threads = int(data.get("threads", host.get("threads", 1)))
         # Missing entries are measured only on the very kind of machine the table came from.
-        same_host = all(host.get(k) == v for k, v in _host().items() if k != "threads")
+        same_host = all(host.get(k) == v for k, v in _host(stored_runtime).items())
         measure = source == "measured" and device == data["device"] and device in MEASURABLE_DEVICES and same_host
         calibration = tuple(data.get("calibration", (1.0, 0.0)))
-        return cls(space, device, entries, source=source, host=host, measure_missing=measure, calibration=calibration)
+        rates = HostRates(**data["host_rates"]) if "host_rates" in data else None
+        return cls(space, device, entries, runtime=stored_runtime, source=source, threads=threads, host=host,
+                   measure_missing=measure, calibration=calibration, host_rates=rates)

@@ -20,10 +20,9 @@ from torch import nn
 from fusionnas.errors import UserError
 from fusionnas.evaluators.onnx_export import to_onnx
 from fusionnas.evaluators.timing import batch_shape, measure_latency
+from fusionnas.runtime_names import RUNTIMES, default_runtime
 
-__all__ = ["RUNTIMES", "measure_in_runtime", "onnxruntime_session", "time_session"]
-
-RUNTIMES = ("torch", "onnxruntime")
+__all__ = ["RUNTIMES", "default_runtime", "measure_in_runtime", "onnxruntime_session", "time_session"]
 
 
 def onnxruntime_session(graph: bytes, device: str = "cpu", threads: int = 1):

@@ -20,11 +20,13 @@ next one (``[sampler]``)::
 
     [[objectives]]
     metric = "latency"
-    device = "jetson-nano"
+    device = "cpu"
+    runtime = "onnxruntime"      # the default on cpu; "torch" times eager PyTorch
 
     [constraints]
     max_latency_ms = 12.0
     latency_device = "jetson-nano"
+    latency_runtime = "onnxruntime"  # optional, as runtime above
 
     [budget]
     steps = 40
@@ -50,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fusionnas.errors import UserError
+from fusionnas.runtime_names import RUNTIMES, default_runtime
 
 if TYPE_CHECKING:
     import optuna
@@ -136,14 +139,31 @@ class DatasetConfig:
         _raise_if(problems)
 
 
+def _runtime_problems(problems: list[StudyConfigProblem], owner: Any, key: str, applies: bool,
+                      otherwise: str, device: str | None, *, fill: bool = True) -> None:
+    """Check ``owner.<key>`` (a latency runtime); ``fill`` puts in the device's default."""
+    runtime = getattr(owner, key)
+    if not applies:
+        if runtime is not None:
+            problems.append(StudyConfigProblem(key, otherwise, f"remove the {key} key"))
+        return
+    if runtime is None:
+        if fill:
+            object.__setattr__(owner, key, default_runtime(str(device)))
+    elif runtime not in RUNTIMES:
+        problems.append(_choice(key, runtime, RUNTIMES, "runtime"))
+
+
 @dataclass(frozen=True)
 class Objective:
-    """One value a trial reports; ``latency`` needs a ``device``, ``zero_cost`` a ``proxy``."""
+    """One value a trial reports; ``latency`` needs a ``device`` (and has a ``runtime``),
+    ``zero_cost`` a ``proxy``."""
 
     metric: str
     direction: str | None = None  # None: maximize accuracy/zero_cost, minimize costs
     device: str | None = None
     proxy: str | None = None
+    runtime: str | None = None  # latency only; None: the device's default (onnxruntime on cpu)
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -161,6 +181,8 @@ class Objective:
             problems.append(StudyConfigProblem(
                 "device", f"only latency objectives take a device, not {self.metric!r}",
                 "remove the device key"))
+        _runtime_problems(problems, self, "runtime", self.metric == "latency" and self.device is not None,
+                          "only latency objectives take a runtime", self.device)
         if self.metric == "zero_cost" and self.proxy is None:
             problems.append(StudyConfigProblem(
                 "proxy", "a zero_cost objective needs a proxy", 'add proxy = "synflow"'))
@@ -190,6 +212,7 @@ class Constraints:
     max_latency_ms: float | None = None
     latency_device: str | None = None  # required with max_latency_ms
     max_memory_mb: float | None = None  # peak activation memory
+    latency_runtime: str | None = None  # None: a latency objective's on the same device, else the device's default
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -203,6 +226,8 @@ class Constraints:
             problems.append(StudyConfigProblem(
                 "latency_device", "has no effect without max_latency_ms",
                 "add max_latency_ms = 12.0 or remove latency_device"))
+        _runtime_problems(problems, self, "latency_runtime", self.latency_device is not None,
+                          "has no effect without latency_device", self.latency_device, fill=False)
         _raise_if(problems)
 
     @property
@@ -400,6 +425,18 @@ class StudyConfig:
                 problems.append(StudyConfigProblem(
                     f"latency_tables.{device}", f"expected a file name, got {table!r}",
                     f'write {device} = "{device}.json"'))
+        runtimes: dict[str, str] = {}
+        latency = [(f"objectives[{i}].runtime", o.device, o.runtime) for i, o in enumerate(self.objectives)
+                   if o.metric == "latency"]
+        latency.append(("constraints.latency_runtime", self.constraints.latency_device,
+                        self.constraints.latency_runtime))
+        for key, device, runtime in latency:
+            if device is None or runtime is None:
+                continue
+            if runtimes.setdefault(device, runtime) != runtime:
+                problems.append(StudyConfigProblem(
+                    key, f"{device} latency is measured in {runtimes[device]!r} elsewhere in the study, "
+                    f"not {runtime!r}", f'use one runtime per device: runtime = "{runtimes[device]}"'))
         if self.n_trials is not None and 0 < self.n_trials < len(self.enqueue):
             problems.append(StudyConfigProblem(
                 "n_trials", f"{self.n_trials} is fewer than the {len(self.enqueue)} enqueued "
@@ -410,6 +447,15 @@ class StudyConfig:
     def directions(self) -> list[str]:
         """Objective directions, for ``optuna.create_study(directions=...)``."""
         return [str(o.direction) for o in self.objectives]
+
+    @property
+    def latency_runtimes(self) -> dict[str, str]:
+        """Device -> runtime of every latency the study measures (objectives and the limit)."""
+        runtimes = {str(o.device): str(o.runtime) for o in self.objectives if o.metric == "latency"}
+        device = self.constraints.latency_device
+        if device is not None:
+            runtimes.setdefault(device, self.constraints.latency_runtime or default_runtime(device))
+        return runtimes
 
     @property
     def metric_names(self) -> list[str]:
@@ -434,9 +480,14 @@ class StudyConfig:
         """Short hash of what defines the search (space, dataset, objectives, budget).
 
         Storage, sampler, trial counts and constraints may change when a study resumes;
-        latency tables count only once set (so fingerprints without them stay as they were).
+        latency tables count only once set, and a latency's runtime unless it is ``torch``
+        (so studies stored before either existed keep their fingerprint, and a study
+        whose latency meant torch eager resumes only with ``runtime = "torch"``).
         """
         data = self.to_dict()
+        for objective in data["objectives"]:
+            if objective.get("runtime") in (None, "torch"):
+                del objective["runtime"]
         keys = ("space", "dataset", "objectives", "budget")
         keys += ("latency_tables",) if self.latency_tables else ()
         canonical = json.dumps({k: data[k] for k in keys}, sort_keys=True, separators=(",", ":"))

@@ -21,7 +21,8 @@ For every trial :class:`SearchObjective`
    folder as ``<archid>-<fingerprint>.pt``.
 
 Everything lands in the trial's user attributes: ``arch`` (JSON), ``archid``,
-``fingerprint``, every cost, ``latency_source@<device>``, ``feasible``,
+``fingerprint``, every cost, ``latency_source@<device>`` (measured or estimated),
+``latency_runtime@<device>``, ``feasible``,
 ``constraint_violations``, ``val_accuracy``, ``val_loss``, ``train_seconds``,
 the zero-cost scores by proxy name, ``weights``, ``reused_from`` and, for a
 failed trial, ``failure_reason``. Any error in a trial fails that trial only.
@@ -40,7 +41,7 @@ import optuna
 import torch
 
 from fusionnas.evaluators import count_flops, count_params, iterate_batches
-from fusionnas.evaluators.latency import LatencyModel, peak_activation_bytes
+from fusionnas.evaluators.latency import MEASURABLE_DEVICES, LatencyModel, peak_activation_bytes
 from fusionnas.evaluators.proxy import ProxyBudget, train_proxy
 from fusionnas.evaluators.zero_cost import score as zero_cost_score
 from fusionnas.interrupts import STOP
@@ -129,7 +130,7 @@ class SearchObjective:
         if earlier is not None:
             keys = (*COST_KEYS, *EVALUATION_KEYS, *self._zero_cost_names())
             attrs = {k: v for k, v in earlier.user_attrs.items()
-                     if k in keys or k.startswith(("latency_ms@", "latency_source@"))}
+                     if k in keys or k.startswith(("latency_ms@", "latency_source@", "latency_runtime@"))}
             attrs["reused_from"] = earlier.user_attrs.get("reused_from", earlier.number)
             logger.info("trial %d: archid %s reuses trial %d", trial.number, arch.archid, attrs["reused_from"])
         model = None
@@ -206,6 +207,7 @@ class SearchObjective:
                 table = self._latency_model(device)
                 costs[f"latency_ms@{device}"] = table.predict(arch)
                 costs[f"latency_source@{device}"] = "estimated" if table.is_estimate else "measured"
+                costs[f"latency_runtime@{device}"] = table.runtime
         return costs
 
     def _constraint_measures(self, attrs: dict[str, Any]) -> dict[str, float]:
@@ -216,26 +218,33 @@ class SearchObjective:
         return measured
 
     def _latency_model(self, device: str) -> LatencyModel:
-        """The latency table of ``device``: the study's table, a measured table kept in the
-        artifacts folder (cpu, cuda), or the device profile's estimate (Jetson)."""
+        """The latency table of ``device`` in the study's runtime for it: the study's table, a
+        measured table kept in the artifacts folder (cpu, cuda), or the device profile's estimate."""
         if device in self._latency:
             return self._latency[device]
+        runtime = self.config.latency_runtimes[device]
         table_path = self.config.latency_tables.get(device)
         if table_path is not None:
-            model = LatencyModel.load(table_path, self.space, device)
-        elif device in ("cpu", "cuda") and self.artifacts is not None:
-            path = self.artifacts / f"latency-{device}.json"
-            model = LatencyModel.load(path, self.space, device) if path.is_file() else None
+            model = LatencyModel.load(table_path, self.space, device, runtime)
+        elif device in MEASURABLE_DEVICES and self.artifacts is not None:
+            path = self._artifact_table(device)
+            model = LatencyModel.load(path, self.space, device, runtime) if path.is_file() else None
             if model is not None and not model.measure_missing:
                 logger.warning("%s was measured on another machine; measuring afresh", path)
                 model = None
-            model = model or LatencyModel(self.space, device)
+            model = model or LatencyModel(self.space, device, runtime=runtime)
         else:
-            model = LatencyModel(self.space, device)
-        logger.info("%s", model.describe())
+            model = LatencyModel(self.space, device, runtime=runtime)
+        if model.is_estimate:
+            logger.warning("%s", model.describe())
+        else:
+            logger.info("%s", model.describe())
         self._latency[device] = model
         self._saved_entries[device] = len(model.entries)
         return model
+
+    def _artifact_table(self, device: str) -> Path:
+        return self.artifacts / f"latency-{device}-{self.config.latency_runtimes[device]}.json"
 
     def _save_latency_tables(self) -> None:
         """Persist measured tables that grew, merged with what other workers saved."""
@@ -244,7 +253,7 @@ class SearchObjective:
         for device, model in self._latency.items():
             if not model.measure_missing or len(model.entries) == self._saved_entries.get(device):
                 continue
-            path = self.artifacts / f"latency-{device}.json"
+            path = self._artifact_table(device)
             try:
                 if path.is_file():
                     for key, ms in LatencyModel.load(path, self.space, device).entries.items():

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from fusionnas.evaluators import latency
+from fusionnas.evaluators.device_profiles import HostRates
 from fusionnas.evaluators.latency import (
     DEVICE_PROFILES,
     LatencyModel,
@@ -79,12 +80,13 @@ def test_same_block_configuration_shares_a_key(space):
 def test_lookup_table_measures_lazily_and_round_trips(space, tmp_path, monkeypatch):
     calls = []
 
-    def fake_measure(module, input_shape, device="cpu", **options):
-        calls.append(input_shape)
+    def fake_measure(module, input_shape, runtime, device="cpu", **options):
+        calls.append((input_shape, runtime, options["threads"]))
         return 0.5
 
-    monkeypatch.setattr(latency, "measure_latency", fake_measure)
+    monkeypatch.setattr(latency, "measure_in_runtime", fake_measure)
     model = LatencyModel(space, "cpu")
+    assert model.runtime == "onnxruntime" and model.threads == 1  # what an exported model runs in
     arch = space.baseline()
     keys = [p.key for p in model_parts(space.build(arch), space.input_shape)]
     parts, distinct = len(keys), len(set(keys))
@@ -93,11 +95,13 @@ def test_lookup_table_measures_lazily_and_round_trips(space, tmp_path, monkeypat
     assert len(calls) == distinct
     model.predict(arch)
     assert len(calls) == distinct  # cached, never measured twice
+    assert {(runtime, threads) for _, runtime, threads in calls} == {("onnxruntime", 1)}
     path = tmp_path / "lut.json"
     model.save(path)
-    assert json.loads(path.read_text())["device"] == "cpu"
+    stored = json.loads(path.read_text())
+    assert (stored["device"], stored["runtime"], stored["threads"]) == ("cpu", "onnxruntime", 1)
     loaded = LatencyModel.load(path)
-    assert loaded.entries == model.entries and loaded.measure_missing
+    assert loaded.entries == model.entries and loaded.measure_missing and loaded.runtime == "onnxruntime"
     assert loaded.predict(arch) == pytest.approx(0.5 * parts)
     assert len(calls) == distinct
 
@@ -124,28 +128,63 @@ def test_bad_tables_give_clear_errors(space, tmp_path):
         LatencyModel(space, "tpu")
 
 
-def test_jetson_estimates_say_they_are_estimates(space):
-    assert {"jetson-nano", "jetson-orin-nano"} <= set(list_devices())
-    model = LatencyModel(space, "jetson-nano")
-    assert model.is_estimate and "ESTIMATE" in model.describe()
-    assert model.predict(space.baseline()) > 0
+def test_table_keeps_its_runtime(space, tmp_path):
+    LatencyModel(space, "cpu", {"part": 1.0}, runtime="torch", threads=2).save(tmp_path / "eager.json")
+    loaded = LatencyModel.load(tmp_path / "eager.json")
+    assert (loaded.runtime, loaded.threads) == ("torch", 2)
+    with pytest.raises(ValueError, match="measured in torch, not onnxruntime; profile one with `fusionnas "
+                       "profile --runtime onnxruntime`"):
+        LatencyModel.load(tmp_path / "eager.json", runtime="onnxruntime")
+    # A table written before runtimes were recorded was measured in torch eager.
+    old = json.loads((tmp_path / "eager.json").read_text())
+    for key in ("runtime", "threads"):
+        del old[key]
+    old["format"] = 1
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert LatencyModel.load(tmp_path / "old.json").runtime == "torch"
 
 
-def test_jetson_nano_profile_reproduces_its_calibration_points():
-    """Seed 002's Jetson Nano timings, per image: 1x1 conv 232.0 ms, FWHT layer 119.7 ms."""
+def test_onnxruntime_table_times_exported_parts(space):
+    arch = space.baseline()
+    model = LatencyModel(space, "cpu", runtime="onnxruntime", repeats=3)
+    parts = model.part_latencies(arch)
+    assert set(parts) == {"stem", *(f"b{i}" for i in range(17)), "head"}
+    assert all(ms > 0 for ms in parts.values())
+    assert model.predict(arch) == pytest.approx(sum(parts.values()))
+
+
+_HOST = HostRates("onnxruntime", 1, dense_macs_per_s=50e9, bytes_per_s=10e9)
+
+
+def test_jetson_estimates_say_they_are_estimates(space, monkeypatch):
+    assert list_devices() == ["cpu", "cuda", "jetson-nano"]  # the Orin guess was retired
+    monkeypatch.setattr(latency, "measure_in_runtime", lambda *args, **options: 0.2)
+    model = LatencyModel(space, "jetson-nano", host_rates=_HOST)
+    assert model.is_estimate and model.runtime == "onnxruntime"
+    assert "ESTIMATE" in model.describe() and "fusionnas profile" in model.describe()
+    assert model.predict(space.baseline()) > 0.2 * 19  # the Nano is slower than this machine
+
+
+def test_jetson_nano_estimate_reproduces_the_seed_conv():
+    """Seed 002's Jetson Nano timing of a 1x1 conv, 1024 channels at 32x32: 232.0 ms per image.
+
+    Timed here at exactly this machine's dense rate, the conv scales to the Nano's."""
     conv = create_fusion("conv", 1024, 1024)
-    wht = create_fusion("wht", 1024, 1024)
-    assert estimate_latency(conv, (1024, 32, 32), "jetson-nano") == pytest.approx(232.04, rel=0.05)
-    assert estimate_latency(wht, (1024, 32, 32), "jetson-nano") == pytest.approx(119.73, rel=0.05)
+    here_ms = 1024 * 1024 * 32 * 32 / _HOST.dense_macs_per_s * 1e3
+    nano = estimate_latency(conv, (1024, 32, 32), "jetson-nano", host=_HOST, measured_ms=here_ms)
+    assert nano == pytest.approx(232.04, rel=0.05)
 
 
-def test_estimate_is_the_roofline_of_each_operator():
-    profile = DEVICE_PROFILES["jetson-orin-nano"]
+def test_estimate_is_a_roofline_on_the_device():
+    profile = DEVICE_PROFILES["jetson-nano"]
     conv = nn.Conv2d(64, 128, 1, bias=False)
-    macs = 64 * 128 * 16 * 16
     moved = 4 * (64 * 256 + 128 * 256 + 64 * 128)
-    expected = max(macs / profile.dense_macs_per_s, moved / profile.bytes_per_s) + profile.overhead_s
-    assert estimate_latency(conv, (64, 16, 16), profile) == pytest.approx(expected * 1e3)
+    slower = _HOST.dense_macs_per_s / profile.dense_macs_per_s
+    assert estimate_latency(conv, (64, 16, 16), profile, host=_HOST, measured_ms=0.5) == pytest.approx(0.5 * slower)
+    # A part whose bytes take longer at the device's bandwidth than its scaled CPU work is memory-bound.
+    tiny = 1e-3 * moved / profile.bytes_per_s * 1e3 / slower
+    memory_ms = moved / profile.bytes_per_s * 1e3
+    assert estimate_latency(conv, (64, 16, 16), profile, host=_HOST, measured_ms=tiny) == pytest.approx(memory_ms)
 
 
 class _Residual(nn.Module):

@@ -23,7 +23,7 @@ STUDIES = Path(__file__).resolve().parents[2] / "studies"
 KNOWN = dict(
     known_spaces=["mobilenetv2-cifar", "mobilenetv2-imagenet"],
     known_datasets=["cifar10", "cifar100", "digits", "imagefolder", "synthetic"],
-    known_devices=["cpu", "cuda", "jetson-nano", "jetson-orin-nano"],
+    known_devices=["cpu", "cuda", "jetson-nano"],
     known_presets={"mobilenetv2-cifar": ["baseline", "wht-last-third", "all-bft", "all-wht"]},
 )
 VALID = {
@@ -281,3 +281,41 @@ def test_dataclasses_validate_direct_construction() -> None:
     with pytest.raises(StudyConfigError, match="max_memory_mb: must be > 0"):
         Constraints(max_memory_mb=0)
     assert Objective("params").direction == "minimize"
+
+
+def test_latency_names_its_runtime() -> None:
+    config = parse(VALID)
+    assert config.latency_runtimes == {"jetson-nano": "onnxruntime"}
+    cuda = parse(with_change("objectives.1", {"metric": "latency", "device": "cuda"}))
+    assert cuda.objectives[1].runtime == "torch"  # no onnxruntime CUDA provider is installed by default
+    eager = parse(with_change("objectives.1.runtime", "torch"))
+    assert eager.latency_runtimes == {"jetson-nano": "torch"}  # the limit follows the objective
+    limit_only = parse({**VALID, "objectives": [{"metric": "accuracy"}]})
+    assert limit_only.latency_runtimes == {"jetson-nano": "onnxruntime"}
+
+
+@pytest.mark.parametrize("dotted, value, where, problem", [
+    ("objectives.1.runtime", "tflite", "objectives[1].runtime", "unknown runtime 'tflite'"),
+    ("objectives.0.runtime", "torch", "objectives[0].runtime", "only latency objectives take a runtime"),
+    ("constraints.latency_runtime", "torch", "constraints.latency_runtime",
+     "jetson-nano latency is measured in 'onnxruntime' elsewhere in the study, not 'torch'"),
+])
+def test_bad_runtimes_are_named(dotted, value, where, problem) -> None:
+    with pytest.raises(StudyConfigError) as info:
+        parse(with_change(dotted, value))
+    assert any(p.field == where and problem in p.problem for p in info.value.problems), info.value
+
+
+def test_fingerprint_of_a_latency_study_names_a_new_runtime_only() -> None:
+    """Studies stored before runtimes existed measured torch eager: they resume with runtime = "torch"."""
+    onnx = parse(VALID)
+    eager = parse(with_change("objectives.1.runtime", "torch"))
+    assert onnx.fingerprint != eager.fingerprint
+    data = onnx.to_dict()
+    for objective in data["objectives"]:
+        del objective["runtime"]
+    canonical = json.dumps({k: data[k] for k in ("space", "dataset", "objectives", "budget")},
+                           sort_keys=True, separators=(",", ":"))
+    import hashlib
+
+    assert eager.fingerprint == hashlib.sha256(canonical.encode()).hexdigest()[:12]

@@ -215,5 +215,6 @@ def test_measured_cpu_latency_is_kept_beside_the_study(tmp_path, digits, monkeyp
     study.optimize(SearchObjective(config, digits, tmp_path / "artifacts"), n_trials=1)
     attrs = study.trials[0].user_attrs
     assert attrs["latency_source@cpu"] == "measured" and attrs["latency_ms@cpu"] > 0
+    assert attrs["latency_runtime@cpu"] == "onnxruntime"  # the default: what an exported model runs in
     assert study.trials[0].values[1] == attrs["latency_ms@cpu"]
-    assert (tmp_path / "artifacts" / "latency-cpu.json").is_file()
+    assert (tmp_path / "artifacts" / "latency-cpu-onnxruntime.json").is_file()
