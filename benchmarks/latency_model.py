@@ -4,7 +4,9 @@ Run: ``python -m benchmarks.latency_model [--runtime onnxruntime|torch|both] [--
 [--space mobilenetv2-cifar] [--threads 1]``. A table is measured part by part
 (stem, blocks, head) in the runtime and calibrated on other architectures;
 then random architectures of the space are predicted and measured whole
-(exported whole, for onnxruntime), on the same threads. Prints the fraction
+(exported whole, for onnxruntime), on the same threads, in interleaved
+rounds (each network's fastest round; parts likewise keep the faster of
+two passes). Prints the fraction
 within +-10 % and Kendall's tau between predicted and measured latency, and
 Kendall's tau of the Jetson Nano estimate (parts measured here, scaled to
 the board) against the same measurements: an estimate can only be judged
@@ -19,7 +21,8 @@ import onnxruntime
 import pandas as pd
 import torch
 
-from fusionnas.evaluators.latency import LatencyModel, measure_in_runtime
+from fusionnas.evaluators.latency import LatencyModel
+from fusionnas.evaluators.runtimes import measure_side_by_side
 from fusionnas.spaces import get_space, random_archs
 
 
@@ -31,12 +34,11 @@ def validate(space_name: str, runtime: str, n_archs: int, seed: int, repeats: in
     table = LatencyModel.profile_space(space, "cpu", samples=calibration_archs, seed=seed + 1000, runtime=runtime,
                                        threads=threads, repeats=repeats)
     nano = LatencyModel(space, "jetson-nano", runtime=runtime, threads=threads, repeats=repeats)
-    rows = []
-    for arch in random_archs(space, n_archs, seed=seed):
-        measured = measure_in_runtime(space.build(arch), space.input_shape, runtime, threads=threads,
-                                      repeats=repeats)
-        rows.append({"archid": arch.archid, "predicted_ms": table.predict(arch), "measured_ms": measured,
-                     "nano_estimate_ms": nano.predict(arch)})
+    archs = random_archs(space, n_archs, seed=seed)
+    measured = measure_side_by_side({a.archid: space.build(a) for a in archs}, space.input_shape, runtime,
+                                    threads=threads, rounds=3, repeats=repeats)
+    rows = [{"archid": a.archid, "predicted_ms": table.predict(a), "measured_ms": measured[a.archid],
+             "nano_estimate_ms": nano.predict(a)} for a in archs]
     frame = pd.DataFrame(rows)
     frame["error"] = frame.predicted_ms / frame.measured_ms - 1
     return table, frame

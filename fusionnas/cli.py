@@ -184,9 +184,18 @@ def _search(args: argparse.Namespace) -> tuple[int, int]:
 
 def _cmd_pareto(args: argparse.Namespace) -> int:
     """Print the study's Pareto frontier; optionally write every trial as CSV and a plot."""
-    from fusionnas.results import format_frontier, objectives_of, plot_frontier, trials_frame
+    from fusionnas.results import (
+        format_frontier,
+        format_measurements,
+        measure_trials,
+        objectives_of,
+        plot_frontier,
+        trials_frame,
+    )
     from fusionnas.spaces import get_space
 
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
     config, study = _study(args)
     frame = trials_frame(study)
     objectives = objectives_of(study)
@@ -200,6 +209,12 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
           f"{', '.join(f'{k} ({v})' for k, v in objectives.items())}; "
           f"{int(frame['is_pareto'].sum()) if len(frame) else 0} on the frontier")
     print(format_frontier(frame, objectives, all_trials=args.all))
+    if args.measure:
+        rows = frame if args.all else frame[frame["is_pareto"]]
+        rows = rows[rows["state"] == "COMPLETE"]
+        print(f"\nmeasuring {len(rows)} trials and the baseline whole ...", flush=True)
+        table = measure_trials(rows, config.latency_runtimes, threads=args.threads)
+        print(format_measurements(table, args.threads))
     if args.csv:
         frame.to_csv(args.csv, index=False)
         print(f"wrote {args.csv}: {len(frame)} trials")
@@ -232,7 +247,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
                           study_name=config.name, budget=config.budget.proxy_options(), force=args.force)
     weights = "" if result.has_weights else " (no trained weights: the trial was never trained or they are missing)"
     print(f"exported trial {result.trial} ({result.archid}) to {result.out}: {', '.join(result.files)}{weights}; "
-          f"onnxruntime matches torch within {result.onnx_max_error:.1e}")
+          f"onnxruntime matches torch within {result.onnx_max_error:.1e}; there it takes {result.latency_ms:.3f} ms "
+          f"(1 thread), the all-conv baseline {result.baseline_latency_ms:.3f} ms "
+          f"({result.baseline_latency_ms / result.latency_ms:.2f}x its speed)")
     return 0
 
 
@@ -301,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     pareto.add_argument("--csv", metavar="FILE", help="write every trial (objectives, costs, feasible, is_pareto)")
     pareto.add_argument("--plot", metavar="FILE", help="draw the objectives: FILE.png, or FILE.html")
     pareto.add_argument("--all", action="store_true", help="list every trial, not only the frontier")
+    pareto.add_argument("--measure", action="store_true", help="measure the frontier's (or with --all every "
+                        "trial's) networks whole in the study's runtime, beside the baseline and the prediction")
+    pareto.add_argument("--threads", type=int, default=1, help="CPU threads for --measure (default 1)")
     pareto.set_defaults(func=_cmd_pareto)
 
     export = sub.add_parser("export", help="export a trial: arch.json, weights, model.onnx, MODEL_CARD.md")

@@ -47,11 +47,15 @@ def test_search_pareto_export_onnx_train(tmp_path) -> None:
     assert (tmp_path / "front.png").read_bytes().startswith(b"\x89PNG")
     cli("pareto", "tiny.toml", "--plot", "front.html", cwd=tmp_path)
     assert b"base64" in (tmp_path / "front.html").read_bytes()
+    measured = cli("pareto", "tiny.toml", "--measure", cwd=tmp_path).stdout
+    header = next(line for line in measured.splitlines() if line.split()[:1] == ["trial"] and "measured" in line)
+    assert header.split()[2:] == ["measured_ms@cpu/onnxruntime", "vs_baseline@cpu/onnxruntime"]
+    assert re.search(r"^\s*baseline\s+\w{12}\s+[\d.]+\s+1\.000$", measured, re.M), measured
 
     exported = cli("export", "tiny.toml", "--best", "accuracy", "--out", "model", cwd=tmp_path).stdout
     number = int(re.match(r"exported trial (\d+) ", exported).group(1))
     assert frame.set_index("number").loc[number, "accuracy"] == frame["accuracy"].max()
-    assert "weights.pt" in exported
+    assert "weights.pt" in exported and re.search(r"the all-conv baseline [\d.]+ ms \([\d.]+x its speed\)", exported)
     files = sorted(p.name for p in (tmp_path / "model").iterdir())
     assert files == ["MODEL_CARD.md", "arch.json", "model.onnx", "weights.pt"]
     session = onnxruntime.InferenceSession(str(tmp_path / "model" / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -44,7 +44,7 @@ from fusionnas.evaluators.device_profiles import (
 )
 from fusionnas.evaluators.memory import peak_activation_bytes
 from fusionnas.evaluators.parts import Part, model_parts
-from fusionnas.evaluators.runtimes import RUNTIMES, default_runtime, measure_in_runtime
+from fusionnas.evaluators.runtimes import RUNTIMES, default_runtime, measure_in_runtime, measure_side_by_side
 from fusionnas.evaluators.timing import measure_latency
 
 if TYPE_CHECKING:
@@ -215,22 +215,39 @@ class LatencyModel:
             raise UserError(f"calibration measures whole networks, which cannot be done for {self.device!r} here")
         if len(archs) < 2:
             raise UserError(f"calibration needs at least 2 architectures, got {len(archs)}")
-        sums, wholes = [], []
-        for arch in archs:
-            sums.append(sum(self.part_latencies(arch).values()))
-            wholes.append(self._measure(self.space.build(arch), self.space.input_shape))
+        sums = [sum(self.part_latencies(arch).values()) for arch in archs]
+        device = self.device if self.device in MEASURABLE_DEVICES else "cpu"
+        measured = measure_side_by_side({str(i): self.space.build(arch) for i, arch in enumerate(archs)},
+                                        self.space.input_shape, self.runtime, device, threads=self.threads,
+                                        rounds=3, repeats=self.repeats)
+        wholes = list(measured.values())
         mean_s, mean_w = statistics.fmean(sums), statistics.fmean(wholes)
         var = sum((s - mean_s) ** 2 for s in sums)
         scale = sum((s - mean_s) * (w - mean_w) for s, w in zip(sums, wholes)) / var if var > 0 else mean_w / mean_s
         self.calibration = (scale, mean_w - scale * mean_s)
         return self.calibration
 
-    def profile(self, archs: Iterable[Arch]) -> int:
-        """Fill the table for every part of ``archs``; returns how many entries were added."""
+    def profile(self, archs: Iterable[Arch], passes: int = 2) -> int:
+        """Fill the table for every part of ``archs``; returns how many entries were added.
+
+        Every further pass measures each of those parts again, minutes later,
+        and keeps its faster time: a burst of background load then spoils
+        neither (see :func:`~fusionnas.evaluators.runtimes.measure_side_by_side`).
+        """
+        archs = list(archs)
         before = len(self.entries)
         for arch in archs:
             self.part_latencies(arch)
-        return len(self.entries) - before
+        added = len(self.entries) - before
+        for _ in range(passes - 1 if self.measure_missing else 0):
+            remeasured: set[str] = set()
+            for arch in archs:
+                for part in model_parts(self.space.build(arch), self.space.input_shape):
+                    if part.key not in remeasured:
+                        remeasured.add(part.key)
+                        self.entries[part.key] = min(self.entries[part.key],
+                                                     self._measure(part.module, part.input_shape))
+        return added
 
     @classmethod
     def profile_space(

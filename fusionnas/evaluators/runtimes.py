@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,8 @@ from fusionnas.evaluators.onnx_export import to_onnx
 from fusionnas.evaluators.timing import batch_shape, measure_latency
 from fusionnas.runtime_names import RUNTIMES, default_runtime
 
-__all__ = ["RUNTIMES", "default_runtime", "measure_in_runtime", "onnxruntime_session", "time_session"]
+__all__ = ["RUNTIMES", "default_runtime", "measure_in_runtime", "measure_side_by_side", "onnxruntime_session",
+           "time_session"]
 
 
 def onnxruntime_session(graph: bytes, device: str = "cpu", threads: int = 1):
@@ -69,10 +70,45 @@ def measure_in_runtime(model: nn.Module, input_shape: Sequence[int], runtime: st
         raise UserError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
     if runtime == "torch":
         return measure_latency(model, input_shape, device, threads=threads, warmup=warmup, repeats=repeats)
+    session = onnxruntime_session(_export_quietly(model, input_shape), device, threads)
+    return time_session(session, input_shape, warmup=warmup, repeats=repeats)
+
+
+def _export_quietly(model: nn.Module, input_shape: Sequence[int]) -> bytes:
     old_threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)  # the export itself; torch's threads would compete with onnxruntime's
-        graph = to_onnx(model, input_shape)
+        return to_onnx(model, input_shape)
     finally:
         torch.set_num_threads(old_threads)
-    return time_session(onnxruntime_session(graph, device, threads), input_shape, warmup=warmup, repeats=repeats)
+
+
+def measure_side_by_side(models: Mapping[str, nn.Module], input_shape: Sequence[int], runtime: str = "onnxruntime",
+                         device: str = "cpu", *, threads: int = 1, rounds: int = 5,
+                         repeats: int = 10) -> dict[str, float]:
+    """Milliseconds at batch 1 of each of ``models`` on a quiet machine, timed in interleaved rounds.
+
+    Every round times each model once (the median of ``repeats`` runs), so
+    the rounds of one model are spread over the whole measurement; the result
+    is each model's fastest round. Background load only ever adds time, and
+    on a shared machine it comes in bursts of seconds that a median over
+    consecutive runs cannot remove, so the fastest round is the figure that
+    repeats; comparisons (a trial against the baseline) are fair this way.
+    """
+    if runtime not in RUNTIMES:
+        raise UserError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    if runtime == "torch":
+        def run(name: str, warmup: int) -> float:
+            return measure_latency(models[name], input_shape, device, threads=threads, warmup=warmup,
+                                   repeats=repeats)
+    else:
+        sessions = {name: onnxruntime_session(_export_quietly(m, input_shape), device, threads)
+                    for name, m in models.items()}
+
+        def run(name: str, warmup: int) -> float:
+            return time_session(sessions[name], input_shape, warmup=warmup, repeats=repeats)
+    best = {name: float("inf") for name in models}
+    for round_ in range(rounds):
+        for name in models:
+            best[name] = min(best[name], run(name, 5 if round_ == 0 else 1))
+    return best

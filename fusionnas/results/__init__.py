@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from fusionnas.results.export import ExportResult, export_onnx, export_trial, resolve_metric, select_trial
+from fusionnas.results.measure import format_measurements, measure_trials
 from fusionnas.results.pareto import (
     compact_ops,
     format_frontier,
+    latency_notes,
     objectives_of,
     pareto_front,
     pareto_mask,
@@ -20,6 +22,9 @@ __all__ = [
     "objectives_of",
     "compact_ops",
     "format_frontier",
+    "latency_notes",
+    "measure_trials",
+    "format_measurements",
     "plot_frontier",
     "ExportResult",
     "export_trial",

@@ -23,6 +23,7 @@ import torch
 
 from fusionnas.errors import UserError
 from fusionnas.evaluators.onnx_export import onnx_error, to_onnx
+from fusionnas.evaluators.runtimes import measure_side_by_side
 from fusionnas.results.pareto import OPS_LEGEND, compact_ops
 from fusionnas.spaces import Arch, get_space
 
@@ -41,6 +42,8 @@ class ExportResult:
     files: tuple[str, ...]
     onnx_max_error: float
     has_weights: bool
+    latency_ms: float = float("nan")  # model.onnx in onnxruntime on this cpu, 1 thread
+    baseline_latency_ms: float = float("nan")  # the space's all-conv baseline, measured beside it
 
 
 def resolve_metric(frame: pd.DataFrame, name: str) -> str:
@@ -147,9 +150,12 @@ def export_trial(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Ser
         if state is not None:
             torch.save(state, staging / "weights.pt")
         error = export_onnx(model, tuple(space.input_shape), staging / "model.onnx")
+        baseline = space.build(space.baseline(), num_classes=model.classifier[-1].out_features)
+        latency = measure_side_by_side({"model": model, "baseline": baseline}, space.input_shape, "onnxruntime",
+                                       threads=1, rounds=5)
         card = model_card(frame, objectives, row, arch, study_name=study_name, budget=budget,
                           has_weights=state is not None, onnx_error=error, input_shape=space.input_shape,
-                          num_classes=model.classifier[-1].out_features)
+                          num_classes=model.classifier[-1].out_features, latency_ms=latency)
         (staging / "MODEL_CARD.md").write_text(card, encoding="utf-8")
         out.mkdir(parents=True, exist_ok=True)
         files = []
@@ -158,7 +164,8 @@ def export_trial(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Ser
             files.append(item.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(int(row["number"]), arch.archid, out, tuple(files), error, state is not None)
+    return ExportResult(int(row["number"]), arch.archid, out, tuple(files), error, state is not None,
+                        latency["model"], latency["baseline"])
 
 
 def _value(column: str, value: Any) -> str:
@@ -192,10 +199,30 @@ def frontier_position(frame: pd.DataFrame, objectives: Mapping[str, str], row: p
     return f"Not on the frontier: dominated by trial(s) {', '.join(dominating) or '?'}."
 
 
+def _latency_section(latency_ms: Mapping[str, float] | None) -> list[str]:
+    if not latency_ms:
+        return []
+    import platform
+
+    import onnxruntime
+
+    model, baseline = latency_ms["model"], latency_ms["baseline"]
+    return [
+        "## Latency as deployed", "",
+        f"`model.onnx` in onnxruntime {onnxruntime.__version__} (CPU execution provider, 1 thread, batch 1, "
+        f"{platform.processor() or platform.machine()}), measured side by side with the space's all-conv "
+        f"baseline exported the same way:", "",
+        "| model | ms | speed vs baseline |", "|---|---|---|",
+        f"| this | {model:.3f} | {baseline / model:.2f}x |", f"| baseline | {baseline:.3f} | 1.00x |", "",
+        "Measured on the exporting machine; on another device, `fusionnas profile` there.", "",
+    ]
+
+
 def model_card(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Series, arch: Arch, *,
                study_name: str, budget: Mapping[str, Any] | None, has_weights: bool, onnx_error: float,
-               input_shape: tuple[int, ...], num_classes: int) -> str:
-    """The MODEL_CARD.md text of an exported trial."""
+               input_shape: tuple[int, ...], num_classes: int, latency_ms: Mapping[str, float] | None = None) -> str:
+    """The MODEL_CARD.md text of an exported trial; ``latency_ms``: ``model`` and ``baseline`` measured
+    side by side in onnxruntime."""
     costs = [c for c in row.index if c in ("accuracy", "flops", "params", "memory_mb")
              or c.startswith("latency_ms@") or c in objectives]
     files = "`arch.json` (rebuild: `get_space(arch.space).build(Arch.from_json(text))`), "
@@ -213,7 +240,7 @@ def model_card(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Serie
         f"{num_classes} classes.", "", f"Files: {files}.", "",
         "## Costs and accuracy", "", "| metric | value |", "|---|---|",
         *[f"| {c}{' (objective)' if c in objectives else ''} | {_value(c, row[c])} |" for c in dict.fromkeys(costs)],
-        "", training, "",
+        "", training, "", *_latency_section(latency_ms),
         "## Where it sits", "", frontier_position(frame, objectives, row), "",
         "## Architecture", "", f"`{compact_ops(row['arch'])}`", "", OPS_LEGEND, "", "```",
         *[f"b{i:<2} {block.describe()}" for i, block in enumerate(arch.blocks)],

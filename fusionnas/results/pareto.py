@@ -4,7 +4,9 @@ One row per trial: ``number``, ``state``, ``archid``, ``arch`` (JSON),
 ``ops`` (operators per block, see :func:`compact_ops`), every objective by
 its metric name (``accuracy``, ``flops``, ``latency_ms@jetson-nano``, ...:
 measured values only, NaN where a trial was not trained), every recorded cost
-(``params``, ``flops``, ``memory_mb``, ``latency_ms@<device>``), ``feasible``,
+(``params``, ``flops``, ``memory_mb``, ``latency_ms@<device>``, with
+``latency_source@<device>`` and ``latency_runtime@<device>``: measured or
+estimated, in which runtime), ``feasible``,
 ``failure_reason``, ``reused_from``, ``train_seconds``, and ``is_pareto``: the
 trial is COMPLETE, feasible, and no other such trial is at least as good in
 every objective and better in one. Infeasible trials are never on the frontier.
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = ["trials_frame", "pareto_front", "pareto_mask", "objectives_of", "compact_ops",
-           "format_frontier", "OPS_LEGEND"]
+           "format_frontier", "latency_notes", "OPS_LEGEND"]
 
 _LETTER = {"conv": "c", "wht": "w", "dct": "d", "bft": "b", "hadamard": "h", None: "-"}
 OPS_LEGEND = ("ops: per block expand/depthwise/project, then the head; "
@@ -86,6 +88,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         for key, value in attrs.items():
             if key in ("params", "flops", "memory_mb") or key.startswith("latency_ms@"):
                 row[key] = _number(value)
+            elif key.startswith(("latency_source@", "latency_runtime@")):
+                row[key] = value
         row["feasible"] = bool(attrs.get("feasible", False)) if t.state.is_finished() else None
         for key in ("failure_reason", "reused_from", "val_accuracy", "train_seconds", "preset", "weights",
                     "num_classes"):
@@ -134,4 +138,23 @@ def format_frontier(frame: pd.DataFrame, objectives: Mapping[str, str], *, all_t
     table += [[_fmt(c, row[c]) for c in columns] for _, row in rows.iterrows()]
     widths = [max(len(r[i]) for r in table) for i in range(len(columns) - 1)]
     lines = ["  ".join([*(cell.rjust(w) for cell, w in zip(r[:-1], widths)), r[-1]]) for r in table]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], "", OPS_LEGEND])
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], "", OPS_LEGEND, *latency_notes(rows)])
+
+
+def latency_notes(frame: pd.DataFrame) -> list[str]:
+    """One line per latency column saying where its figures came from."""
+    notes = []
+    for column in (c for c in frame.columns if c.startswith("latency_ms@")):
+        device = column.split("@", 1)[1]
+        sources = set(frame.get(f"latency_source@{device}", pd.Series(dtype=object)).dropna())
+        runtimes = set(frame.get(f"latency_runtime@{device}", pd.Series(dtype=object)).dropna())
+        runtime = "/".join(sorted(runtimes)) or "torch"  # trials stored before runtimes were recorded
+        if sources == {"measured"}:
+            what = f"predicted from parts measured in {runtime} on {device}"
+        elif sources == {"estimated"}:
+            what = (f"ESTIMATE: parts measured here in {runtime}, scaled to {device} (no table profiled on "
+                    f"the device)")
+        else:
+            what = f"{'/'.join(sorted(sources)) or 'unknown source'}, {runtime}"
+        notes.append(f"{column}: {what}; `fusionnas pareto --measure` measures whole networks")
+    return notes

@@ -70,3 +70,24 @@ def test_a_following_batch_norm_is_folded_into_the_operator(kind, c_in, c_out, a
     ops = [node.op_type for node in __import__("onnx").load_from_string(graph).graph.node]
     assert "BatchNormalization" not in ops
     assert len(ops) <= NODES[kind] + activation
+
+
+@pytest.mark.parametrize("channels, side, stride, block", [(32, 8, 1, 4), (144, 7, 2, 4), (24, 5, 1, 8),
+                                                            (16, 9, 2, 8), (3, 4, 1, 4)])
+@pytest.mark.parametrize("shared", [False, True])
+def test_tile_wht_exports_as_one_gemm_each_way(channels, side, stride, block, shared):
+    """HadamardDepthwise (and the seed's 2D WHT layer): channels folded into the batch, a strided conv,
+    thresholding, a 1x1 conv and DepthToSpace."""
+    from fusionnas.layers.wht import WHT2d
+
+    torch.manual_seed(channels + side)
+    layer = WHT2d(channels, block, stride=stride, shared=shared)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    layer.eval()
+    graph = to_onnx(layer, (channels, side, side), batch_size=2)
+    error, bound = onnx_error(graph, layer, (channels, side, side))
+    assert error <= bound, (error, bound)
+    padded = side % block != 0
+    assert node_count(graph) <= 13 + (stride == 2) + 3 * padded  # Pad and a Slice per side only where needed

@@ -80,6 +80,10 @@ def test_export_writes_checked_onnx_weights_and_card(tmp_path) -> None:
     card = (out / "MODEL_CARD.md").read_text()
     assert "On the Pareto frontier" in card and "| accuracy (objective) | 0.9 |" in card
     assert "b16 e6 k3 bft/dw/bft" in card
+    # Latency as deployed: the exported model beside the baseline, in onnxruntime, as a ratio.
+    assert result.latency_ms > 0 and result.baseline_latency_ms > 0
+    assert "## Latency as deployed" in card and "onnxruntime" in card
+    assert f"| this | {result.latency_ms:.3f} | {result.baseline_latency_ms / result.latency_ms:.2f}x |" in card
 
     with pytest.raises(ValueError, match="exists and is not empty; .* --force"):
         export_trial(frame, objectives, select_trial(frame, objectives, trial=1), out, weights_dir=weights)
@@ -89,6 +93,23 @@ def test_export_writes_checked_onnx_weights_and_card(tmp_path) -> None:
     assert not again.has_weights and json.loads((out / "arch.json").read_text())["head_fusion"] == "conv"
     assert "freshly initialised" in (out / "MODEL_CARD.md").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export")]  # no staging left
+
+
+def test_measure_trials_times_whole_networks_beside_the_baseline() -> None:
+    from fusionnas.results import latency_notes, measure_trials
+
+    study = study_with(ROWS[:2])
+    frame = trials_frame(study)
+    rows = frame[frame["state"] == "COMPLETE"]
+    table = measure_trials(rows, {"jetson-nano": "onnxruntime"}, rounds=2, repeats=2)
+    assert list(table["trial"]) == ["0", "1", "baseline"]
+    assert list(table["latency_ms@jetson-nano (predicted)"].iloc[:2]) == [14.0, 12.0]
+    measured = table["measured_ms@cpu/onnxruntime"]  # a Jetson latency is measured on this cpu
+    assert (measured > 0).all()
+    assert table["vs_baseline@cpu/onnxruntime"].iloc[-1] == 1.0
+    assert table["archid"].iloc[0] == table["archid"].iloc[-1] == SPACE.baseline().archid
+    assert latency_notes(frame) == ["latency_ms@jetson-nano: unknown source, torch; `fusionnas pareto --measure` "
+                                    "measures whole networks"]
 
 
 def test_frame_without_trials_selects_nothing() -> None:

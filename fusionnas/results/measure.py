@@ -1,0 +1,67 @@
+"""Whole networks measured in a runtime, beside what the latency tables predicted for them.
+
+A search ranks architectures by predicted latency (per-part tables, or a
+Jetson estimate); :func:`measure_trials` re-measures chosen trials whole, in
+the study's runtime, together with the space's all-conv baseline, so a user
+sees how far to trust the prediction and what a hybrid gains over the
+baseline as deployed.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+from fusionnas.evaluators.latency import MEASURABLE_DEVICES
+from fusionnas.evaluators.runtimes import default_runtime, measure_side_by_side
+from fusionnas.spaces import Arch, get_space
+
+__all__ = ["measure_trials", "measurement_plan", "format_measurements"]
+
+
+def measurement_plan(runtimes: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Latency column -> (where to measure, runtime); Jetson columns are measured on this cpu.
+
+    A study without a latency gets ``cpu`` in its default runtime.
+    """
+    if not runtimes:
+        return {"latency_ms@cpu": ("cpu", default_runtime("cpu"))}
+    return {f"latency_ms@{device}": (device if device in MEASURABLE_DEVICES else "cpu", runtime)
+            for device, runtime in runtimes.items()}
+
+
+def measure_trials(rows: pd.DataFrame, runtimes: Mapping[str, str], *, threads: int = 1,
+                   rounds: int = 5, repeats: int = 10) -> pd.DataFrame:
+    """``number``, ``archid``, then per latency column its prediction, ``measured_ms@<where>/<runtime>``
+    and the speed relative to the baseline (``vs_baseline``: baseline ms / trial ms), one row per
+    trial of ``rows`` plus a ``baseline`` row; every model timed side by side."""
+    if rows.empty:
+        return pd.DataFrame()
+    archs = {int(r["number"]): Arch.from_json(r["arch"]) for _, r in rows.iterrows()}
+    space = get_space(next(iter(archs.values())).space)
+    classes = {int(r["number"]): int(r["num_classes"]) if pd.notna(r.get("num_classes")) else None
+               for _, r in rows.iterrows()}
+    models = {str(n): space.build(a, num_classes=classes[n]) for n, a in archs.items()}
+    models["baseline"] = space.build(space.baseline(), num_classes=next(iter(classes.values())))
+    table = pd.DataFrame({"trial": list(models),
+                          "archid": [*(a.archid for a in archs.values()), space.baseline().archid]})
+    for column, (where, runtime) in measurement_plan(runtimes).items():
+        measured = measure_side_by_side(models, space.input_shape, runtime, where, threads=threads,
+                                        rounds=rounds, repeats=repeats)
+        if column in rows.columns:
+            predicted = dict(zip(rows["number"].astype(int).astype(str), rows[column].astype(float)))
+            table[f"{column} (predicted)"] = [predicted.get(name, float("nan")) for name in models]
+        name = f"measured_ms@{where}/{runtime}"
+        table[name] = [measured[key] for key in models]
+        table[f"vs_baseline@{where}/{runtime}"] = measured["baseline"] / table[name]
+    return table
+
+
+def format_measurements(table: pd.DataFrame, threads: int) -> str:
+    """The table of :func:`measure_trials` as text, with a line on how it was measured."""
+    if table.empty:
+        return "nothing to measure: the frontier is empty"
+    text = table.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    return (f"{text}\n\nmeasured whole at batch 1, {threads} thread{'s' * (threads > 1)}, side by side with the "
+            f"all-conv baseline (vs_baseline > 1: faster than it); a Jetson latency is measured on this cpu, "
+            f"the estimate's own kind of runtime")
