@@ -87,6 +87,14 @@ def _host(runtime: str) -> dict[str, Any]:
     return host
 
 
+def _theil_sen(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """(slope, intercept) of the Theil-Sen line: the median of pairwise slopes, then the median intercept."""
+    slopes = [(ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(len(xs)) for j in range(i + 1, len(xs))
+              if xs[j] != xs[i]]
+    slope = statistics.median(slopes) if slopes else statistics.fmean(ys) / statistics.fmean(xs)
+    return slope, statistics.median(y - slope * x for x, y in zip(xs, ys))
+
+
 class LatencyModel:
     """Per-part latency table for one space, device and runtime; ``predict(arch)`` sums the parts.
 
@@ -208,8 +216,10 @@ class LatencyModel:
         A part timed alone runs with its weights and input hot in cache and
         without its neighbours' traffic, and pays its own call overhead; on
         this project's 2-core CPU whole torch networks took ~20 % longer than
-        the sum of their parts. A least-squares line through (sum of parts,
-        measured whole, exported whole in onnxruntime) for ``archs`` corrects that.
+        the sum of their parts. A line through (sum of parts, measured whole,
+        exported whole in onnxruntime) for ``archs`` corrects that: the
+        Theil-Sen line (median slope over all pairs), which the extreme
+        presets among ``archs`` cannot tilt as they tilt a least-squares fit.
         """
         if not self.measure_missing:
             raise UserError(f"calibration measures whole networks, which cannot be done for {self.device!r} here")
@@ -221,10 +231,7 @@ class LatencyModel:
                                         self.space.input_shape, self.runtime, device, threads=self.threads,
                                         rounds=3, repeats=self.repeats)
         wholes = list(measured.values())
-        mean_s, mean_w = statistics.fmean(sums), statistics.fmean(wholes)
-        var = sum((s - mean_s) ** 2 for s in sums)
-        scale = sum((s - mean_s) * (w - mean_w) for s, w in zip(sums, wholes)) / var if var > 0 else mean_w / mean_s
-        self.calibration = (scale, mean_w - scale * mean_s)
+        self.calibration = _theil_sen(sums, wholes)
         return self.calibration
 
     def profile(self, archs: Iterable[Arch], passes: int = 2) -> int:

@@ -204,3 +204,22 @@ def test_peak_activation_memory_counts_inputs_outputs_and_held_residuals():
     assert peak_activation_bytes(model, (3, 8, 8)) == 20 * map_bytes
     model = nn.Sequential(nn.Conv2d(3, 4, 1), _Residual())
     assert peak_activation_bytes(model, (3, 8, 8)) == 12 * map_bytes
+
+
+def test_calibration_is_a_line_an_extreme_network_cannot_tilt(space, monkeypatch):
+    from fusionnas.spaces import random_archs
+
+    archs = random_archs(space, 8, seed=3)
+    monkeypatch.setattr(latency, "measure_in_runtime", lambda module, shape, *a, **o: 0.01 * sum(shape) ** 0.5)
+    table = LatencyModel(space, "cpu")
+    sums = [table.predict(arch) for arch in archs]
+    assert len(set(sums)) > 4
+
+    def wholes(models, *args, **options):
+        whole = {name: 1.2 * sums[int(name)] + 0.3 for name in models}
+        whole["0"] *= 3  # one network measured during a burst of load, or an extreme preset
+        return whole
+
+    monkeypatch.setattr(latency, "measure_side_by_side", wholes)
+    scale, offset = table.calibrate(archs)
+    assert scale == pytest.approx(1.2) and offset == pytest.approx(0.3)
