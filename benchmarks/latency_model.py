@@ -5,8 +5,8 @@ Run: ``python -m benchmarks.latency_model [--runtime onnxruntime|torch|both] [--
 (stem, blocks, head) in the runtime and calibrated on other architectures;
 then random architectures of the space are predicted and measured whole
 (exported whole, for onnxruntime), on the same threads, in interleaved
-rounds (each network's fastest round; parts likewise keep the faster of
-two passes). Prints the fraction
+rounds (each network's fastest of 5 rounds; parts likewise keep the fastest
+of three passes). Prints the fraction
 within +-10 % and Kendall's tau between predicted and measured latency, and
 Kendall's tau of the Jetson Nano estimate (parts measured here, scaled to
 the board) against the same measurements: an estimate can only be judged
@@ -36,7 +36,7 @@ def validate(space_name: str, runtime: str, n_archs: int, seed: int, repeats: in
     nano = LatencyModel(space, "jetson-nano", runtime=runtime, threads=threads, repeats=repeats)
     archs = random_archs(space, n_archs, seed=seed)
     measured = measure_side_by_side({a.archid: space.build(a) for a in archs}, space.input_shape, runtime,
-                                    threads=threads, rounds=3, repeats=repeats)
+                                    threads=threads, rounds=5, repeats=repeats)
     rows = [{"archid": a.archid, "predicted_ms": table.predict(a), "measured_ms": measured[a.archid],
              "nano_estimate_ms": nano.predict(a)} for a in archs]
     frame = pd.DataFrame(rows)
@@ -50,7 +50,7 @@ def main() -> None:  # noqa: D103
     parser.add_argument("--runtime", choices=("onnxruntime", "torch", "both"), default="both")
     parser.add_argument("--archs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for every measurement")
     parser.add_argument("--calibration-archs", type=int, default=20, help="random archs the table is calibrated on")
     args = parser.parse_args()

@@ -229,17 +229,19 @@ class LatencyModel:
         device = self.device if self.device in MEASURABLE_DEVICES else "cpu"
         measured = measure_side_by_side({str(i): self.space.build(arch) for i, arch in enumerate(archs)},
                                         self.space.input_shape, self.runtime, device, threads=self.threads,
-                                        rounds=3, repeats=self.repeats)
+                                        rounds=5, repeats=self.repeats)
         wholes = list(measured.values())
         self.calibration = _theil_sen(sums, wholes)
         return self.calibration
 
-    def profile(self, archs: Iterable[Arch], passes: int = 2) -> int:
+    def profile(self, archs: Iterable[Arch], passes: int = 3) -> int:
         """Fill the table for every part of ``archs``; returns how many entries were added.
 
         Every further pass measures each of those parts again, minutes later,
-        and keeps its faster time: a burst of background load then spoils
-        neither (see :func:`~fusionnas.evaluators.runtimes.measure_side_by_side`).
+        and keeps its faster time (see :func:`~fusionnas.evaluators.runtimes.measure_side_by_side`):
+        this project's 2-vCPU machine switches between a fast and a ~40 %
+        slower state every few seconds, and three passes find the fast one for
+        ~7 parts in 8 where one pass finds it for half of them.
         """
         archs = list(archs)
         before = len(self.entries)
