@@ -1,6 +1,8 @@
 """The trial function: costs in user attrs, limits as constraints, reuse, failures, prefilter."""
 from __future__ import annotations
 
+import logging
+
 import math
 import threading
 import time
@@ -193,16 +195,20 @@ def test_prefilter_prunes_low_zero_cost_scores(tmp_path, digits, monkeypatch) ->
     assert calls == [] and 0 < trial.user_attrs["synflow"] < 1e300
 
 
-def test_latency_limits_use_the_device_estimate(tmp_path, digits, monkeypatch) -> None:
+def test_latency_limits_use_the_device_estimate(tmp_path, digits, monkeypatch, caplog) -> None:
     calls: list = []
     monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
     config = study_config(tmp_path, PROXY, constraints={"max_latency_ms": 1e-3, "latency_device": "jetson-nano"})
     study = new_study(config)
-    study.optimize(SearchObjective(config, digits), n_trials=1)
+    with caplog.at_level(logging.WARNING, logger="fusionnas"):
+        study.optimize(SearchObjective(config, digits), n_trials=2)
     attrs = study.trials[0].user_attrs
     assert attrs["latency_source@jetson-nano"] == "estimated"
+    assert attrs["latency_runtime@jetson-nano"] == "onnxruntime"  # parts measured here, scaled to the board
     assert study.trials[0].constraints["latency_ms"] == pytest.approx(attrs["latency_ms@jetson-nano"] - 1e-3)
     assert attrs["feasible"] is False and calls == []
+    said = [r.getMessage() for r in caplog.records if "ESTIMATE" in r.getMessage()]
+    assert len(said) == 1 and "fusionnas profile" in said[0]  # once per worker, with the way out
 
 
 def test_measured_cpu_latency_is_kept_beside_the_study(tmp_path, digits, monkeypatch) -> None:
