@@ -3,7 +3,8 @@
 Convention (fvcore's): one multiply-add = 1 FLOP for convolutions, matmuls and
 einsums; batch norm as fvcore counts it. On top of fvcore's stock handles:
 
-* an n-point Walsh-Hadamard transform counts n log2 n add/subs;
+* every registered operator's own handles (an n-point Walsh-Hadamard
+  transform counts n log2 n add/subs);
 * element-wise arithmetic (add, mul, tanh, ReLU/ReLU6, ...) counts one FLOP
   per output element. fvcore leaves these out, but in a transform layer they
   are the layer's work (scales, thresholds), so leaving them out would make
@@ -22,6 +23,8 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
+
+from fusionnas.layers.registry import operator_flop_handles
 
 with warnings.catch_warnings():  # fvcore imports torch.jit.script, deprecated in torch 2.x
     warnings.simplefilter("ignore", FutureWarning)
@@ -62,12 +65,6 @@ def _input_numel(inputs: list[Any], outputs: list[Any]) -> int:
     return math.prod(shape) if shape is not None else 0
 
 
-def _fwht_flops(inputs: list[Any], outputs: list[Any]) -> int:
-    """n log2 n add/subs for each of the L*R transformed vectors of an (L, n, R) input."""
-    lead, n, trail = get_shape(inputs[0])
-    return lead * trail * n * int(math.log2(n))
-
-
 def _matmul_flops(inputs: list[Any], outputs: list[Any]) -> int:
     """Multiply-adds of a broadcasting matmul: output elements x contracted length.
 
@@ -82,10 +79,10 @@ def _matmul_flops(inputs: list[Any], outputs: list[Any]) -> int:
 # Data movement that costs no arithmetic (fvcore already ignores aten::constant_pad_nd).
 ZERO_COST_OPS: tuple[str, ...] = ("aten::pad", "aten::new_empty_strided", "aten::empty_like")
 
-# op name (as fvcore sees it) -> handle; None marks an op as deliberately free
+# op name (as fvcore sees it) -> handle; None marks an op as deliberately free. The operators'
+# own handles (e.g. the FWHT's) come with their registration (fusionnas.layers.registry).
 _HANDLES: dict[str, Any] = {
     **{op: None for op in ZERO_COST_OPS},
-    "prim::PythonOp.FWHTFunction": _fwht_flops,
     "aten::matmul": _matmul_flops,
     **{op: _output_numel for op in ELEMENTWISE_OPS},
     **{op: _input_numel for op in POOLING_OPS},
@@ -99,7 +96,7 @@ def _analysis(model: nn.Module, input_shape: Sequence[int]) -> FlopCountAnalysis
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     x = torch.zeros(tuple(input_shape), device=device, dtype=dtype)
-    analysis = FlopCountAnalysis(model, (x,)).set_op_handle(**_HANDLES)
+    analysis = FlopCountAnalysis(model, (x,)).set_op_handle(**_HANDLES, **operator_flop_handles())
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     analysis.tracer_warnings("none")
     return analysis
@@ -128,7 +125,7 @@ def _run(model: nn.Module, input_shape: Sequence[int]) -> FlopCountAnalysis:
         warnings.warn(
             "FLOP count leaves out operators it cannot count: "
             + ", ".join(sorted(unsupported))
-            + "; register a handle in fusionnas.evaluators.cost to count them",
+            + "; give the operator that uses them flop_handles in its @register_fusion",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -1,8 +1,8 @@
 """Proxy training: train a built architecture for a small budget and report its validation accuracy.
 
 SGD with Nesterov momentum, a short linear warm-up into a cosine decay,
-label smoothing, and the DCT layers' frequency regulariser
-(:func:`fusionnas.layers.frequency_regularizer`, weighted by
+label smoothing, and the operators' registered loss terms (the DCT layers'
+frequency regulariser; :func:`fusionnas.layers.operator_loss`, weighted by
 ``dct_weight``) added to the loss. Mixed precision runs on CUDA only. On the
 CPU a seed fixes everything (weights aside: the caller builds the model),
 so two runs give the same loss curve.
@@ -33,7 +33,7 @@ from torch import nn
 
 from fusionnas.errors import UserError
 from fusionnas.evaluators.data import DataSplits, iterate_batches
-from fusionnas.layers import frequency_regularizer
+from fusionnas.layers import operator_loss
 
 __all__ = [
     "ProxyBudget",
@@ -90,7 +90,7 @@ class ProxyBudget:
     label_smoothing: float = 0.1
     resolution: int | None = None  # train and validate at r x r (None: the data's size)
     augment: bool | None = None  # crop + flip; None: the dataset's default
-    dct_weight: float = 1e-3  # weight of frequency_regularizer(model) in the loss
+    dct_weight: float = 1e-3  # weight of the operators' loss terms (the DCT frequency regulariser)
     eval_batch_size: int = 512
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"
@@ -281,7 +281,7 @@ def _train(
                         _check_logits(logits, data.num_classes)
                     loss = criterion(logits.float(), yb)
                     if budget.dct_weight > 0:
-                        loss = loss + budget.dct_weight * frequency_regularizer(model).float()
+                        loss = loss + budget.dct_weight * operator_loss(model).float()
                 value = loss.item()
                 if not math.isfinite(value):
                     raise TrainingDiverged(

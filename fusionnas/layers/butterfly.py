@@ -160,7 +160,7 @@ class _ButterflyFunction(torch.autograd.Function):
         return grad_x, None, None, None, *grad_w
 
 
-@register_fusion("bft")
+@register_fusion("bft", letter="b")
 class ButterflyPointwise(nn.Module):
     """Butterfly transform over channels, a drop-in for ``nn.Conv2d(C_in, C_out, 1, bias=False)``.
 

@@ -112,7 +112,11 @@ def _dct_path_flops(bands: list[_Band], c_in: int, c_out: int, h: int, w: int, b
     return flops + (c_out if bias else 0)
 
 
-@register_fusion("dct")
+def _frequency_penalty(layer: DCTPointwise) -> torch.Tensor:
+    return layer.penalty()
+
+
+@register_fusion("dct", letter="d", loss=_frequency_penalty)
 class DCTPointwise(nn.Module):
     """1x1 convolution computed on 2-D DCT coefficients; each input channel keeps a low band.
 

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-__all__ = ["fwht", "hadamard", "FWHTFunction", "is_power_of_two", "next_power_of_two"]
+__all__ = ["fwht", "hadamard", "FWHTFunction", "FWHT_FLOP_HANDLES", "is_power_of_two", "next_power_of_two"]
 
 # Largest dense Hadamard factor. 32 x 32 GEMMs keep each pass memory-bound
 # while using two passes for up to 1024 points (benchmarks/operators.py).
@@ -98,6 +98,16 @@ class FWHTFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return FWHTFunction.apply(grad)
+
+
+def _fwht_flops(inputs: list, outputs: list) -> int:
+    """n log2 n add/subs for each of the L*R transformed vectors of an (L, n, R) input (fvcore handle)."""
+    lead, n, trail = inputs[0].type().sizes()
+    return lead * trail * n * int(math.log2(n))
+
+
+# What FLOP counters see of fwht(): one named op (see FWHTFunction); for the operators built on it.
+FWHT_FLOP_HANDLES = {"prim::PythonOp.FWHTFunction": _fwht_flops}
 
 
 def fwht(x: torch.Tensor, dim: int = -1) -> torch.Tensor:

@@ -8,7 +8,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusionnas.layers._checks import check_input, check_positive, fast_path_allowed
-from fusionnas.layers.fwht import _factors, _hadamard_cached, fwht, hadamard, is_power_of_two, next_power_of_two
+from fusionnas.layers.fwht import (
+    FWHT_FLOP_HANDLES,
+    _factors,
+    _hadamard_cached,
+    fwht,
+    hadamard,
+    is_power_of_two,
+    next_power_of_two,
+)
 from fusionnas.layers.registry import register_fusion
 from fusionnas.layers.thresholds import SmoothThreshold
 
@@ -25,7 +33,7 @@ _INFERENCE_MAX_FACTOR = 16
 
 
 
-@register_fusion("wht")
+@register_fusion("wht", letter="w", flop_handles=FWHT_FLOP_HANDLES)
 class WHTPointwise(nn.Module):
     """Walsh-Hadamard channel fusion, a drop-in for a 1x1 convolution (seeds 000, 002).
 

@@ -24,7 +24,7 @@ import torch
 from fusionnas.errors import UserError
 from fusionnas.evaluators.onnx_export import onnx_error, to_onnx
 from fusionnas.evaluators.runtimes import measure_side_by_side
-from fusionnas.results.pareto import OPS_LEGEND, compact_ops
+from fusionnas.results.pareto import compact_ops, ops_legend
 from fusionnas.spaces import Arch, get_space
 
 __all__ = ["ExportResult", "select_trial", "export_trial", "export_onnx", "resolve_metric"]
@@ -242,7 +242,7 @@ def model_card(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Serie
         *[f"| {c}{' (objective)' if c in objectives else ''} | {_value(c, row[c])} |" for c in dict.fromkeys(costs)],
         "", training, "", *_latency_section(latency_ms),
         "## Where it sits", "", frontier_position(frame, objectives, row), "",
-        "## Architecture", "", f"`{compact_ops(row['arch'])}`", "", OPS_LEGEND, "", "```",
+        "## Architecture", "", f"`{compact_ops(row['arch'])}`", "", ops_legend(), "", "```",
         *[f"b{i:<2} {block.describe()}" for i, block in enumerate(arch.blocks)],
         f"head {arch.head_fusion}", "```", "",
     ]

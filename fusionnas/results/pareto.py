@@ -21,15 +21,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from fusionnas.layers.registry import operator_letters
+
 if TYPE_CHECKING:
     import optuna
 
 __all__ = ["trials_frame", "pareto_front", "pareto_mask", "objectives_of", "compact_ops",
-           "format_frontier", "latency_notes", "OPS_LEGEND"]
+           "format_frontier", "latency_notes", "ops_legend"]
 
-_LETTER = {"conv": "c", "wht": "w", "dct": "d", "bft": "b", "hadamard": "h", None: "-"}
-OPS_LEGEND = ("ops: per block expand/depthwise/project, then the head; "
-              "c conv, w WHT, d DCT, b BFT, h Hadamard, - none")
+def ops_legend() -> str:
+    """The key to :func:`compact_ops`' letters, from the operator registry."""
+    letters = {letter: name for name, letter in operator_letters().items() if name is not None}
+    pairs = ", ".join(f"{letter} {name}" for letter, name in letters.items())
+    return f"ops: per block expand/depthwise/project, then the head; {pairs}, - none"
 _ATTR_OF = {"accuracy": "val_accuracy"}  # frame column -> user attribute, where they differ
 
 
@@ -38,9 +42,10 @@ def compact_ops(arch_json: str | None) -> str:
     if not arch_json:
         return ""
     data = json.loads(arch_json)
-    blocks = " ".join("".join(_LETTER.get(b.get(k), "?") for k in ("expand", "depthwise", "project"))
+    letter = operator_letters()
+    blocks = " ".join("".join(letter.get(b.get(k), "?") for k in ("expand", "depthwise", "project"))
                       for b in data.get("blocks", []))
-    return f"{blocks} | {_LETTER.get(data.get('head_fusion'), '?')}"
+    return f"{blocks} | {letter.get(data.get('head_fusion'), '?')}"
 
 
 def objectives_of(study: optuna.Study) -> dict[str, str]:
@@ -138,7 +143,7 @@ def format_frontier(frame: pd.DataFrame, objectives: Mapping[str, str], *, all_t
     table += [[_fmt(c, row[c]) for c in columns] for _, row in rows.iterrows()]
     widths = [max(len(r[i]) for r in table) for i in range(len(columns) - 1)]
     lines = ["  ".join([*(cell.rjust(w) for cell, w in zip(r[:-1], widths)), r[-1]]) for r in table]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], "", OPS_LEGEND, *latency_notes(rows)])
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], "", ops_legend(), *latency_notes(rows)])
 
 
 def latency_notes(frame: pd.DataFrame) -> list[str]:

@@ -1,9 +1,9 @@
 """MobileNetV2's inverted-residual block with pluggable fusion and depthwise operators.
 
 Fusions (the 1x1 expansion and projection, and the head's final 1x1 layer)
-come from :func:`fusionnas.layers.create_fusion`; depthwise operators from the
-small registry here. Adding a depthwise operator is one file in
-``fusionnas/layers`` and one ``@register_depthwise("name")`` line.
+come from :func:`fusionnas.layers.create_fusion`, depthwise operators from
+:func:`fusionnas.layers.create_depthwise`: both registries live in
+``fusionnas/layers``, where adding an operator is one file.
 
 Every module a latency table times on its own (stem, block, head) has a
 ``signature``: a canonical string of its full configuration that, together
@@ -11,14 +11,11 @@ with its input shape, keys a lookup table.
 """
 from __future__ import annotations
 
-from typing import Callable, TypeVar
-
 import torch
 from torch import nn
 
 from fusionnas.errors import UserError
-from fusionnas.layers import HadamardDepthwise, create_fusion
-from fusionnas.layers.fwht import next_power_of_two
+from fusionnas.layers import ConvBNReLU6, create_depthwise, create_fusion, list_depthwise, register_depthwise
 from fusionnas.spaces.arch import short_form
 
 __all__ = [
@@ -29,55 +26,6 @@ __all__ = [
     "list_depthwise",
     "register_depthwise",
 ]
-
-DepthwiseFactory = Callable[[int, int, int], nn.Module]
-F = TypeVar("F", bound=DepthwiseFactory)
-
-_DEPTHWISE: dict[str, DepthwiseFactory] = {}
-
-
-def register_depthwise(name: str) -> Callable[[F], F]:
-    """Decorator: make ``factory(channels, kernel_size, stride)`` available as ``name``."""
-
-    def decorator(factory: F) -> F:
-        if name in _DEPTHWISE:
-            raise ValueError(f"depthwise operator {name!r} is already registered; pick another name")
-        _DEPTHWISE[name] = factory
-        return factory
-
-    return decorator
-
-
-def list_depthwise() -> list[str]:
-    """Names of the registered depthwise operators, in registration order."""
-    return list(_DEPTHWISE)
-
-
-def create_depthwise(kind: str, channels: int, kernel_size: int, stride: int) -> nn.Module:
-    """Build the depthwise operator ``kind`` (output side ``ceil(input side / stride)``)."""
-    try:
-        factory = _DEPTHWISE[kind]
-    except KeyError:
-        raise UserError(
-            f"unknown depthwise operator {kind!r}; known: {', '.join(list_depthwise())}"
-        ) from None
-    return factory(channels, kernel_size, stride)
-
-
-class ConvBNReLU6(nn.Sequential):
-    """Conv (no bias), batch norm, ReLU6: torchvision's ``Conv2dNormActivation``."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
-                 stride: int = 1, groups: int = 1) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2,
-                      groups=groups, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU6(inplace=True),
-        )
-        self.signature = (
-            f"conv(in={in_channels},out={out_channels},k={kernel_size},s={stride},g={groups},act=relu6)"
-        )
 
 
 class FusionBN(nn.Sequential):
@@ -100,22 +48,6 @@ class FusionBN(nn.Sequential):
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         y = fusion.export_forward(x, scale, bn.bias - bn.running_mean * scale)
         return self[2](y) if len(self) > 2 else y
-
-
-@register_depthwise("conv")
-def _depthwise_conv(channels: int, kernel_size: int, stride: int) -> nn.Module:
-    """MobileNetV2's depthwise k x k conv with batch norm and ReLU6."""
-    return ConvBNReLU6(channels, channels, kernel_size, stride, groups=channels)
-
-
-@register_depthwise("hadamard")
-def _depthwise_hadamard(channels: int, kernel_size: int, stride: int) -> nn.Module:
-    """Seed 000's multiplication-free depthwise operator on tiles of next_power_of_two(k).
-
-    k=3 gives 4x4 tiles, k=5 8x8. Its smooth thresholding is the non-linearity,
-    so no batch norm or ReLU6 follows (nothing to fold into a multiply-free op).
-    """
-    return HadamardDepthwise(channels, stride=stride, block=next_power_of_two(kernel_size))
 
 
 class InvertedResidual(nn.Module):
