@@ -34,6 +34,10 @@ for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
+from fusionnas.plugins import load_entry_point_plugins  # noqa: E402 (the built-in operators first)
+
+load_entry_point_plugins()
+
 __all__ = [
     "fwht",
     "hadamard",

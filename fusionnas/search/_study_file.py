@@ -16,6 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fusionnas.plugins import PluginError, load_plugins
 from fusionnas.search.config import (
     Budget,
     Constraints,
@@ -42,7 +43,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
          "enqueue": ("str_list", '["baseline"]'), "dataset": ("table", '"digits"'),
          "objectives": ("table_list", '[[objectives]] metric = "accuracy"'),
          "constraints": ("table", ""), "budget": ("table", ""), "sampler": ("table", ""),
-         "latency_tables": ("table", "")},
+         "latency_tables": ("table", ""), "plugins": ("str_list", '["my_ops"]')},
     "dataset": {"name": ("str", '"cifar10"'), "root": ("str", '"data"'),
                 "val_fraction": ("number", "0.1")},
     "objectives": {"metric": ("str", '"accuracy"'), "direction": ("str", '"maximize"'),
@@ -218,6 +219,12 @@ def parse_study_config(
     base = path.resolve().parent if path else Path.cwd()
     stem = path.stem if path else str(top.get("name") or "study")
     names = [("space", "space", top["space"])] if "space" in top else []  # (field, kind, name)
+    for i, plugin in enumerate(top.get("plugins", [])):  # first: they add operators the rest may name
+        try:
+            load_plugins([plugin], base)
+        except PluginError as error:
+            problems.append(StudyConfigProblem(f"plugins[{i}]", str(error).split("; fix")[0],
+                                               f"put {plugin}.py beside the study file, install it, or remove it"))
 
     values = _read(top.get("dataset", {}), "dataset", "dataset.", problems)
     if "root" in values:
@@ -264,7 +271,7 @@ def parse_study_config(
         sampler=sections["sampler"] or SamplerConfig(), n_trials=top.get("n_trials"),
         timeout_s=top.get("timeout_s"), seed=top.get("seed", 0),
         enqueue=tuple(top.get("enqueue", ())), path=path.resolve() if path else None,
-        latency_tables=tables,
+        latency_tables=tables, plugins=tuple(top.get("plugins", ())),
     ), "", late)
     reported = {_root(p.field) for p in problems}
     problems += [p for p in late if _root(p.field) not in reported]

@@ -11,6 +11,7 @@ next one (``[sampler]``)::
     timeout_s = 540
     seed = 0                     # also the sampler's seed unless [sampler] sets one
     enqueue = ["baseline"]       # space presets evaluated before sampling
+    plugins = ["my_ops"]         # optional: modules (beside the file or on sys.path) that register operators
 
     [dataset]                    # or: dataset = "digits"
     name = "digits"
@@ -389,6 +390,7 @@ class StudyConfig:
     enqueue: tuple[str, ...] = ()  # preset names of the space, evaluated first
     path: Path | None = None  # the study file, if any
     latency_tables: Mapping[str, str] = field(default_factory=dict)  # device -> table file
+    plugins: tuple[str, ...] = ()  # operator modules imported when the file is read (fusionnas.plugins)
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []

@@ -51,7 +51,7 @@ from fusionnas.interrupts import STOP
 from fusionnas.search.coordination import fail_stale_trials, heartbeat, storage_lock, study_lock
 from fusionnas.search.objective import SearchObjective, TrialFailed
 from fusionnas.search.storage import StorageOptions, display_url, open_storage, storage_file
-from fusionnas.spaces import get_space
+from fusionnas.spaces import choices_fingerprint, get_space
 
 if TYPE_CHECKING:
     from fusionnas.search.config import StudyConfig
@@ -141,6 +141,15 @@ def open_study(config: StudyConfig, storage: str | None = None, *, create: bool 
             f"study {config.name!r} in {display_url(url)} was run with fingerprint {stored} (space, dataset, "
             f"objectives, budget), this study file has {config.fingerprint}; give the study another name "
             f"or use another storage")
+    offered = choices_fingerprint(get_space(config.space))
+    stored = study.user_attrs.get("space_choices")  # None: stored before choices were recorded
+    if stored is not None and stored != offered:
+        raise StudyMismatchError(
+            f"study {config.name!r} in {display_url(url)} was run when space {config.space} offered other "
+            f"choices (fingerprint {stored}, now {offered}: an operator or plugin was added or removed); give "
+            f"the study another name, or load the same operators (study file `plugins`)")
+    if stored is None and create:
+        study.set_user_attr("space_choices", offered)
     return study
 
 

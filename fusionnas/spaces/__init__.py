@@ -8,13 +8,21 @@ from fusionnas.spaces.arch import Arch, BlockChoice
 from fusionnas.spaces.blocks import InvertedResidual, create_depthwise, list_depthwise, register_depthwise
 from fusionnas.spaces.mobilenetv2 import FusionMobileNetV2, MobileNetV2Space, make_divisible
 from fusionnas.spaces.pretrained import load_torchvision_weights
-from fusionnas.spaces.registry import Space, get_space, list_spaces, random_archs, register_space
+from fusionnas.spaces.registry import (
+    Space,
+    choices_fingerprint,
+    get_space,
+    list_spaces,
+    random_archs,
+    register_space,
+)
 
 __all__ = [
     "Arch",
     "BlockChoice",
     "Space",
     "register_space",
+    "choices_fingerprint",
     "get_space",
     "list_spaces",
     "random_archs",

@@ -3,9 +3,12 @@
 The reference network is torchvision's ``mobilenet_v2`` (the ``# t, c, n, s``
 table below). Per inverted-residual block a space offers:
 
-* ``expand`` and ``project``: the 1x1 fusion operator, one of ``FUSIONS``;
+* ``expand`` and ``project``: the 1x1 fusion operator, every registered one
+  (:mod:`fusionnas.layers.registry`, plugins included) unless the space
+  restricts the list;
   the first block (t = 1) has no expansion, so no ``expand`` or ``expand_ratio``;
-* ``depthwise``: ``conv`` (k x k depthwise conv + BN + ReLU6) or ``hadamard``;
+* ``depthwise``: every registered depthwise operator: ``conv`` (k x k
+  depthwise conv + BN + ReLU6), ``hadamard``, ...;
 * ``expand_ratio`` in ``EXPAND_RATIOS`` = (3, 4, 6): around MobileNetV2's 6,
   as in ProxylessNAS/FBNet-style spaces, without blowing up the hidden width;
 * ``kernel`` in ``KERNELS`` = (3, 5): the depthwise kernel (the Hadamard tile
@@ -75,6 +78,8 @@ CIFAR_INVERTED_RESIDUAL_SETTING = (
     (6, 320, 1, 1),
 )
 
+# Every registered operator is offered (a space may restrict the list); these come first, in this
+# order, so that the choices of studies stored before the registry decided them stay as they were.
 FUSIONS = ("conv", "wht", "dct", "bft")
 DEPTHWISE = ("conv", "hadamard")
 EXPAND_RATIOS = (3, 4, 6)
@@ -226,8 +231,8 @@ class MobileNetV2Space:
         num_classes: int,
         stem_stride: int = 2,
         width_mult: float = 1.0,
-        fusions: Sequence[str] = FUSIONS,
-        depthwise: Sequence[str] = DEPTHWISE,
+        fusions: Sequence[str] | None = None,
+        depthwise: Sequence[str] | None = None,
         expand_ratios: Sequence[int] = EXPAND_RATIOS,
         kernels: Sequence[int] = KERNELS,
         widths: Sequence[float] = WIDTHS,
@@ -239,18 +244,19 @@ class MobileNetV2Space:
             raise ValueError(f"setting must be non-empty rows of (t, c, n, s), got {setting!r}")
         for label, values, known in (("fusions", fusions, list_fusions()),
                                      ("depthwise", depthwise, list_depthwise())):
-            unknown = [v for v in values if v not in known]
+            unknown = [v for v in values or () if v not in known]
             if unknown:
                 raise ValueError(f"{label}: {unknown[0]!r} is not one of {format_choices(known)}")
-        if 6 not in expand_ratios or 3 not in kernels or 1.0 not in widths or "conv" not in fusions:
+        if 6 not in expand_ratios or 3 not in kernels or 1.0 not in widths or "conv" not in (fusions or ("conv",)):
             raise ValueError("the choices must contain the baseline (expand ratio 6, kernel 3, width 1.0, conv)")
         self.name, self.version = name, version
         self.input_shape, self.num_classes = tuple(input_shape), num_classes
         self.stem_stride, self.dropout = stem_stride, dropout
-        self.fusions = tuple(fusions)
+        self._fusions = tuple(fusions) if fusions is not None else None
+        self._depthwise = tuple(depthwise) if depthwise is not None else None
         self.stem_channels = make_divisible(32 * width_mult, round_nearest)
         self.head_channels = make_divisible(1280 * max(1.0, width_mult), round_nearest)
-        self._slots: list[_BlockSlot] = []
+        self._rows = []  # (t, s, widths_out, position in stage) per block
         for t, c, n, s in setting:
             widths_out: dict[float, int] = {1.0: make_divisible(c * width_mult, round_nearest)}
             for w in sorted(widths, key=lambda w: abs(w - 1.0)):  # a duplicate width keeps 1.0
@@ -258,18 +264,35 @@ class MobileNetV2Space:
                 if out not in widths_out.values():
                     widths_out[float(w)] = out
             widths_out = {w: widths_out[w] for w in sorted(widths_out)}
-            for i in range(n):
-                self._slots.append(_BlockSlot(
-                    base_ratio=t,
-                    stride=s if i == 0 else 1,
-                    widths_out=widths_out,
-                    expand=(None,) if t == 1 else tuple(fusions),
-                    expand_ratio=(1,) if t == 1 else tuple(expand_ratios),
-                    depthwise=tuple(depthwise),
-                    kernel=tuple(kernels),
-                    project=tuple(fusions),
-                ))
+            self._rows += [(t, s if i == 0 else 1, widths_out) for i in range(n)]
+        self._expand_ratios, self._kernels = tuple(expand_ratios), tuple(kernels)
+        self._slot_cache: tuple[tuple[tuple[str, ...], tuple[str, ...]], list[_BlockSlot]] | None = None
         self._presets: dict[str, tuple[_Rule, str]] = {}
+
+    @property
+    def fusions(self) -> tuple[str, ...]:
+        """The fusion operators offered: the space's own list, else every registered one."""
+        return self._fusions if self._fusions is not None else _offered(list_fusions(), FUSIONS)
+
+    @property
+    def depthwise(self) -> tuple[str, ...]:
+        """The depthwise operators offered: the space's own list, else every registered one."""
+        return self._depthwise if self._depthwise is not None else _offered(list_depthwise(), DEPTHWISE)
+
+    @property
+    def _slots(self) -> list[_BlockSlot]:
+        """The block positions with what they offer now (an operator registered later, by a plugin,
+        is offered from then on)."""
+        key = (self.fusions, self.depthwise)
+        if self._slot_cache is None or self._slot_cache[0] != key:
+            fusions, depthwise = key
+            self._slot_cache = (key, [
+                _BlockSlot(base_ratio=t, stride=stride, widths_out=widths_out,
+                           expand=(None,) if t == 1 else fusions,
+                           expand_ratio=(1,) if t == 1 else self._expand_ratios,
+                           depthwise=depthwise, kernel=self._kernels, project=fusions)
+                for t, stride, widths_out in self._rows])
+        return self._slot_cache[1]
 
     def __repr__(self) -> str:
         return f"MobileNetV2Space({self.name!r}, input_shape={self.input_shape}, blocks={len(self._slots)})"
@@ -407,6 +430,11 @@ class MobileNetV2Space:
             head_channels=self.head_channels, head_fusion=arch.head_fusion, num_classes=num_classes,
             dropout=self.dropout, input_shape=self.input_shape,
         )
+
+
+def _offered(registered: Sequence[str], first: Sequence[str]) -> tuple[str, ...]:
+    """``registered`` with the names of ``first`` leading, in their order, the rest sorted."""
+    return (*(n for n in first if n in registered), *sorted(n for n in registered if n not in first))
 
 
 def _add_standard_presets(space: MobileNetV2Space) -> MobileNetV2Space:

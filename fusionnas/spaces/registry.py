@@ -1,7 +1,9 @@
 """Registry of search spaces by name, and the interface a space offers."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fusionnas.errors import UserError
 
@@ -11,7 +13,7 @@ if TYPE_CHECKING:
 
     from fusionnas.spaces.arch import Arch
 
-__all__ = ["Space", "register_space", "get_space", "list_spaces", "random_archs"]
+__all__ = ["Space", "register_space", "get_space", "list_spaces", "random_archs", "choices_fingerprint"]
 
 
 @runtime_checkable
@@ -43,6 +45,15 @@ class Space(Protocol):
 
     def validate(self, arch: Arch) -> None:
         """Raise ``ValueError`` naming the first field of ``arch`` the space does not allow."""
+
+    def choices(self) -> dict[str, list[Any]]:
+        """Optuna parameter name -> the values offered, for every choice with more than one."""
+
+    def params(self, arch: Arch) -> dict[str, Any]:
+        """The Optuna parameters that make :meth:`sample` return ``arch``."""
+
+    def preset_note(self, name: str) -> str:
+        """One line on what a preset is."""
 
 
 _SPACES: dict[str, Space] = {}
@@ -80,3 +91,14 @@ def random_archs(space: Space, count: int, seed: int = 0) -> list[Arch]:
     finally:
         optuna.logging.set_verbosity(verbosity)
     return [space.sample(study.ask()) for _ in range(count)]
+
+
+def choices_fingerprint(space: Space) -> str:
+    """Short hash of what ``space`` offers (its version and every choice's values, in order).
+
+    It changes when an operator is registered or removed, since Optuna cannot
+    resume a study whose categorical choices changed.
+    """
+    canonical = json.dumps({"version": space.version, "choices": space.choices()}, sort_keys=True,
+                           separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
