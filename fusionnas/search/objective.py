@@ -32,20 +32,18 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
 import torch
 
-from fusionnas.evaluators import count_flops, count_params, iterate_batches
-from fusionnas.evaluators.latency import MEASURABLE_DEVICES, LatencyModel, peak_activation_bytes
+from fusionnas.evaluators import iterate_batches
 from fusionnas.evaluators.proxy import ProxyBudget, train_proxy
 from fusionnas.evaluators.zero_cost import score as zero_cost_score
 from fusionnas.interrupts import STOP
 from fusionnas.search.coordination import claim_archid, fail_stale_trials, study_lock
+from fusionnas.search.costs import COST_KEYS, CostEvaluator, one_thread
 from fusionnas.spaces import Arch, get_space
 
 if TYPE_CHECKING:
@@ -56,10 +54,8 @@ __all__ = ["SearchObjective", "TrialFailed", "COST_KEYS", "EVALUATION_KEYS"]
 
 logger = logging.getLogger(__name__)
 
-COST_KEYS = ("params", "flops", "memory_mb")  # plus latency_ms@<device>
 # Results of the expensive evaluation, copied when an archid is reused.
 EVALUATION_KEYS = ("val_accuracy", "val_loss", "train_seconds", "proxy_steps", "weights", "evaluated")
-_CONSTRAINT_COST = {"flops": "flops", "params": "params", "memory_mb": "memory_mb"}
 _SCORING_BATCH = 64  # images a zero-cost proxy sees
 
 
@@ -89,12 +85,8 @@ class SearchObjective:
         self.duplicate_wait_s = duplicate_wait_s
         self.poll_s = poll_s
         self.current_trial: optuna.Trial | None = None
-        self._latency: dict[str, LatencyModel] = {}
-        self._saved_entries: dict[str, int] = {}
+        self.costs = CostEvaluator(config, self.artifacts)
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
-        devices = [o.device for o in config.objectives if o.metric == "latency"]
-        devices.append(config.constraints.latency_device)
-        self.latency_devices = list(dict.fromkeys(d for d in devices if d))
 
     # -- the trial ---------------------------------------------------------------------
 
@@ -115,7 +107,7 @@ class SearchObjective:
             logger.debug("trial %d failed", trial.number, exc_info=True)
             raise TrialFailed(f"{reason}: {first}") from error
         finally:
-            self._save_latency_tables()
+            self.costs.save_tables()
 
     def _run(self, trial: optuna.Trial) -> list[float]:
         STOP.check()
@@ -134,11 +126,11 @@ class SearchObjective:
             attrs["reused_from"] = earlier.user_attrs.get("reused_from", earlier.number)
             logger.info("trial %d: archid %s reuses trial %d", trial.number, arch.archid, attrs["reused_from"])
         model = None
-        if not all(k in attrs for k in self._cost_names()):
+        if not all(k in attrs for k in self.costs.names):
             STOP.check()
             model = self.space.build(arch, num_classes=self.data.num_classes)
-            attrs.update(self._costs(arch, model, attrs))
-        violations = self.config.constraints.violations(self._constraint_measures(attrs))
+            attrs.update(self.costs.costs(arch, model, attrs))
+        violations = self.config.constraints.violations(self.costs.constraint_measures(attrs))
         for key, excess in violations.items():
             trial.set_constraint(key, excess)
         attrs["feasible"] = all(v <= 0 for v in violations.values())
@@ -182,87 +174,11 @@ class SearchObjective:
 
     # -- costs -------------------------------------------------------------------------
 
-    def _cost_names(self) -> list[str]:
-        return [*COST_KEYS, *(f"latency_ms@{d}" for d in self.latency_devices)]
-
     def _zero_cost_names(self) -> list[str]:
         names = [o.proxy for o in self.config.objectives if o.metric == "zero_cost"]
         if self.config.budget.kind == "zero_cost" or self.config.budget.prefilter is not None:
             names.append(self.config.budget.zero_cost_proxy)
         return list(dict.fromkeys(str(n) for n in names))
-
-    def _costs(self, arch: Arch, model: torch.nn.Module, known: dict[str, Any]) -> dict[str, Any]:
-        """The cheap costs missing from ``known``."""
-        shape = (1, *self.space.input_shape)
-        costs: dict[str, Any] = {}
-        with _one_thread():
-            if "params" not in known:
-                costs["params"] = count_params(model)
-            if "flops" not in known:
-                costs["flops"] = count_flops(model, shape)
-            if "memory_mb" not in known:
-                costs["memory_mb"] = peak_activation_bytes(model, self.space.input_shape) / 2**20
-        for device in self.latency_devices:
-            if f"latency_ms@{device}" not in known:
-                table = self._latency_model(device)
-                costs[f"latency_ms@{device}"] = table.predict(arch)
-                costs[f"latency_source@{device}"] = "estimated" if table.is_estimate else "measured"
-                costs[f"latency_runtime@{device}"] = table.runtime
-        return costs
-
-    def _constraint_measures(self, attrs: dict[str, Any]) -> dict[str, float]:
-        measured = {key: attrs[name] for key, name in _CONSTRAINT_COST.items() if name in attrs}
-        device = self.config.constraints.latency_device
-        if device is not None:
-            measured["latency_ms"] = attrs[f"latency_ms@{device}"]
-        return measured
-
-    def _latency_model(self, device: str) -> LatencyModel:
-        """The latency table of ``device`` in the study's runtime for it: the study's table, a
-        measured table kept in the artifacts folder (cpu, cuda), or the device profile's estimate."""
-        if device in self._latency:
-            return self._latency[device]
-        runtime = self.config.latency_runtimes[device]
-        table_path = self.config.latency_tables.get(device)
-        if table_path is not None:
-            model = LatencyModel.load(table_path, self.space, device, runtime)
-        elif device in MEASURABLE_DEVICES and self.artifacts is not None:
-            path = self._artifact_table(device)
-            model = LatencyModel.load(path, self.space, device, runtime) if path.is_file() else None
-            if model is not None and not model.measure_missing:
-                logger.warning("%s was measured on another machine; measuring afresh", path)
-                model = None
-            model = model or LatencyModel(self.space, device, runtime=runtime)
-        else:
-            model = LatencyModel(self.space, device, runtime=runtime)
-        if model.is_estimate:
-            logger.warning("%s", model.describe())
-        else:
-            logger.info("%s", model.describe())
-        self._latency[device] = model
-        self._saved_entries[device] = len(model.entries)
-        return model
-
-    def _artifact_table(self, device: str) -> Path:
-        return self.artifacts / f"latency-{device}-{self.config.latency_runtimes[device]}.json"
-
-    def _save_latency_tables(self) -> None:
-        """Persist measured tables that grew, merged with what other workers saved."""
-        if self.artifacts is None:
-            return
-        for device, model in self._latency.items():
-            if not model.measure_missing or len(model.entries) == self._saved_entries.get(device):
-                continue
-            path = self._artifact_table(device)
-            try:
-                if path.is_file():
-                    for key, ms in LatencyModel.load(path, self.space, device).entries.items():
-                        model.entries.setdefault(key, ms)
-                self.artifacts.mkdir(parents=True, exist_ok=True)
-                model.save(path)
-                self._saved_entries[device] = len(model.entries)
-            except (OSError, ValueError) as error:
-                logger.warning("could not save the latency table %s: %s", path, error)
 
     # -- evaluation --------------------------------------------------------------------
 
@@ -271,7 +187,7 @@ class SearchObjective:
         result: dict[str, Any] = {}
         for proxy in self._zero_cost_names():
             x, y = self._scoring_batch()
-            with _one_thread():
+            with one_thread():
                 result[proxy] = float(zero_cost_score(proxy, model, x, y))
             STOP.check()
         if budget.kind == "zero_cost":
@@ -343,18 +259,6 @@ def _sleep(seconds: float) -> None:
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(0.1, left))
         STOP.check()
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Batch-1 tracing and one-batch scores gain nothing from threads, and on a busy machine
-    their many tiny operators slow down by orders of magnitude when threads wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _set_all(trial: optuna.Trial, attrs: dict[str, Any]) -> None:

@@ -363,7 +363,7 @@ def _check_cheapest(config: StudyConfig, space: Any, objective: SearchObjective)
             STOP.check()
             arch = space.sample(optuna.trial.FixedTrial(params))
             model = space.build(arch, num_classes=objective.data.num_classes)
-            measured = objective._constraint_measures(objective._costs(arch, model, {}))
+            measured = objective.costs.constraint_measures(objective.costs.costs(arch, model))
             for key, value in measured.items():
                 best[key] = min(best.get(key, math.inf), value)
     config.check_feasible(best, "the smallest architecture of the space")
@@ -374,8 +374,8 @@ def _check_latency_tables(config: StudyConfig, space: Any, objective: SearchObje
     so that a missing file or entry stops the run before the first trial, not in every trial."""
     archs = [space.baseline(), *(space.preset(name) for name in config.enqueue)]
     for device in config.latency_tables:
-        if device in objective.latency_devices:
-            table = objective._latency_model(device)
+        if device in objective.costs.latency_devices:
+            table = objective.costs.latency_table(device)
             for arch in archs:
                 table.predict(arch)
 

@@ -1,0 +1,144 @@
+"""The cheap costs of an architecture, as a study measures them: parameters, FLOPs, memory, latency.
+
+:class:`CostEvaluator` is the one place that turns an architecture into the
+costs a study records and limits: the objective calls it for every trial,
+the runner for its checks before the first trial. It owns the study's
+latency tables (one per device, in the study's runtime for that device) and
+keeps measured ones in the artifacts folder, merged with other workers'.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from fusionnas.evaluators import count_flops, count_params
+from fusionnas.evaluators.latency import MEASURABLE_DEVICES, LatencyModel, peak_activation_bytes
+from fusionnas.spaces import Arch, get_space
+
+if TYPE_CHECKING:
+    from fusionnas.search.config import StudyConfig
+
+__all__ = ["CostEvaluator", "COST_KEYS", "one_thread"]
+
+logger = logging.getLogger(__name__)
+
+COST_KEYS = ("params", "flops", "memory_mb")  # plus latency_ms@<device>
+_CONSTRAINT_COST = {"flops": "flops", "params": "params", "memory_mb": "memory_mb"}
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Batch-1 tracing and one-batch scores gain nothing from threads, and on a busy machine
+    their many tiny operators slow down by orders of magnitude when threads wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class CostEvaluator:
+    """Costs of architectures under one study's terms.
+
+    Args:
+        config: the study (its space, latency devices and runtimes, tables, limits).
+        artifacts: folder where measured latency tables are kept (None: kept in memory only).
+    """
+
+    def __init__(self, config: StudyConfig, artifacts: Path | None = None) -> None:
+        self.config = config
+        self.space = get_space(config.space)
+        self.artifacts = Path(artifacts) if artifacts is not None else None
+        devices = [o.device for o in config.objectives if o.metric == "latency"]
+        devices.append(config.constraints.latency_device)
+        self.latency_devices: list[str] = list(dict.fromkeys(d for d in devices if d))
+        self._tables: dict[str, LatencyModel] = {}
+        self._saved_entries: dict[str, int] = {}
+
+    @property
+    def names(self) -> list[str]:
+        """The cost keys a trial records (``latency_ms@<device>`` per latency device)."""
+        return [*COST_KEYS, *(f"latency_ms@{d}" for d in self.latency_devices)]
+
+    def costs(self, arch: Arch, model: torch.nn.Module, known: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The costs of ``arch`` (built as ``model``) missing from ``known``; a latency comes with
+        ``latency_source@<device>`` (measured or estimated) and ``latency_runtime@<device>``."""
+        known = known or {}
+        shape = (1, *self.space.input_shape)
+        costs: dict[str, Any] = {}
+        with one_thread():
+            if "params" not in known:
+                costs["params"] = count_params(model)
+            if "flops" not in known:
+                costs["flops"] = count_flops(model, shape)
+            if "memory_mb" not in known:
+                costs["memory_mb"] = peak_activation_bytes(model, self.space.input_shape) / 2**20
+        for device in self.latency_devices:
+            if f"latency_ms@{device}" not in known:
+                table = self.latency_table(device)
+                costs[f"latency_ms@{device}"] = table.predict(arch)
+                costs[f"latency_source@{device}"] = "estimated" if table.is_estimate else "measured"
+                costs[f"latency_runtime@{device}"] = table.runtime
+        return costs
+
+    def constraint_measures(self, costs: Mapping[str, Any]) -> dict[str, float]:
+        """What the study's limits compare: ``flops``, ``params``, ``memory_mb``, ``latency_ms``."""
+        measured = {key: costs[name] for key, name in _CONSTRAINT_COST.items() if name in costs}
+        device = self.config.constraints.latency_device
+        if device is not None:
+            measured["latency_ms"] = costs[f"latency_ms@{device}"]
+        return measured
+
+    def latency_table(self, device: str) -> LatencyModel:
+        """The latency table of ``device`` in the study's runtime for it: the study's table, a
+        measured table kept in the artifacts folder (cpu, cuda), or the device profile's estimate."""
+        if device in self._tables:
+            return self._tables[device]
+        runtime = self.config.latency_runtimes[device]
+        table_path = self.config.latency_tables.get(device)
+        if table_path is not None:
+            model = LatencyModel.load(table_path, self.space, device, runtime)
+        elif device in MEASURABLE_DEVICES and self.artifacts is not None:
+            path = self._artifact_table(device)
+            model = LatencyModel.load(path, self.space, device, runtime) if path.is_file() else None
+            if model is not None and not model.measure_missing:
+                logger.warning("%s was measured on another machine; measuring afresh", path)
+                model = None
+            model = model or LatencyModel(self.space, device, runtime=runtime)
+        else:
+            model = LatencyModel(self.space, device, runtime=runtime)
+        if model.is_estimate:
+            logger.warning("%s", model.describe())
+        else:
+            logger.info("%s", model.describe())
+        self._tables[device] = model
+        self._saved_entries[device] = len(model.entries)
+        return model
+
+    def _artifact_table(self, device: str) -> Path:
+        assert self.artifacts is not None
+        return self.artifacts / f"latency-{device}-{self.config.latency_runtimes[device]}.json"
+
+    def save_tables(self) -> None:
+        """Persist measured tables that grew, merged with what other workers saved."""
+        if self.artifacts is None:
+            return
+        for device, model in self._tables.items():
+            if not model.measure_missing or len(model.entries) == self._saved_entries.get(device):
+                continue
+            path = self._artifact_table(device)
+            try:
+                if path.is_file():
+                    for key, ms in LatencyModel.load(path, self.space, device).entries.items():
+                        model.entries.setdefault(key, ms)
+                self.artifacts.mkdir(parents=True, exist_ok=True)
+                model.save(path)
+                self._saved_entries[device] = len(model.entries)
+            except (OSError, ValueError) as error:
+                logger.warning("could not save the latency table %s: %s", path, error)
