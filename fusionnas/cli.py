@@ -34,7 +34,7 @@ def _cmd_ops(args: argparse.Namespace) -> int:
 def _cmd_show(args: argparse.Namespace) -> int:
     """Print an architecture of a space as a table of blocks, or as its JSON document."""
     from fusionnas.spaces import Arch, get_space
-    from fusionnas.spaces.summary import format_summary, summarize
+    from fusionnas.evaluators.summary import format_summary, summarize
 
     space = get_space(args.space)
     if args.arch is not None:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from fusionnas.frontier import pareto_mask
 from fusionnas.layers.registry import operator_letters
 
 if TYPE_CHECKING:
@@ -52,19 +53,6 @@ def objectives_of(study: optuna.Study) -> dict[str, str]:
     """Objective name -> ``maximize``/``minimize``, in the study's order."""
     names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
     return {name: direction.name.lower() for name, direction in zip(names, study.directions)}
-
-
-def pareto_mask(values: Sequence[Sequence[float]] | np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
-    """Boolean mask of the non-dominated rows of ``values`` (equal rows are all kept)."""
-    points = np.asarray(values, dtype=float).reshape(len(values), len(maximize))
-    if len(points) == 0:
-        return np.zeros(0, dtype=bool)
-    losses = np.where(np.asarray(maximize), -points, points)  # minimise everything
-    mask = np.ones(len(points), dtype=bool)
-    for i, row in enumerate(losses):
-        dominated = np.all(losses <= row, axis=1) & np.any(losses < row, axis=1)
-        mask[i] = not dominated.any()
-    return mask
 
 
 def pareto_front(frame: pd.DataFrame, objectives: Mapping[str, str]) -> pd.Series:

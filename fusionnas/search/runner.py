@@ -51,6 +51,7 @@ from fusionnas.interrupts import STOP
 from fusionnas.search.coordination import fail_stale_trials, heartbeat, storage_lock, study_lock
 from fusionnas.search.objective import SearchObjective, TrialFailed
 from fusionnas.search.storage import StorageOptions, display_url, open_storage, storage_file
+from fusionnas.frontier import pareto_mask
 from fusionnas.spaces import choices_fingerprint, get_space
 
 if TYPE_CHECKING:
@@ -383,7 +384,6 @@ def _check_latency_tables(config: StudyConfig, space: Any, objective: SearchObje
 def summarize(study: optuna.Study, trial: optuna.trial.FrozenTrial, target: int | None,
               elapsed_s: float = 0.0) -> SearchProgress:
     """The :class:`SearchProgress` of ``study`` just after ``trial``."""
-    from fusionnas.results.pareto import pareto_mask
 
     trials = study.get_trials(deepcopy=False)
     feasible = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible", True)

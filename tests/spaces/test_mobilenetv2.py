@@ -22,7 +22,7 @@ from fusionnas.spaces import (
     register_space,
 )
 from fusionnas.spaces.mobilenetv2 import CIFAR_INVERTED_RESIDUAL_SETTING
-from fusionnas.spaces.summary import bn_statistics, summarize
+from fusionnas.evaluators.summary import bn_statistics, summarize
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
