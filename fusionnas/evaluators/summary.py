@@ -8,6 +8,7 @@ from torch import nn
 
 from fusionnas.evaluators.cost import count_flops, count_params
 from fusionnas.spaces.arch import short_form
+from fusionnas.spaces.mobilenetv2 import Classify
 
 if TYPE_CHECKING:
     from fusionnas.spaces.arch import Arch
@@ -63,7 +64,7 @@ def summarize(space: MobileNetV2Space, arch: Arch, num_classes: int | None = Non
         operators = short_form(block.expand_ratio, block.kernel_size, *block.operators)
         parts.append((f"b{i}", operators, block, shape, block.out_channels, block.stride))
     parts.append(("head", model.head.kind, model.head, head_shape, space.head_channels, 1))
-    pooled = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), model.classifier)
+    pooled = Classify(model.classifier)
     classes = model.classifier[-1].out_features
     parts.append(("classifier", "pool+linear", pooled, (space.head_channels, *head_shape[1:]), classes, 1))
     return [

@@ -51,6 +51,8 @@ __all__ = [
     "make_divisible",
     "BlockConfig",
     "FusionMobileNetV2",
+    "HeadPart",
+    "Classify",
     "MobileNetV2Space",
 ]
 
@@ -107,6 +109,29 @@ class BlockConfig(NamedTuple):
     project: str
 
 
+class Classify(nn.Module):
+    """Global average pooling, flatten and the classifier: features (N, C, H, W) to logits."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, (1, 1)), 1))
+
+
+class HeadPart(nn.Module):
+    """The network's last part: the head fusion (1x1 fusion, BN, ReLU6), then :class:`Classify`."""
+
+    def __init__(self, head: nn.Module, classifier: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+        self.classify = Classify(classifier)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.classify(self.head(x))
+
+
 class FusionMobileNetV2(nn.Module):
     """MobileNetV2 with pluggable operators: ``stem -> blocks -> head -> pool -> classifier``.
 
@@ -136,6 +161,9 @@ class FusionMobileNetV2(nn.Module):
         self.blocks = nn.ModuleList(InvertedResidual(*config) for config in blocks)
         self.head = FusionBN(head_fusion, blocks[-1].out_channels, head_channels)
         self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(head_channels, num_classes))
+        # Not registered as a submodule: it holds the model's own head and classifier, which
+        # the state dict already has.
+        object.__setattr__(self, "_head_part", HeadPart(self.head, self.classifier))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -149,12 +177,16 @@ class FusionMobileNetV2(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        x = self.stem(x)
-        for block in self.blocks:
-            x = block(x)
-        x = self.head(x)  # (N, head_channels, H', W')
-        x = torch.flatten(F.adaptive_avg_pool2d(x, (1, 1)), 1)  # (N, head_channels)
-        return self.classifier(x)
+        for _, part in self.parts():
+            x = part(x)
+        return x
+
+    def parts(self) -> list[tuple[str, nn.Module]]:
+        """The network as the modules it runs in order: ``stem``, ``b0`` ... ``b{n-1}``, ``head``
+        (the final fusion with pooling and classifier); what forward, latency tables and
+        summaries walk. The head part holds the model's own modules, no copies."""
+        return [("stem", self.stem), *((f"b{i}", b) for i, b in enumerate(self.blocks)),
+                ("head", self._head_part)]
 
     def block_input_shapes(self, input_shape: Sequence[int] | None = None) -> list[tuple[int, int, int]]:
         """(C, H, W) entering each block, computed (every stride-s layer gives ceil(side / s))."""
