@@ -24,12 +24,12 @@ import torch
 from fusionnas.errors import UserError
 from fusionnas.evaluators.onnx_export import onnx_error, to_onnx
 from fusionnas.evaluators.runtimes import measure_side_by_side
+from fusionnas.metrics import natural_direction
 from fusionnas.results.pareto import compact_ops, ops_legend
 from fusionnas.spaces import Arch, get_space
 
 __all__ = ["ExportResult", "select_trial", "export_trial", "export_onnx", "resolve_metric"]
 
-_MAXIMIZED = ("accuracy", "val_accuracy", "synflow", "naswot", "grad_norm")
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def select_trial(frame: pd.DataFrame, objectives: Mapping[str, str], *, trial: i
         pool = under
     if pool.empty:
         raise UserError(f"no completed feasible trial has a {column} value yet; run the search first")
-    direction = objectives.get(column) or ("maximize" if column in _MAXIMIZED else "minimize")
+    direction = objectives.get(column) or natural_direction(column)
     values = pool[column].astype(float)
     best_value = values.max() if direction == "maximize" else values.min()
     ties = pool[values == best_value]  # among equals: a frontier trial, then the earliest

@@ -23,6 +23,7 @@ import pandas as pd
 
 from fusionnas.frontier import pareto_mask
 from fusionnas.layers.registry import operator_letters
+from fusionnas.metrics import attribute_of_column
 
 if TYPE_CHECKING:
     import optuna
@@ -35,7 +36,6 @@ def ops_legend() -> str:
     letters = {letter: name for name, letter in operator_letters().items() if name is not None}
     pairs = ", ".join(f"{letter} {name}" for letter, name in letters.items())
     return f"ops: per block expand/depthwise/project, then the head; {pairs}, - none"
-_ATTR_OF = {"accuracy": "val_accuracy"}  # frame column -> user attribute, where they differ
 
 
 def compact_ops(arch_json: str | None) -> str:
@@ -77,7 +77,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row: dict[str, Any] = {"number": t.number, "state": t.state.name, "archid": attrs.get("archid"),
                                "arch": attrs.get("arch"), "ops": compact_ops(attrs.get("arch"))}
         for name in objectives:
-            row[name] = _number(attrs.get(_ATTR_OF.get(name, name)))
+            row[name] = _number(attrs.get(attribute_of_column(name)))
         for key, value in attrs.items():
             if key in ("params", "flops", "memory_mb") or key.startswith("latency_ms@"):
                 row[key] = _number(value)

@@ -18,17 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from fusionnas.errors import UserError
+from fusionnas.metrics import label_of
 from fusionnas.results.pareto import format_frontier
 
 __all__ = ["plot_frontier"]
 
-_LABELS = {"accuracy": "proxy accuracy", "flops": "FLOPs", "params": "parameters", "memory_mb": "peak memory (MiB)"}
-
-
-def _label(name: str) -> str:
-    if name.startswith("latency_ms@"):
-        return f"latency on {name.split('@', 1)[1]} (ms)"
-    return _LABELS.get(name, name)
 
 
 def _figure(frame: pd.DataFrame, objectives: Mapping[str, str], baseline_archid: str | None, title: str):
@@ -61,8 +55,8 @@ def _figure(frame: pd.DataFrame, objectives: Mapping[str, str], baseline_archid:
         spread = done[x].astype(float)
         if x in ("flops", "params") and spread.min() > 0 and spread.max() > 10 * spread.min():
             ax.set_xscale("log")
-        ax.set_xlabel("trial" if x == "number" else _label(x))
-        ax.set_ylabel(_label(y))
+        ax.set_xlabel("trial" if x == "number" else label_of(x))
+        ax.set_ylabel(label_of(y))
         ax.grid(alpha=0.3)
     axes[0][0].legend(loc="best", fontsize=8)
     fig.suptitle(title)

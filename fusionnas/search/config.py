@@ -53,6 +53,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fusionnas.errors import UserError
+from fusionnas.metrics import METRICS as METRIC_RECORDS
+from fusionnas.metrics import ZERO_COST_PROXIES, column_of
 from fusionnas.runtime_names import RUNTIMES, default_runtime
 
 if TYPE_CHECKING:
@@ -66,13 +68,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("accuracy", "flops", "params", "latency", "memory", "zero_cost")
-ZERO_COST_PROXIES = ("synflow", "naswot", "grad_norm")
+METRICS = tuple(METRIC_RECORDS)
 SAMPLERS = ("tpe", "nsga2", "random")
 DIRECTIONS = ("maximize", "minimize")
 BUDGET_KINDS = ("proxy", "zero_cost")
-_MAXIMIZED = ("accuracy", "zero_cost")
-_UNITS = {"latency": "latency_ms", "memory": "memory_mb"}
 
 
 @dataclass(frozen=True)
@@ -171,7 +170,7 @@ class Objective:
         if self.metric not in METRICS:
             problems.append(_choice("metric", self.metric, METRICS, "metric"))
         if self.direction is None:
-            natural = "maximize" if self.metric in _MAXIMIZED else "minimize"
+            natural = METRIC_RECORDS[self.metric].direction if self.metric in METRIC_RECORDS else "minimize"
             object.__setattr__(self, "direction", natural)
         elif self.direction not in DIRECTIONS:
             problems.append(_choice("direction", self.direction, DIRECTIONS, "direction"))
@@ -198,10 +197,7 @@ class Objective:
     @property
     def name(self) -> str:
         """Display name with unit and device, e.g. ``latency_ms@jetson-nano``."""
-        if self.metric == "zero_cost":
-            return str(self.proxy)
-        base = _UNITS.get(self.metric, self.metric)
-        return f"{base}@{self.device}" if self.device else base
+        return column_of(self.metric, self.device, self.proxy)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from fusionnas.evaluators import iterate_batches
 from fusionnas.evaluators.proxy import ProxyBudget, train_proxy
 from fusionnas.evaluators.zero_cost import score as zero_cost_score
 from fusionnas.interrupts import STOP
+from fusionnas.metrics import attribute_of
 from fusionnas.search.coordination import claim_archid, fail_stale_trials, study_lock
 from fusionnas.search.costs import COST_KEYS, CostEvaluator, one_thread
 from fusionnas.spaces import Arch, get_space
@@ -241,9 +242,7 @@ class SearchObjective:
         """Objective values in study order; what was not measured gets its direction's worst."""
         values = []
         for objective in self.config.objectives:
-            key = {"accuracy": "val_accuracy", "latency": f"latency_ms@{objective.device}",
-                   "memory": "memory_mb", "zero_cost": objective.proxy}.get(objective.metric, objective.metric)
-            value = attrs.get(key)
+            value = attrs.get(attribute_of(objective.metric, objective.device, objective.proxy))
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 if objective.metric == "accuracy" and objective.direction == "maximize":
                     value = 0.0
