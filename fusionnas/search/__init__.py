@@ -13,9 +13,8 @@ from fusionnas.search.config import (
     StudyConfig,
     StudyConfigError,
     StudyConfigProblem,
-    load_study_config,
-    parse_study_config,
 )
+from fusionnas.search._study_file import load_study_config, parse_study_config
 from fusionnas.search.objective import SearchObjective, TrialFailed
 from fusionnas.search.runner import (
     SearchInterrupted,

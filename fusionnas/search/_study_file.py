@@ -24,10 +24,8 @@ from fusionnas.search.config import (
     Objective,
     SamplerConfig,
     StudyConfig,
-    StudyConfigError,
-    StudyConfigProblem,
-    _choice,
 )
+from fusionnas.search.problems import StudyConfigError, StudyConfigProblem, choice
 
 __all__ = ["load_study_config", "parse_study_config"]
 
@@ -193,7 +191,7 @@ def _name_problems(names: list[tuple[str, str, str]], known: dict[str, Any],
         if choices is None:
             choices = _registry(kind, space)
         if choices is not None and name not in choices:
-            problems.append(_choice(field_, name, choices, kind))
+            problems.append(choice(field_, name, choices, kind))
             if kind == "space":
                 space = None
     return problems

@@ -43,19 +43,19 @@ are checked against the registries of ``fusionnas.spaces`` and
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fusionnas.errors import UserError
 from fusionnas.metrics import METRICS as METRIC_RECORDS
 from fusionnas.metrics import ZERO_COST_PROXIES, column_of
 from fusionnas.runtime_names import RUNTIMES, default_runtime
+from fusionnas.search.problems import StudyConfigError, StudyConfigProblem, choice, positive, raise_if
+from fusionnas.search.sampler_config import SAMPLERS, SamplerConfig
 
 if TYPE_CHECKING:
     import optuna
@@ -63,61 +63,13 @@ if TYPE_CHECKING:
 __all__ = [
     "METRICS", "ZERO_COST_PROXIES", "SAMPLERS", "StudyConfigProblem", "StudyConfigError",
     "DatasetConfig", "Objective", "Constraints", "Budget", "SamplerConfig", "StudyConfig",
-    "load_study_config", "parse_study_config",
 ]
 
 logger = logging.getLogger(__name__)
 
 METRICS = tuple(METRIC_RECORDS)
-SAMPLERS = ("tpe", "nsga2", "random")
 DIRECTIONS = ("maximize", "minimize")
 BUDGET_KINDS = ("proxy", "zero_cost")
-
-
-@dataclass(frozen=True)
-class StudyConfigProblem:
-    """One problem in a study: the field (dotted path), what is wrong, how to fix it."""
-
-    field: str
-    problem: str
-    fix: str
-
-    def line(self, path: str | Path | None = None) -> str:
-        """The one-line form ``<file>: <field>: <problem>; <fix>``."""
-        parts = [str(p) for p in (path, self.field) if p]
-        return ": ".join([*parts, f"{self.problem}; {self.fix}"])
-
-
-class StudyConfigError(UserError):
-    """A study file (or mapping) with problems; ``problems`` lists every one found."""
-
-    def __init__(self, problems: Sequence[StudyConfigProblem], path: str | Path | None = None):
-        self.problems = tuple(problems)
-        self.path = path
-        lines = [p.line(path) for p in self.problems]
-        if len(lines) > 1:
-            lines.insert(0, f"{path or 'study'}: {len(lines)} problems in the study")
-        super().__init__("\n".join(lines))
-
-
-def _raise_if(problems: list[StudyConfigProblem]) -> None:
-    if problems:
-        raise StudyConfigError(problems)
-
-
-def _choice(field_: str, value: str, choices: Collection[str], what: str) -> StudyConfigProblem:
-    """An 'unknown name' problem that suggests the closest valid name."""
-    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return StudyConfigProblem(
-        field_, f"unknown {what} {value!r}", f"{hint}known: {', '.join(sorted(choices))}"
-    )
-
-
-def _positive(problems: list, field_: str, value: float | None, fix: str, low: float = 0) -> None:
-    """Record a problem unless ``value`` is None or above ``low``."""
-    if value is not None and not value > low:
-        problems.append(StudyConfigProblem(field_, f"must be > {low:g}, got {value!r}", fix))
 
 
 @dataclass(frozen=True)
@@ -136,7 +88,7 @@ class DatasetConfig:
             problems.append(StudyConfigProblem(
                 "val_fraction", f"must lie in (0, 1), got {self.val_fraction!r}",
                 "write val_fraction = 0.1"))
-        _raise_if(problems)
+        raise_if(problems)
 
 
 def _runtime_problems(problems: list[StudyConfigProblem], owner: Any, key: str, applies: bool,
@@ -151,7 +103,7 @@ def _runtime_problems(problems: list[StudyConfigProblem], owner: Any, key: str, 
         if fill:
             object.__setattr__(owner, key, default_runtime(str(device)))
     elif runtime not in RUNTIMES:
-        problems.append(_choice(key, runtime, RUNTIMES, "runtime"))
+        problems.append(choice(key, runtime, RUNTIMES, "runtime"))
 
 
 @dataclass(frozen=True)
@@ -168,12 +120,12 @@ class Objective:
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
         if self.metric not in METRICS:
-            problems.append(_choice("metric", self.metric, METRICS, "metric"))
+            problems.append(choice("metric", self.metric, METRICS, "metric"))
         if self.direction is None:
             natural = METRIC_RECORDS[self.metric].direction if self.metric in METRIC_RECORDS else "minimize"
             object.__setattr__(self, "direction", natural)
         elif self.direction not in DIRECTIONS:
-            problems.append(_choice("direction", self.direction, DIRECTIONS, "direction"))
+            problems.append(choice("direction", self.direction, DIRECTIONS, "direction"))
         if self.metric == "latency" and self.device is None:
             problems.append(StudyConfigProblem(
                 "device", "a latency objective needs a device", 'add device = "jetson-nano"'))
@@ -187,12 +139,12 @@ class Objective:
             problems.append(StudyConfigProblem(
                 "proxy", "a zero_cost objective needs a proxy", 'add proxy = "synflow"'))
         elif self.metric == "zero_cost" and self.proxy not in ZERO_COST_PROXIES:
-            problems.append(_choice("proxy", self.proxy, ZERO_COST_PROXIES, "zero-cost proxy"))
+            problems.append(choice("proxy", self.proxy, ZERO_COST_PROXIES, "zero-cost proxy"))
         if self.metric != "zero_cost" and self.proxy is not None:
             problems.append(StudyConfigProblem(
                 "proxy", f"only zero_cost objectives take a proxy, not {self.metric!r}",
                 "remove the proxy key"))
-        _raise_if(problems)
+        raise_if(problems)
 
     @property
     def name(self) -> str:
@@ -214,7 +166,7 @@ class Constraints:
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
         for key in ("max_flops", "max_params", "max_latency_ms", "max_memory_mb"):
-            _positive(problems, key, getattr(self, key), "use a positive limit or remove the key")
+            positive(problems, key, getattr(self, key), "use a positive limit or remove the key")
         if self.max_latency_ms is not None and self.latency_device is None:
             problems.append(StudyConfigProblem(
                 "latency_device", "max_latency_ms needs the device it is measured on",
@@ -225,7 +177,7 @@ class Constraints:
                 "add max_latency_ms = 12.0 or remove latency_device"))
         _runtime_problems(problems, self, "latency_runtime", self.latency_device is not None,
                           "has no effect without latency_device", self.latency_device, fill=False)
-        _raise_if(problems)
+        raise_if(problems)
 
     @property
     def limits(self) -> dict[str, float]:
@@ -264,15 +216,15 @@ class Budget:
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
         if self.kind not in BUDGET_KINDS:
-            problems.append(_choice("kind", self.kind, BUDGET_KINDS, "budget kind"))
+            problems.append(choice("kind", self.kind, BUDGET_KINDS, "budget kind"))
         if self.epochs is not None and self.steps is not None:
             problems.append(StudyConfigProblem(
                 "steps", "set together with epochs", "keep epochs or steps, not both"))
-        _positive(problems, "epochs", self.epochs, "write epochs = 1 (fractions allowed)")
-        _positive(problems, "steps", self.steps, "write steps = 50")
-        _positive(problems, "batch_size", self.batch_size, "write batch_size = 64")
-        _positive(problems, "lr", self.lr, "write lr = 0.05")
-        _positive(problems, "resolution", self.resolution, "write resolution = 32 or remove it")
+        positive(problems, "epochs", self.epochs, "write epochs = 1 (fractions allowed)")
+        positive(problems, "steps", self.steps, "write steps = 50")
+        positive(problems, "batch_size", self.batch_size, "write batch_size = 64")
+        positive(problems, "lr", self.lr, "write lr = 0.05")
+        positive(problems, "resolution", self.resolution, "write resolution = 32 or remove it")
         if not 0 < self.data_fraction <= 1:
             problems.append(StudyConfigProblem(
                 "data_fraction", f"must lie in (0, 1], got {self.data_fraction!r}",
@@ -282,90 +234,14 @@ class Budget:
                 "prefilter", f"must lie in (0, 1), got {self.prefilter!r}",
                 "write prefilter = 0.5 to train the top half, or remove it to skip"))
         if self.zero_cost_proxy not in ZERO_COST_PROXIES:
-            problems.append(_choice(
+            problems.append(choice(
                 "zero_cost_proxy", self.zero_cost_proxy, ZERO_COST_PROXIES, "zero-cost proxy"))
-        _raise_if(problems)
+        raise_if(problems)
 
     def proxy_options(self) -> dict[str, Any]:
         """The training options that are set, as ``ProxyBudget(**options)`` keywords."""
         keys = ("epochs", "steps", "data_fraction", "batch_size", "lr", "resolution")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    """Which Optuna sampler proposes architectures; unset options keep Optuna's defaults.
-
-    TPE's ``constant_liar`` (on unless set false) makes a worker treat the
-    trials other workers are running as if they had failed, so that workers
-    started together propose different architectures; it acts only while
-    other trials run, so a lone worker samples as without it.
-    ``multivariate`` models the parameters jointly; ``group`` (with
-    ``multivariate``) splits them by the trials that used them.
-    """
-
-    name: str = "tpe"
-    seed: int | None = None
-    n_startup_trials: int | None = None  # tpe only: random trials before TPE
-    constant_liar: bool | None = None  # tpe only; None: on
-    multivariate: bool | None = None  # tpe only
-    group: bool | None = None  # tpe only, needs multivariate
-    population_size: int | None = None  # nsga2 only
-
-    def __post_init__(self) -> None:
-        problems: list[StudyConfigProblem] = []
-        if self.name not in SAMPLERS:
-            problems.append(_choice("name", self.name, SAMPLERS, "sampler"))
-        if self.seed is not None and not 0 <= self.seed < 2**32:
-            problems.append(StudyConfigProblem(
-                "seed", f"must lie in [0, 2**32), got {self.seed}", "write seed = 0"))
-        owners = {"n_startup_trials": "tpe", "constant_liar": "tpe", "multivariate": "tpe", "group": "tpe",
-                  "population_size": "nsga2"}
-        for key, owner in owners.items():
-            if getattr(self, key) is not None and self.name != owner:
-                problems.append(StudyConfigProblem(
-                    key, f"only the {owner} sampler uses it, not {self.name!r}", "remove the key"))
-        if self.n_startup_trials is not None and self.n_startup_trials < 0:
-            problems.append(StudyConfigProblem(
-                "n_startup_trials", f"must be >= 0, got {self.n_startup_trials}",
-                "write n_startup_trials = 10"))
-        if self.group and not self.multivariate:
-            problems.append(StudyConfigProblem(
-                "group", "needs multivariate = true", "add multivariate = true or remove group"))
-        _positive(problems, "population_size", self.population_size,
-                  "write population_size = 20", low=1)
-        _raise_if(problems)
-
-    def make_sampler(
-        self, constraints_func: Callable[[optuna.trial.FrozenTrial], Sequence[float]] | None = None
-    ) -> optuna.samplers.BaseSampler:
-        """The Optuna sampler; constraints come from ``trial.set_constraint`` unless given here.
-
-        Optuna 5 deprecates ``constraints_func`` (it still works, with a FutureWarning);
-        the random sampler ignores constraints either way.
-        """
-        import warnings
-
-        import optuna
-
-        extra: dict[str, Any] = {}
-        if constraints_func is not None and self.name != "random":
-            extra["constraints_func"] = constraints_func
-        if self.name == "tpe":
-            if self.n_startup_trials is not None:
-                extra["n_startup_trials"] = self.n_startup_trials
-            for key in ("multivariate", "group"):
-                if getattr(self, key) is not None:
-                    extra[key] = getattr(self, key)
-            extra["constant_liar"] = self.constant_liar is not False
-            with warnings.catch_warnings():  # constant_liar, multivariate and group are "experimental"
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.samplers.TPESampler(seed=self.seed, **extra)
-        if self.name == "nsga2":
-            if self.population_size is not None:
-                extra["population_size"] = self.population_size
-            return optuna.samplers.NSGAIISampler(seed=self.seed, **extra)
-        return optuna.samplers.RandomSampler(seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -405,8 +281,8 @@ class StudyConfig:
                 problems.append(StudyConfigProblem(
                     f"objectives[{i}].metric", "accuracy needs training but budget.kind is "
                     "'zero_cost'", 'use metric = "zero_cost" or budget.kind = "proxy"'))
-        _positive(problems, "n_trials", self.n_trials, "write n_trials = 20")
-        _positive(problems, "timeout_s", self.timeout_s, "write timeout_s = 3600")
+        positive(problems, "n_trials", self.n_trials, "write n_trials = 20")
+        positive(problems, "timeout_s", self.timeout_s, "write timeout_s = 3600")
         if self.n_trials is None and self.timeout_s is None:
             problems.append(StudyConfigProblem(
                 "n_trials", "neither n_trials nor timeout_s is set, so the search never ends",
@@ -439,7 +315,7 @@ class StudyConfig:
             problems.append(StudyConfigProblem(
                 "n_trials", f"{self.n_trials} is fewer than the {len(self.enqueue)} enqueued "
                 "presets", f"write n_trials = {len(self.enqueue)} or more"))
-        _raise_if(problems)
+        raise_if(problems)
 
     @property
     def directions(self) -> list[str]:
@@ -509,6 +385,3 @@ class StudyConfig:
         if problems:
             raise StudyConfigError(problems, self.path)
 
-
-# Re-exported: the readers live in _study_file, which builds the classes above.
-from fusionnas.search._study_file import load_study_config, parse_study_config  # noqa: E402
