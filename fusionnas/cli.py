@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 from fusionnas import __version__
-from fusionnas.errors import UserError
+from fusionnas.errors import UserError, in_terms_of
 from fusionnas.interrupts import STOP
 from fusionnas.runtime_names import RUNTIMES
 
@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--threads", type=int, default=1, help="CPU threads while measuring, fixed and recorded "
                          "(default 1)")
     profile.add_argument("--repeats", type=int, default=25, help="timed runs per entry (median)")
-    profile.set_defaults(func=_cmd_profile)
+    profile.set_defaults(func=_cmd_profile, flags={"device": "--device"})
 
     search = sub.add_parser("search", help="run or resume a search study (Ctrl-C stops; run again to resume)")
     search.add_argument("study", help="study file, e.g. studies/quickstart.toml")
@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SQL storages: heartbeat every S s; a trial silent for 2S is failed and retried "
                         "(0: off; default 60)")
     search.add_argument("--device", default="auto", help="where proxies train: auto, cpu, cuda (default auto)")
-    search.set_defaults(func=_cmd_search, defers_signals=True)
+    search.set_defaults(func=_cmd_search, defers_signals=True,
+                        flags={"storage": "--storage", "device": "--device"})
 
     pareto = sub.add_parser("pareto", help="the Pareto frontier of a study as a table, CSV, plot")
     pareto.add_argument("study", help="study file")
@@ -321,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     pareto.add_argument("--measure", action="store_true", help="measure the frontier's (or with --all every "
                         "trial's) networks whole in the study's runtime, beside the baseline and the prediction")
     pareto.add_argument("--threads", type=int, default=1, help="CPU threads for --measure (default 1)")
-    pareto.set_defaults(func=_cmd_pareto)
+    pareto.set_defaults(func=_cmd_pareto, flags={"storage": "--storage", "path": "--plot"})
 
     export = sub.add_parser("export", help="export a trial: arch.json, weights, model.onnx, MODEL_CARD.md")
     export.add_argument("study", help="study file")
@@ -337,7 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--max-memory", type=float, metavar="MB", help="with --best: peak memory limit")
     export.add_argument("--force", action="store_true", help="overwrite files in a non-empty --out")
     export.add_argument("--storage", metavar="URL", help="storage instead of the study file's")
-    export.set_defaults(func=_cmd_export)
+    export.set_defaults(func=_cmd_export, flags={
+        "storage": "--storage", "out": "--out", "force": "--force", "trial": "--trial N", "best": "--best METRIC",
+        "limits": "--max-...", "latency_device": "--latency-device"})
 
     train = sub.add_parser("train", help="train an exported arch.json fully and save a checkpoint")
     train.add_argument("arch", help="architecture JSON (arch.json from `fusionnas export`)")
@@ -351,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", help="auto, cpu, cuda")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", metavar="FILE", help="checkpoint (default: checkpoint.pt beside ARCH)")
-    train.set_defaults(func=_cmd_train)
+    train.set_defaults(func=_cmd_train, flags={"out": "--out", "device": "--device"})
     return parser
 
 
@@ -365,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         with STOP.interruptible():
             return args.func(args)
     except UserError as error:  # one line, no traceback; anything else is a bug and shows its traceback
-        print(f"fusionnas: error: {error}", file=sys.stderr)
+        print(f"fusionnas: error: {in_terms_of(str(error), getattr(args, 'flags', {}))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fusionnas: interrupted", file=sys.stderr)

@@ -348,7 +348,7 @@ def test_export_into_a_non_empty_folder_without_force(work, cli) -> None:
     with unchanged(work):
         for out in ("model", "model.onnx"):
             assert_refused(cli("export", "tiny.toml", "--trial", "0", "--out", out),
-                           f"--out {out} exists and is not empty; choose a new folder or pass --force")
+                           f"--out {out} exists and is not empty; choose a new folder or use --force to overwrite")
     assert (work / "model" / "notes.txt").read_text() == "mine"
     assert (work / "model.onnx").read_text() == "not a folder"
 

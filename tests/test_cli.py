@@ -56,3 +56,16 @@ def test_profile_writes_a_table_in_the_named_runtime(tmp_path, capsys):
     assert "measured table in onnxruntime, 1 thread" in capsys.readouterr().out
     table = LatencyModel.load(out)
     assert table.measure_missing and table.calibration != (1.0, 0.0)  # fitted on whole exported networks
+
+
+def test_library_messages_name_parameters_and_the_cli_its_flags():
+    from fusionnas.errors import in_terms_of
+    from fusionnas.results.plot import plot_frontier
+
+    import pytest
+
+    with pytest.raises(ValueError) as info:
+        plot_frontier(None, {}, "front.svg")
+    assert str(info.value).startswith("`path` front.svg: unknown format '.svg'")  # a library caller's name
+    assert in_terms_of(str(info.value), {"path": "--plot"}).startswith("--plot front.svg: unknown format")
+    assert in_terms_of("run `fusionnas search` first", {"search": "--x"}) == "run `fusionnas search` first"

@@ -139,7 +139,7 @@ def test_user_errors_are_one_line_and_change_nothing(tmp_path) -> None:
     cases = [
         (["export", "tiny.toml", "--trial", "7", "--out", "e1"], "has no trial 7"),
         (["export", "tiny.toml", "--trial", "2", "--out", "e2"], "trial 2 is FAIL (diverged: nan)"),
-        (["export", "tiny.toml", "--trial", "0", "--out", "taken"], "not empty; choose a new folder or pass --force"),
+        (["export", "tiny.toml", "--trial", "0", "--out", "taken"], "not empty; choose a new folder or use --force"),
         (["train", "bad.json", "--dataset", "digits", "--epochs", "1"], "bad.json: invalid architecture JSON"),
         (["pareto", "tiny.toml", "--storage", "postgresql+psycopg2://u:secret@127.0.0.1:1/db"], "cannot connect"),
         (["search", "tiny.toml", "--storage", "nosuch://x"], "unknown database scheme"),

@@ -26,7 +26,7 @@ def batch_shape(input_shape: Sequence[int], batch_size: int) -> tuple[int, ...]:
 def _resolve_device(device: str | torch.device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' is not available on this machine; use --device cpu")
+        raise UserError("device 'cuda' is not available on this machine; use `device` cpu")
     if device.type not in ("cpu", "cuda"):
         raise UserError(f"can only measure on 'cpu' or 'cuda', got {str(device)!r}")
     return device

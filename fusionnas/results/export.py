@@ -57,7 +57,7 @@ def resolve_metric(frame: pd.DataFrame, name: str) -> str:
             return matches[0]
         if len(matches) > 1:
             raise UserError(f"the study has latency on several devices ({', '.join(matches)}); "
-                             f"name one, e.g. --device {matches[0].split('@', 1)[1]}")
+                             f"name one, e.g. `latency_device` {matches[0].split('@', 1)[1]}")
     known = [c for c in frame.columns if c in ("accuracy", "flops", "params", "memory_mb")
              or c.startswith("latency_ms@")]
     raise UserError(f"the study records no metric {name!r}; known: {', '.join(known)}")
@@ -70,7 +70,7 @@ def select_trial(frame: pd.DataFrame, objectives: Mapping[str, str], *, trial: i
     ``limits`` maps metric names (``latency``, ``flops``, ``latency_ms@jetson-nano``) to maxima.
     """
     if (trial is None) == (best is None):
-        raise UserError("name a trial (--trial N) or a rule (--best METRIC [--max-...]), not both or neither")
+        raise UserError("name a trial (`trial`) or a rule (`best` with optional `limits`), not both or neither")
     if trial is not None:
         rows = frame[frame["number"] == trial]
         if rows.empty:
@@ -128,7 +128,7 @@ def export_trial(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Ser
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise UserError(f"--out {out} exists and is not empty; choose a new folder or pass --force to "
+        raise UserError(f"`out` {out} exists and is not empty; choose a new folder or use `force` to "
                          f"overwrite")
     arch = Arch.from_json(row["arch"])
     space = get_space(arch.space)

@@ -74,9 +74,9 @@ def plot_frontier(frame: pd.DataFrame, objectives: Mapping[str, str], path: str 
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".png", ".html", ".htm"):
-        raise UserError(f"--plot {path}: unknown format {suffix or '(none)'!r}; name the file .png or .html")
+        raise UserError(f"`path` {path}: unknown format {suffix or '(none)'!r}; name the file .png or .html")
     if not path.parent.is_dir():
-        raise UserError(f"--plot {path}: folder {path.parent} does not exist; create it first")
+        raise UserError(f"`path` {path}: folder {path.parent} does not exist; create it first")
     fig, plt = _figure(frame, objectives, baseline_archid, title)
     try:
         if suffix == ".png":

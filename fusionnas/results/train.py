@@ -77,7 +77,7 @@ def train_arch(arch_path: str | Path, dataset: str, epochs: float, out: str | Pa
     arch = read_arch(arch_path)
     out = Path(out) if out is not None else Path(arch_path).with_name("checkpoint.pt")
     if not out.parent.is_dir():
-        raise UserError(f"--out {out}: folder {out.parent} does not exist; create it first")
+        raise UserError(f"`out` {out}: folder {out.parent} does not exist; create it first")
     budget = ProxyBudget(epochs=epochs, batch_size=batch_size, lr=lr, resolution=resolution,
                          data_fraction=data_fraction, device=device, seed=seed)
     data = get_dataset(dataset, root, seed=seed)

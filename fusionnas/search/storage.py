@@ -105,7 +105,7 @@ def open_storage(
     if path is not None:
         if must_exist and not path.is_file():
             raise StorageError(f"storage {shown}: no such file; run `fusionnas search` on the study first "
-                               f"or pass the right --storage")
+                               f"or pass the right `storage`")
         if not path.parent.is_dir():
             raise StorageError(f"storage {shown}: folder {path.parent} does not exist; create it or "
                                f"choose another storage path")

@@ -85,7 +85,7 @@ def test_export_writes_checked_onnx_weights_and_card(tmp_path) -> None:
     assert "## Latency as deployed" in card and "onnxruntime" in card
     assert f"| this | {result.latency_ms:.3f} | {result.baseline_latency_ms / result.latency_ms:.2f}x |" in card
 
-    with pytest.raises(ValueError, match="exists and is not empty; .* --force"):
+    with pytest.raises(ValueError, match="exists and is not empty; .* use `force`"):
         export_trial(frame, objectives, select_trial(frame, objectives, trial=1), out, weights_dir=weights)
     assert Arch.from_json((out / "arch.json").read_text()) == arch  # untouched
     again = export_trial(frame, objectives, select_trial(frame, objectives, trial=1), out, weights_dir=weights,
