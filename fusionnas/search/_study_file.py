@@ -12,6 +12,8 @@ import importlib.util
 import logging
 import re
 import tomllib
+import types
+import typing
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,34 +35,32 @@ logger = logging.getLogger(__name__)
 
 # --- reading TOML -------------------------------------------------------------------------
 
-# key -> (kind, example value for the fix)
+_KINDS = {str: "str", int: "int", float: "number", bool: "bool"}
+
+
+def _kind(hint: Any) -> str:
+    """The study-file kind of a field's type hint (``int | None`` -> ``"int"``)."""
+    origin, args = typing.get_origin(hint), [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType):
+        return _kind(args[0])
+    if origin is tuple:
+        return "table_list" if dataclasses.is_dataclass(args[0]) else "str_list"
+    if dataclasses.is_dataclass(hint) or origin is Mapping:
+        return "table"
+    return _KINDS[hint]
+
+
+def _schema(cls: type) -> dict[str, tuple[str, str]]:
+    """key -> (kind, example value for the fix), for the fields of ``cls`` made by ``key``."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: (_kind(hints[f.name]), f.metadata["example"])
+            for f in dataclasses.fields(cls) if "example" in f.metadata}
+
+
 _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
-    "": {"name": ("str", '"my-study"'), "storage": ("str", '"sqlite:///study.db"'),
-         "space": ("str", '"mobilenetv2-cifar"'), "seed": ("int", "0"),
-         "n_trials": ("int", "20"), "timeout_s": ("number", "3600"),
-         "enqueue": ("str_list", '["baseline"]'), "dataset": ("table", '"digits"'),
-         "objectives": ("table_list", '[[objectives]] metric = "accuracy"'),
-         "constraints": ("table", ""), "budget": ("table", ""), "sampler": ("table", ""),
-         "latency_tables": ("table", ""), "plugins": ("str_list", '["my_ops"]')},
-    "dataset": {"name": ("str", '"cifar10"'), "root": ("str", '"data"'),
-                "val_fraction": ("number", "0.1")},
-    "objectives": {"metric": ("str", '"accuracy"'), "direction": ("str", '"maximize"'),
-                   "device": ("str", '"jetson-nano"'), "proxy": ("str", '"synflow"'),
-                   "runtime": ("str", '"onnxruntime"')},
-    "constraints": {"max_flops": ("number", "3e8"), "max_params": ("number", "2e6"),
-                    "max_latency_ms": ("number", "12.0"),
-                    "latency_device": ("str", '"jetson-nano"'),
-                    "max_memory_mb": ("number", "64.0"),
-                    "latency_runtime": ("str", '"onnxruntime"')},
-    "budget": {"kind": ("str", '"proxy"'), "epochs": ("number", "1"), "steps": ("int", "50"),
-               "data_fraction": ("number", "0.5"), "batch_size": ("int", "64"),
-               "lr": ("number", "0.05"), "resolution": ("int", "32"),
-               "prefilter": ("number", "0.5"),
-               "zero_cost_proxy": ("str", '"synflow"')},
-    "sampler": {"name": ("str", '"tpe"'), "seed": ("int", "0"),
-                "n_startup_trials": ("int", "10"), "constant_liar": ("bool", "true"),
-                "multivariate": ("bool", "true"), "group": ("bool", "true"),
-                "population_size": ("int", "50")},
+    section: _schema(cls) for section, cls in (
+        ("", StudyConfig), ("dataset", DatasetConfig), ("objectives", Objective),
+        ("constraints", Constraints), ("budget", Budget), ("sampler", SamplerConfig))
 }
 _KIND_TEXT = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false",
               "str_list": "a list of strings", "table": "a table", "table_list": "tables"}

@@ -47,14 +47,14 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fusionnas.metrics import METRICS as METRIC_RECORDS
 from fusionnas.metrics import ZERO_COST_PROXIES, column_of
 from fusionnas.runtime_names import RUNTIMES, default_runtime
-from fusionnas.search.problems import StudyConfigError, StudyConfigProblem, choice, positive, raise_if
+from fusionnas.search.problems import StudyConfigError, StudyConfigProblem, choice, key, positive, raise_if
 from fusionnas.search.sampler_config import SAMPLERS, SamplerConfig
 
 if TYPE_CHECKING:
@@ -76,9 +76,9 @@ BUDGET_KINDS = ("proxy", "zero_cost")
 class DatasetConfig:
     """Where training and validation images come from (``root`` None: the loader's default)."""
 
-    name: str
-    root: str | None = None
-    val_fraction: float | None = None  # held out to score proxies; None: per-dataset default
+    name: str = key('"cifar10"')
+    root: str | None = key('"data"', None)
+    val_fraction: float | None = key('0.1', None)  # held out to score proxies; None: per-dataset default
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -111,11 +111,12 @@ class Objective:
     """One value a trial reports; ``latency`` needs a ``device`` (and has a ``runtime``),
     ``zero_cost`` a ``proxy``."""
 
-    metric: str
-    direction: str | None = None  # None: maximize accuracy/zero_cost, minimize costs
-    device: str | None = None
-    proxy: str | None = None
-    runtime: str | None = None  # latency only; None: the device's default (onnxruntime on cpu)
+    metric: str = key('"accuracy"')
+    direction: str | None = key('"maximize"', None)  # None: maximize accuracy/zero_cost, minimize costs
+    device: str | None = key('"jetson-nano"', None)
+    proxy: str | None = key('"synflow"', None)
+    # latency only; None: the device's default (onnxruntime on cpu)
+    runtime: str | None = key('"onnxruntime"', None)
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -156,12 +157,13 @@ class Objective:
 class Constraints:
     """Hard limits; an architecture over any of them is recorded but never trained."""
 
-    max_flops: float | None = None
-    max_params: float | None = None
-    max_latency_ms: float | None = None
-    latency_device: str | None = None  # required with max_latency_ms
-    max_memory_mb: float | None = None  # peak activation memory
-    latency_runtime: str | None = None  # None: a latency objective's on the same device, else the device's default
+    max_flops: float | None = key('3e8', None)
+    max_params: float | None = key('2e6', None)
+    max_latency_ms: float | None = key('12.0', None)
+    latency_device: str | None = key('"jetson-nano"', None)  # required with max_latency_ms
+    max_memory_mb: float | None = key('64.0', None)  # peak activation memory
+    # None: a latency objective's on the same device, else the device's default
+    latency_runtime: str | None = key('"onnxruntime"', None)
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -203,15 +205,15 @@ class Budget:
     defaults; set ``epochs`` or ``steps``, not both (neither: one epoch).
     """
 
-    kind: str = "proxy"  # "proxy": train briefly; "zero_cost": score at init, no training
-    epochs: float | None = None
-    steps: int | None = None  # optimiser steps per trial
-    data_fraction: float = 1.0  # of the training split
-    batch_size: int | None = None
-    lr: float | None = None  # peak learning rate
-    resolution: int | None = None  # input side; None: the dataset's own
-    prefilter: float | None = None  # train only this top fraction by zero-cost score; None: all
-    zero_cost_proxy: str = "synflow"  # used by kind="zero_cost" and prefilter
+    kind: str = key('"proxy"', "proxy")  # "proxy": train briefly; "zero_cost": score at init, no training
+    epochs: float | None = key('1', None)
+    steps: int | None = key('50', None)  # optimiser steps per trial
+    data_fraction: float = key('0.5', 1.0)  # of the training split
+    batch_size: int | None = key('64', None)
+    lr: float | None = key('0.05', None)  # peak learning rate
+    resolution: int | None = key('32', None)  # input side; None: the dataset's own
+    prefilter: float | None = key('0.5', None)  # train only this top fraction by zero-cost score; None: all
+    zero_cost_proxy: str = key('"synflow"', "synflow")  # used by kind="zero_cost" and prefilter
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -248,21 +250,22 @@ class Budget:
 class StudyConfig:
     """One search study, as read from a study file (see the module docstring)."""
 
-    name: str
-    storage: str  # an Optuna storage URL; SQLite paths are absolute
-    space: str
-    dataset: DatasetConfig
-    objectives: tuple[Objective, ...]
-    constraints: Constraints = field(default_factory=Constraints)
-    budget: Budget = field(default_factory=Budget)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    n_trials: int | None = None
-    timeout_s: float | None = None
-    seed: int = 0
-    enqueue: tuple[str, ...] = ()  # preset names of the space, evaluated first
+    name: str = key('"my-study"')
+    storage: str = key('"sqlite:///study.db"')  # an Optuna storage URL; SQLite paths are absolute
+    space: str = key('"mobilenetv2-cifar"')
+    dataset: DatasetConfig = key('"digits"')
+    objectives: tuple[Objective, ...] = key('[[objectives]] metric = "accuracy"')
+    constraints: Constraints = key("", factory=Constraints)
+    budget: Budget = key("", factory=Budget)
+    sampler: SamplerConfig = key("", factory=SamplerConfig)
+    n_trials: int | None = key('20', None)
+    timeout_s: float | None = key('3600', None)
+    seed: int = key('0', 0)
+    enqueue: tuple[str, ...] = key('["baseline"]', ())  # preset names of the space, evaluated first
     path: Path | None = None  # the study file, if any
-    latency_tables: Mapping[str, str] = field(default_factory=dict)  # device -> table file
-    plugins: tuple[str, ...] = ()  # operator modules imported when the file is read (fusionnas.plugins)
+    latency_tables: Mapping[str, str] = key("", factory=dict)  # device -> table file
+    # operator modules imported when the file is read (fusionnas.plugins)
+    plugins: tuple[str, ...] = key('["my_ops"]', ())
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fusionnas.errors import UserError
 
-__all__ = ["StudyConfigProblem", "StudyConfigError", "raise_if", "choice", "positive"]
+__all__ = ["StudyConfigProblem", "StudyConfigError", "raise_if", "choice", "positive", "key"]
 
 
 @dataclass(frozen=True)
@@ -56,3 +57,12 @@ def positive(problems: list, field_: str, value: float | None, fix: str, low: fl
     """Record a problem unless ``value`` is None or above ``low``."""
     if value is not None and not value > low:
         problems.append(StudyConfigProblem(field_, f"must be > {low:g}, got {value!r}", fix))
+
+
+def key(example: str, default: Any = MISSING, *, factory: Any = MISSING) -> Any:
+    """A study-file key as a dataclass field; ``example`` is the value its fix messages suggest.
+
+    The study-file reader takes each section's keys from the fields made here, their
+    kinds from the type hints; ``factory`` makes a mutable default.
+    """
+    return field(default=default, default_factory=factory, metadata={"example": example})
