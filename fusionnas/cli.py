@@ -11,6 +11,7 @@ from pathlib import Path
 from fusionnas import __version__
 from fusionnas.errors import UserError, in_terms_of
 from fusionnas.interrupts import STOP
+from fusionnas.metrics import column_of, cost_metrics
 from fusionnas.runtime_names import RUNTIMES
 
 
@@ -233,15 +234,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     config, study = _study(args)
     frame = trials_frame(study)
     objectives = objectives_of(study)
-    latency = f"latency_ms@{args.latency_device}" if args.latency_device else "latency"
-    limits = {name: value for name, value in (
-        (latency, args.max_latency), ("flops", args.max_flops), ("params", args.max_params),
-        ("memory_mb", args.max_memory)) if value is not None}
+    limits = {column_of(m.name, args.latency_device if m.needs_device else None): limit
+              for m in cost_metrics() if (limit := getattr(args, f"max_{m.name}")) is not None}
     if limits and args.best is None:
         raise UserError("--max-... limits go with --best METRIC, e.g. --best accuracy --max-latency 12")
     best = args.best
     if best == "latency" and args.latency_device:
-        best = latency
+        best = column_of("latency", args.latency_device)
     row = select_trial(frame, objectives, trial=args.trial, best=best, limits=limits)
     result = export_trial(frame, objectives, row, args.out, weights_dir=artifacts_dir(config, args.storage) / "weights",
                           study_name=config.name, budget=config.budget.proxy_options(), force=args.force)
@@ -331,11 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--trial", type=int, metavar="N", help="trial number")
     which.add_argument("--best", metavar="METRIC", help="the best feasible trial by accuracy, flops, params, "
                        "latency, memory_mb ... under the --max-... limits")
-    export.add_argument("--max-latency", type=float, metavar="MS", help="with --best: latency limit")
+    for metric in cost_metrics():  # --max-flops, --max-latency, ...: one per metric a trial can be limited by
+        export.add_argument(f"--max-{metric.name}", type=float, metavar=metric.unit.upper(),
+                            help=f"with --best: {metric.label} limit")
     export.add_argument("--latency-device", metavar="DEVICE", help="device of --max-latency when several")
-    export.add_argument("--max-flops", type=float, metavar="N", help="with --best: FLOPs limit")
-    export.add_argument("--max-params", type=float, metavar="N", help="with --best: parameter limit")
-    export.add_argument("--max-memory", type=float, metavar="MB", help="with --best: peak memory limit")
     export.add_argument("--force", action="store_true", help="overwrite files in a non-empty --out")
     export.add_argument("--storage", metavar="URL", help="storage instead of the study file's")
     export.set_defaults(func=_cmd_export, flags={

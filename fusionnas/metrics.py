@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["Metric", "METRICS", "ZERO_COST_PROXIES", "column_of", "attribute_of", "attribute_of_column",
-           "metric_of_column", "natural_direction", "label_of"]
+           "metric_of_column", "cost_metrics", "natural_direction", "label_of"]
 
 # Names of the zero-cost proxies (their implementations: fusionnas.evaluators.zero_cost).
 ZERO_COST_PROXIES = ("synflow", "naswot", "grad_norm")
@@ -27,6 +27,7 @@ class Metric:
     column: str  # objective and frame column (``@<device>`` added for a latency)
     attribute: str  # the trial user attribute holding the value
     label: str  # axis label
+    unit: str  # what one unit of the value is, for help texts
     direction: str  # the natural one: "maximize" or "minimize"
     trained: bool  # known only after (proxy) training
     needs_device: bool = False
@@ -34,12 +35,14 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("accuracy", "accuracy", "val_accuracy", "proxy accuracy", "maximize", trained=True),
-    Metric("flops", "flops", "flops", "FLOPs", "minimize", trained=False),
-    Metric("params", "params", "params", "parameters", "minimize", trained=False),
-    Metric("latency", "latency_ms", "latency_ms", "latency (ms)", "minimize", trained=False, needs_device=True),
-    Metric("memory", "memory_mb", "memory_mb", "peak memory (MiB)", "minimize", trained=False),
-    Metric("zero_cost", "zero_cost", "zero_cost", "zero-cost score", "maximize", trained=False, needs_proxy=True),
+    Metric("accuracy", "accuracy", "val_accuracy", "proxy accuracy", "fraction", "maximize", trained=True),
+    Metric("flops", "flops", "flops", "FLOPs", "flops", "minimize", trained=False),
+    Metric("params", "params", "params", "parameters", "parameters", "minimize", trained=False),
+    Metric("latency", "latency_ms", "latency_ms", "latency (ms)", "ms", "minimize", trained=False,
+           needs_device=True),
+    Metric("memory", "memory_mb", "memory_mb", "peak memory (MiB)", "mib", "minimize", trained=False),
+    Metric("zero_cost", "zero_cost", "zero_cost", "zero-cost score", "score", "maximize", trained=False,
+           needs_proxy=True),
 )}
 
 
@@ -57,6 +60,11 @@ def attribute_of(metric: str, device: str | None = None, proxy: str | None = Non
         return str(proxy)
     base = METRICS[metric].attribute
     return f"{base}@{device}" if device else base
+
+
+def cost_metrics() -> list[Metric]:
+    """The metrics a trial can be limited by (minimised, measured without training): flops, latency, ..."""
+    return [m for m in METRICS.values() if m.direction == "minimize" and not m.trained]
 
 
 def metric_of_column(column: str) -> Metric | None:

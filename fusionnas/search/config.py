@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from fusionnas.metrics import METRICS as METRIC_RECORDS
 from fusionnas.metrics import ZERO_COST_PROXIES, column_of
 from fusionnas.runtime_names import RUNTIMES, default_runtime
-from fusionnas.search.problems import StudyConfigError, StudyConfigProblem, choice, key, positive, raise_if
+from fusionnas.search.problems import StudyConfigError, StudyConfigProblem, choice, positive, raise_if, study_key
 from fusionnas.search.sampler_config import SAMPLERS, SamplerConfig
 
 if TYPE_CHECKING:
@@ -76,9 +76,9 @@ BUDGET_KINDS = ("proxy", "zero_cost")
 class DatasetConfig:
     """Where training and validation images come from (``root`` None: the loader's default)."""
 
-    name: str = key('"cifar10"')
-    root: str | None = key('"data"', None)
-    val_fraction: float | None = key('0.1', None)  # held out to score proxies; None: per-dataset default
+    name: str = study_key('"cifar10"')
+    root: str | None = study_key('"data"', None)
+    val_fraction: float | None = study_key('0.1', None)  # held out to score proxies; None: per-dataset default
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -111,12 +111,12 @@ class Objective:
     """One value a trial reports; ``latency`` needs a ``device`` (and has a ``runtime``),
     ``zero_cost`` a ``proxy``."""
 
-    metric: str = key('"accuracy"')
-    direction: str | None = key('"maximize"', None)  # None: maximize accuracy/zero_cost, minimize costs
-    device: str | None = key('"jetson-nano"', None)
-    proxy: str | None = key('"synflow"', None)
+    metric: str = study_key('"accuracy"')
+    direction: str | None = study_key('"maximize"', None)  # None: maximize accuracy/zero_cost, minimize costs
+    device: str | None = study_key('"jetson-nano"', None)
+    proxy: str | None = study_key('"synflow"', None)
     # latency only; None: the device's default (onnxruntime on cpu)
-    runtime: str | None = key('"onnxruntime"', None)
+    runtime: str | None = study_key('"onnxruntime"', None)
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -157,13 +157,13 @@ class Objective:
 class Constraints:
     """Hard limits; an architecture over any of them is recorded but never trained."""
 
-    max_flops: float | None = key('3e8', None)
-    max_params: float | None = key('2e6', None)
-    max_latency_ms: float | None = key('12.0', None)
-    latency_device: str | None = key('"jetson-nano"', None)  # required with max_latency_ms
-    max_memory_mb: float | None = key('64.0', None)  # peak activation memory
+    max_flops: float | None = study_key('3e8', None)
+    max_params: float | None = study_key('2e6', None)
+    max_latency_ms: float | None = study_key('12.0', None)
+    latency_device: str | None = study_key('"jetson-nano"', None)  # required with max_latency_ms
+    max_memory_mb: float | None = study_key('64.0', None)  # peak activation memory
     # None: a latency objective's on the same device, else the device's default
-    latency_runtime: str | None = key('"onnxruntime"', None)
+    latency_runtime: str | None = study_key('"onnxruntime"', None)
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -205,15 +205,15 @@ class Budget:
     defaults; set ``epochs`` or ``steps``, not both (neither: one epoch).
     """
 
-    kind: str = key('"proxy"', "proxy")  # "proxy": train briefly; "zero_cost": score at init, no training
-    epochs: float | None = key('1', None)
-    steps: int | None = key('50', None)  # optimiser steps per trial
-    data_fraction: float = key('0.5', 1.0)  # of the training split
-    batch_size: int | None = key('64', None)
-    lr: float | None = key('0.05', None)  # peak learning rate
-    resolution: int | None = key('32', None)  # input side; None: the dataset's own
-    prefilter: float | None = key('0.5', None)  # train only this top fraction by zero-cost score; None: all
-    zero_cost_proxy: str = key('"synflow"', "synflow")  # used by kind="zero_cost" and prefilter
+    kind: str = study_key('"proxy"', "proxy")  # "proxy": train briefly; "zero_cost": score at init, no training
+    epochs: float | None = study_key('1', None)
+    steps: int | None = study_key('50', None)  # optimiser steps per trial
+    data_fraction: float = study_key('0.5', 1.0)  # of the training split
+    batch_size: int | None = study_key('64', None)
+    lr: float | None = study_key('0.05', None)  # peak learning rate
+    resolution: int | None = study_key('32', None)  # input side; None: the dataset's own
+    prefilter: float | None = study_key('0.5', None)  # train only this top fraction by zero-cost score; None: all
+    zero_cost_proxy: str = study_key('"synflow"', "synflow")  # used by kind="zero_cost" and prefilter
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -250,22 +250,22 @@ class Budget:
 class StudyConfig:
     """One search study, as read from a study file (see the module docstring)."""
 
-    name: str = key('"my-study"')
-    storage: str = key('"sqlite:///study.db"')  # an Optuna storage URL; SQLite paths are absolute
-    space: str = key('"mobilenetv2-cifar"')
-    dataset: DatasetConfig = key('"digits"')
-    objectives: tuple[Objective, ...] = key('[[objectives]] metric = "accuracy"')
-    constraints: Constraints = key("", factory=Constraints)
-    budget: Budget = key("", factory=Budget)
-    sampler: SamplerConfig = key("", factory=SamplerConfig)
-    n_trials: int | None = key('20', None)
-    timeout_s: float | None = key('3600', None)
-    seed: int = key('0', 0)
-    enqueue: tuple[str, ...] = key('["baseline"]', ())  # preset names of the space, evaluated first
+    name: str = study_key('"my-study"')
+    storage: str = study_key('"sqlite:///study.db"')  # an Optuna storage URL; SQLite paths are absolute
+    space: str = study_key('"mobilenetv2-cifar"')
+    dataset: DatasetConfig = study_key('"digits"')
+    objectives: tuple[Objective, ...] = study_key('[[objectives]] metric = "accuracy"')
+    constraints: Constraints = study_key("", factory=Constraints)
+    budget: Budget = study_key("", factory=Budget)
+    sampler: SamplerConfig = study_key("", factory=SamplerConfig)
+    n_trials: int | None = study_key('20', None)
+    timeout_s: float | None = study_key('3600', None)
+    seed: int = study_key('0', 0)
+    enqueue: tuple[str, ...] = study_key('["baseline"]', ())  # preset names of the space, evaluated first
     path: Path | None = None  # the study file, if any
-    latency_tables: Mapping[str, str] = key("", factory=dict)  # device -> table file
+    latency_tables: Mapping[str, str] = study_key("", factory=dict)  # device -> table file
     # operator modules imported when the file is read (fusionnas.plugins)
-    plugins: tuple[str, ...] = key('["my_ops"]', ())
+    plugins: tuple[str, ...] = study_key('["my_ops"]', ())
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []

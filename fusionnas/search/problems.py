@@ -9,7 +9,7 @@ from typing import Any
 
 from fusionnas.errors import UserError
 
-__all__ = ["StudyConfigProblem", "StudyConfigError", "raise_if", "choice", "positive", "key"]
+__all__ = ["StudyConfigProblem", "StudyConfigError", "raise_if", "choice", "positive", "study_key"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def positive(problems: list, field_: str, value: float | None, fix: str, low: fl
         problems.append(StudyConfigProblem(field_, f"must be > {low:g}, got {value!r}", fix))
 
 
-def key(example: str, default: Any = MISSING, *, factory: Any = MISSING) -> Any:
+def study_key(example: str, default: Any = MISSING, *, factory: Any = MISSING) -> Any:
     """A study-file key as a dataclass field; ``example`` is the value its fix messages suggest.
 
     The study-file reader takes each section's keys from the fields made here, their

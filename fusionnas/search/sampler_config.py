@@ -5,7 +5,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fusionnas.search.problems import StudyConfigProblem, choice, key, positive, raise_if
+from fusionnas.search.problems import StudyConfigProblem, choice, positive, raise_if, study_key
 
 if TYPE_CHECKING:
     import optuna
@@ -27,13 +27,13 @@ class SamplerConfig:
     ``multivariate``) splits them by the trials that used them.
     """
 
-    name: str = key('"tpe"', "tpe")
-    seed: int | None = key('0', None)
-    n_startup_trials: int | None = key('10', None)  # tpe only: random trials before TPE
-    constant_liar: bool | None = key('true', None)  # tpe only; None: on
-    multivariate: bool | None = key('true', None)  # tpe only
-    group: bool | None = key('true', None)  # tpe only, needs multivariate
-    population_size: int | None = key('50', None)  # nsga2 only
+    name: str = study_key('"tpe"', "tpe")
+    seed: int | None = study_key('0', None)
+    n_startup_trials: int | None = study_key('10', None)  # tpe only: random trials before TPE
+    constant_liar: bool | None = study_key('true', None)  # tpe only; None: on
+    multivariate: bool | None = study_key('true', None)  # tpe only
+    group: bool | None = study_key('true', None)  # tpe only, needs multivariate
+    population_size: int | None = study_key('50', None)  # nsga2 only
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
