@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fusionnas.spaces.mobilenetv2 import HeadPart
+from fusionnas.spaces.network import HeadPart
 
 __all__ = ["Part", "model_parts"]
 

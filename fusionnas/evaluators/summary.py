@@ -8,7 +8,7 @@ from torch import nn
 
 from fusionnas.evaluators.cost import count_flops, count_params
 from fusionnas.spaces.arch import short_form
-from fusionnas.spaces.mobilenetv2 import Classify
+from fusionnas.spaces.network import Classify
 
 if TYPE_CHECKING:
     from fusionnas.spaces.arch import Arch

@@ -16,14 +16,12 @@ from fusionnas.search.config import (
 )
 from fusionnas.search._study_file import load_study_config, parse_study_config
 from fusionnas.search.objective import SearchObjective, TrialFailed
+from fusionnas.search.progress import SearchProgress, count_trials, format_progress
 from fusionnas.search.runner import (
     SearchInterrupted,
-    SearchProgress,
     StudyMismatchError,
     StudyNotFoundError,
     artifacts_dir,
-    count_trials,
-    format_progress,
     open_study,
     run_study,
 )

@@ -37,7 +37,7 @@ import time
 import warnings
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,15 +50,15 @@ from fusionnas.evaluators.proxy import ProxyBudget, resolve_device
 from fusionnas.interrupts import STOP
 from fusionnas.search.coordination import fail_stale_trials, heartbeat, storage_lock, study_lock
 from fusionnas.search.objective import SearchObjective, TrialFailed
+from fusionnas.search.progress import SearchProgress, count_trials, log_progress, summarize
 from fusionnas.search.storage import StorageOptions, display_url, open_storage, storage_file
-from fusionnas.frontier import pareto_mask
 from fusionnas.spaces import choices_fingerprint, get_space
 
 if TYPE_CHECKING:
     from fusionnas.search.config import StudyConfig
 
-__all__ = ["SearchProgress", "SearchInterrupted", "SearchFailed", "StudyMismatchError", "StudyNotFoundError",
-           "run_study", "open_study", "artifacts_dir", "count_trials", "format_progress"]
+__all__ = ["SearchInterrupted", "SearchFailed", "StudyMismatchError", "StudyNotFoundError",
+           "run_study", "open_study", "artifacts_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,20 +84,6 @@ class StudyNotFoundError(UserError):
 
 class StudyMismatchError(UserError):
     """The storage holds a study of this name that was run with another config."""
-
-
-@dataclass(frozen=True)
-class SearchProgress:
-    """Where the study stands after one trial (what the CLI prints)."""
-
-    trial: optuna.trial.FrozenTrial
-    done: int  # trials counted towards the total
-    target: int | None
-    feasible: int  # COMPLETE and feasible
-    failed: int
-    frontier: int  # feasible trials on the Pareto frontier
-    best: dict[str, tuple[float, int]] = field(default_factory=dict)  # objective -> (value, trial)
-    elapsed_s: float = 0.0
 
 
 def artifacts_dir(config: StudyConfig, storage: str | None = None) -> Path:
@@ -179,18 +165,6 @@ def _worker_seed(seed: int | None) -> int:
     return ((seed or 0) * 1_000_003 + salt) % 2**32
 
 
-def count_trials(study: optuna.Study) -> int:
-    """Trials that count towards ``n_trials``: all but waiting ones, interrupted ones and retried ones."""
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
-    return sum(
-        1 for t in trials
-        if t.state != TrialState.WAITING
-        and not (t.state == TrialState.FAIL
-                 and (t.user_attrs.get("failure_reason") == "interrupted" or t.number in retried))
-    )
-
-
 def run_study(
     config: StudyConfig,
     n_trials: int | None = None,
@@ -225,7 +199,7 @@ def run_study(
     ProxyBudget(device=device)  # a bad device name fails here, not in every trial
     resolve_device(device)
     url = storage or config.storage
-    report = progress if callable(progress) else (_log_progress if progress else None)
+    report = progress if callable(progress) else (log_progress if progress else None)
     with STOP.installed(), STOP.deferred():
         # Everything a user can get wrong is checked before the study is created or changed.
         existing = _existing_study(config, url, options)
@@ -379,57 +353,3 @@ def _check_latency_tables(config: StudyConfig, space: Any, objective: SearchObje
             table = objective.costs.latency_table(device)
             for arch in archs:
                 table.predict(arch)
-
-
-def summarize(study: optuna.Study, trial: optuna.trial.FrozenTrial, target: int | None,
-              elapsed_s: float = 0.0) -> SearchProgress:
-    """The :class:`SearchProgress` of ``study`` just after ``trial``."""
-
-    trials = study.get_trials(deepcopy=False)
-    feasible = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible", True)
-                and t.values is not None and all(math.isfinite(v) for v in t.values)]
-    names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
-    maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
-    best = {}
-    for i, (name, up) in enumerate(zip(names, maximize)):
-        if feasible:
-            pick = (max if up else min)(feasible, key=lambda t: t.values[i])
-            best[name] = (pick.values[i], pick.number)
-    frontier = int(pareto_mask([t.values for t in feasible], maximize).sum()) if feasible else 0
-    return SearchProgress(trial=trial, done=count_trials(study), target=target, feasible=len(feasible),
-                          failed=sum(t.state == TrialState.FAIL for t in trials), frontier=frontier, best=best,
-                          elapsed_s=elapsed_s)
-
-
-def format_progress(p: SearchProgress) -> str:
-    """One line per trial, e.g. ``[3/16] trial 2 complete: ... | feasible 3, frontier 2, best ...``."""
-    t = p.trial
-    head = f"[{p.done}/{p.target}]" if p.target else f"[{p.done}]"
-    state = t.state.name.lower()
-    if t.state == TrialState.FAIL:
-        what = f"failed ({t.user_attrs.get('failure_reason', 'unknown')})"
-    elif t.state == TrialState.PRUNED:
-        what = "pruned (prefiltered)" if t.user_attrs.get("prefiltered") else "pruned"
-    elif not t.user_attrs.get("feasible", True):
-        over = ", ".join(t.user_attrs.get("constraint_violations", {}))
-        what = f"infeasible ({over} over the limit), not trained"
-    else:
-        what = state
-        if "reused_from" in t.user_attrs:
-            what += f" (reused trial {t.user_attrs['reused_from']})"
-    best = ", ".join(f"{name} {_short(v)} (#{n})" for name, (v, n) in p.best.items())
-    return (f"{head} trial {t.number} {t.user_attrs.get('archid', '')} {what} | feasible {p.feasible}, "
-            f"failed {p.failed}, frontier {p.frontier}; best {best or '-'} [{p.elapsed_s:.0f} s]")
-
-
-def _short(value: float) -> str:
-    magnitude = abs(value)
-    if magnitude >= 1e6:
-        return f"{value / 1e6:.1f}M"
-    if magnitude >= 1e3:
-        return f"{value / 1e3:.1f}k"
-    return f"{value:.4g}"
-
-
-def _log_progress(p: SearchProgress) -> None:
-    logger.info("%s", format_progress(p))

@@ -12,7 +12,7 @@ from typing import Mapping
 import torch
 
 from fusionnas.errors import UserError
-from fusionnas.spaces.mobilenetv2 import FusionMobileNetV2
+from fusionnas.spaces.network import FusionMobileNetV2
 
 __all__ = ["load_torchvision_weights", "torchvision_names"]
 
