@@ -3,7 +3,7 @@
 SGD with Nesterov momentum, a short linear warm-up into a cosine decay,
 label smoothing, and the operators' registered loss terms (the DCT layers'
 frequency regulariser; :func:`fusionnas.layers.operator_loss`, weighted by
-``dct_weight``) added to the loss. Mixed precision runs on CUDA only. On the
+``operator_loss_weight``) added to the loss. Mixed precision runs on CUDA only. On the
 CPU a seed fixes everything (weights aside: the caller builds the model),
 so two runs give the same loss curve.
 
@@ -90,7 +90,7 @@ class ProxyBudget:
     label_smoothing: float = 0.1
     resolution: int | None = None  # train and validate at r x r (None: the data's size)
     augment: bool | None = None  # crop + flip; None: the dataset's default
-    dct_weight: float = 1e-3  # weight of the operators' loss terms (the DCT frequency regulariser)
+    operator_loss_weight: float = 1e-3  # weight of the operators' loss terms (the DCT frequency regulariser)
     eval_batch_size: int = 512
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"
@@ -117,7 +117,7 @@ class ProxyBudget:
             value = getattr(self, name)
             if not (_is_number(value) and 0 <= value < 1):
                 raise UserError(f"{name} must be in [0, 1), got {value!r}")
-        for name in ("weight_decay", "dct_weight"):
+        for name in ("weight_decay", "operator_loss_weight"):
             value = getattr(self, name)
             if not (_is_number(value) and value >= 0):
                 raise UserError(f"{name} must be >= 0, got {value!r}")
@@ -280,8 +280,8 @@ def _train(
                     if step == 1:
                         _check_logits(logits, data.num_classes)
                     loss = criterion(logits.float(), yb)
-                    if budget.dct_weight > 0:
-                        loss = loss + budget.dct_weight * operator_loss(model).float()
+                    if budget.operator_loss_weight > 0:
+                        loss = loss + budget.operator_loss_weight * operator_loss(model).float()
                 value = loss.item()
                 if not math.isfinite(value):
                     raise TrainingDiverged(

@@ -56,7 +56,7 @@ class _Raises(nn.Module):
         ({"lr": 0}, "lr"),
         ({"lr": float("nan")}, "lr"),
         ({"label_smoothing": 1.0}, "label_smoothing"),
-        ({"dct_weight": -1e-3}, "dct_weight"),
+        ({"operator_loss_weight": -1e-3}, "operator_loss_weight"),
         ({"resolution": 0}, "resolution"),
         ({"device": "tpu"}, "device"),
     ],
@@ -117,9 +117,9 @@ def test_frequency_regulariser_is_in_the_loss(digits):
 
     budget = dict(steps=10, batch_size=32, lr=0.05, resolution=16)
     reference = dct_net()
-    plain = train_proxy(reference, digits, ProxyBudget(dct_weight=0.0, **budget))
+    plain = train_proxy(reference, digits, ProxyBudget(operator_loss_weight=0.0, **budget))
     model = dct_net()
-    weighted = train_proxy(model, digits, ProxyBudget(dct_weight=0.5, **budget))
+    weighted = train_proxy(model, digits, ProxyBudget(operator_loss_weight=0.5, **budget))
     # step 1: same weights and batch, so the losses differ by exactly weight x penalty
     fresh = dct_net()
     fresh(torch.zeros(1, 3, 16, 16))  # the penalty is taken at the layer's input size (8 x 8)
