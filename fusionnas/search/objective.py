@@ -33,13 +33,13 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import optuna
 import torch
 
 from fusionnas.evaluators import iterate_batches
-from fusionnas.evaluators.proxy import ProxyBudget, train_proxy
+from fusionnas.evaluators.proxy import ProxyBudget, ProxyResult, train_proxy
 from fusionnas.evaluators.zero_cost import score as zero_cost_score
 from fusionnas.interrupts import STOP
 from fusionnas.metrics import attribute_of
@@ -51,13 +51,19 @@ if TYPE_CHECKING:
     from fusionnas.evaluators.data import DataSplits
     from fusionnas.search.config import StudyConfig
 
-__all__ = ["SearchObjective", "TrialFailed", "COST_KEYS", "EVALUATION_KEYS"]
+__all__ = ["SearchObjective", "TrialFailed", "Trainer", "COST_KEYS", "EVALUATION_KEYS"]
 
 logger = logging.getLogger(__name__)
 
 # Results of the expensive evaluation, copied when an archid is reused.
 EVALUATION_KEYS = ("val_accuracy", "val_loss", "train_seconds", "proxy_steps", "weights", "evaluated")
 _SCORING_BATCH = 64  # images a zero-cost proxy sees
+
+
+# ``train(model, data, budget, *, on_step)``: how an architecture is trained, the signature of
+# :func:`~fusionnas.evaluators.proxy.train_proxy` (the default); ``on_step(step)`` is called
+# after every optimiser step and may raise to stop.
+Trainer = Callable[..., ProxyResult]
 
 
 class TrialFailed(RuntimeError):
@@ -74,10 +80,12 @@ class SearchObjective:
         device: where proxies train (``auto``: CUDA when available).
         duplicate_wait_s: how long to wait for another worker's RUNNING trial of
             the same archid before evaluating it here as well.
+        train: how an architecture is trained (see :data:`Trainer`; tests pass a fake).
     """
 
     def __init__(self, config: StudyConfig, data: DataSplits, artifacts: Path | None = None, *,
-                 device: str = "auto", duplicate_wait_s: float = 900.0, poll_s: float = 2.0) -> None:
+                 device: str = "auto", duplicate_wait_s: float = 900.0, poll_s: float = 2.0,
+                 train: Trainer = train_proxy) -> None:
         self.config = config
         self.space = get_space(config.space)
         self.data = data
@@ -85,6 +93,7 @@ class SearchObjective:
         self.device = device
         self.duplicate_wait_s = duplicate_wait_s
         self.poll_s = poll_s
+        self.train = train
         self.current_trial: optuna.Trial | None = None
         self.costs = CostEvaluator(config, self.artifacts)
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -197,7 +206,7 @@ class SearchObjective:
         if budget.prefilter is not None:
             self._prefilter(trial, result[budget.zero_cost_proxy])
         proxy_budget = ProxyBudget(**budget.proxy_options(), seed=self.config.seed, device=self.device)
-        trained = train_proxy(model, self.data, proxy_budget, on_step=lambda step: STOP.check())
+        trained = self.train(model, self.data, proxy_budget, on_step=lambda step: STOP.check())
         result.update(val_accuracy=trained.val_accuracy, val_loss=trained.val_loss,
                       train_seconds=trained.train_seconds, proxy_steps=trained.steps, evaluated=True)
         if self.artifacts is not None:

@@ -46,10 +46,10 @@ from optuna.trial import TrialState
 
 from fusionnas.errors import UserError
 from fusionnas.evaluators.data import get_dataset
-from fusionnas.evaluators.proxy import ProxyBudget, resolve_device
+from fusionnas.evaluators.proxy import ProxyBudget, resolve_device, train_proxy
 from fusionnas.interrupts import STOP
 from fusionnas.search.coordination import fail_stale_trials, heartbeat, storage_lock, study_lock
-from fusionnas.search.objective import SearchObjective, TrialFailed
+from fusionnas.search.objective import SearchObjective, Trainer, TrialFailed
 from fusionnas.search.progress import SearchProgress, count_trials, log_progress, summarize
 from fusionnas.search.storage import StorageOptions, display_url, open_storage, storage_file
 from fusionnas.spaces import choices_fingerprint, get_space
@@ -174,6 +174,7 @@ def run_study(
     timeout_s: float | None = None,
     options: StorageOptions | None = None,
     device: str = "auto",
+    train: Trainer = train_proxy,
 ) -> optuna.Study:
     """Run ``config``'s study until it holds ``n_trials`` (default: the config's) trials.
 
@@ -185,6 +186,7 @@ def run_study(
         timeout_s: no new trial after this many seconds of this run (default: the config's).
         options: heartbeat settings of RDB storages.
         device: where proxies train.
+        train: how an architecture is trained (:data:`~fusionnas.search.objective.Trainer`).
 
     Raises:
         SearchInterrupted: Ctrl-C or SIGTERM; the running trial is recorded as failed.
@@ -211,7 +213,7 @@ def run_study(
             data = get_dataset(config.dataset.name, config.dataset.root, seed=config.seed,
                                val_fraction=config.dataset.val_fraction)
             STOP.check()
-            objective = SearchObjective(config, data, artifacts_dir(config, url), device=device)
+            objective = SearchObjective(config, data, artifacts_dir(config, url), device=device, train=train)
             _check_latency_tables(config, get_space(config.space), objective)
             _check_cheapest(config, get_space(config.space), objective)
             STOP.check()

@@ -11,7 +11,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import fusionnas.search.objective as objective_module
 from _studies import PROXY, ZERO_COST, study_config
 from fusionnas.evaluators import ProxyResult, TrainingDiverged, get_dataset
 from fusionnas.search import SearchObjective, TrialFailed
@@ -44,16 +43,19 @@ def fake_training(calls: list, fail_first: bool = False):
     return train
 
 
+def refuse_training(*args, **kwargs):
+    raise AssertionError("this budget must not train")
+
+
 def new_study(config) -> optuna.Study:
     return optuna.create_study(directions=config.directions, sampler=optuna.samplers.RandomSampler(seed=0))
 
 
-def test_costs_and_identity_go_into_user_attrs(tmp_path, digits, monkeypatch) -> None:
+def test_costs_and_identity_go_into_user_attrs(tmp_path, digits) -> None:
     calls: list = []
-    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
     config = study_config(tmp_path, PROXY)
     study = new_study(config)
-    study.optimize(SearchObjective(config, digits, tmp_path / "artifacts"), n_trials=1)
+    study.optimize(SearchObjective(config, digits, tmp_path / "artifacts", train=fake_training(calls)), n_trials=1)
     trial = study.trials[0]
     attrs = trial.user_attrs
     assert trial.state == TrialState.COMPLETE
@@ -67,12 +69,11 @@ def test_costs_and_identity_go_into_user_attrs(tmp_path, digits, monkeypatch) ->
     assert len(calls) == 1 and calls[0].steps == 2 and calls[0].resolution == 8
 
 
-def test_infeasible_architectures_are_recorded_but_never_trained(tmp_path, digits, monkeypatch) -> None:
+def test_infeasible_architectures_are_recorded_but_never_trained(tmp_path, digits) -> None:
     calls: list = []
-    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
     config = study_config(tmp_path, PROXY, constraints={"max_flops": 1e6, "max_params": 1e9})
     study = new_study(config)
-    study.optimize(SearchObjective(config, digits), n_trials=2)
+    study.optimize(SearchObjective(config, digits, train=fake_training(calls)), n_trials=2)
     assert calls == []
     for trial in study.trials:
         assert trial.state == TrialState.COMPLETE
@@ -85,27 +86,26 @@ def test_infeasible_architectures_are_recorded_but_never_trained(tmp_path, digit
     assert study.best_trials == []  # Optuna keeps infeasible trials off its frontier too
 
 
-def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path, digits, monkeypatch) -> None:
+def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path, digits) -> None:
     calls: list = []
-    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls, fail_first=True))
     config = study_config(tmp_path, PROXY)
     study = new_study(config)
-    study.optimize(SearchObjective(config, digits), n_trials=3, catch=(TrialFailed,))
+    study.optimize(SearchObjective(config, digits, train=fake_training(calls, fail_first=True)), n_trials=3,
+                   catch=(TrialFailed,))
     states = [t.state for t in study.trials]
     assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert study.trials[0].user_attrs["failure_reason"].startswith("diverged: training loss is nan")
     assert "flops" in study.trials[0].user_attrs  # the costs measured before the failure stay
 
 
-def test_an_archid_evaluated_before_is_reused(tmp_path, digits, monkeypatch) -> None:
+def test_an_archid_evaluated_before_is_reused(tmp_path, digits) -> None:
     calls: list = []
-    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
     config = study_config(tmp_path, PROXY)
     study = new_study(config)
     params = SPACE.params(SPACE.baseline())
     study.enqueue_trial(params)
     study.enqueue_trial(params)
-    study.optimize(SearchObjective(config, digits), n_trials=2)
+    study.optimize(SearchObjective(config, digits, train=fake_training(calls)), n_trials=2)
     first, second = study.trials
     assert len(calls) == 1
     assert second.user_attrs["reused_from"] == 0
@@ -113,25 +113,23 @@ def test_an_archid_evaluated_before_is_reused(tmp_path, digits, monkeypatch) -> 
     assert second.user_attrs["archid"] == first.user_attrs["archid"]
 
 
-def test_reuse_rechecks_limits_that_changed(tmp_path, digits, monkeypatch) -> None:
+def test_reuse_rechecks_limits_that_changed(tmp_path, digits) -> None:
     """An archid once infeasible is trained when a later run relaxes the limit."""
     calls: list = []
-    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
     strict = study_config(tmp_path, PROXY, constraints={"max_flops": 1e6})
     study = new_study(strict)
     study.enqueue_trial(SPACE.params(SPACE.baseline()))
-    study.optimize(SearchObjective(strict, digits), n_trials=1)
+    study.optimize(SearchObjective(strict, digits, train=fake_training(calls)), n_trials=1)
     relaxed = study_config(tmp_path, PROXY, constraints={"max_flops": 1e9})
     study.enqueue_trial(SPACE.params(SPACE.baseline()))
-    study.optimize(SearchObjective(relaxed, digits), n_trials=1)
+    study.optimize(SearchObjective(relaxed, digits, train=fake_training(calls)), n_trials=1)
     second = study.trials[1]
     assert len(calls) == 1 and second.user_attrs["feasible"] is True
     assert second.user_attrs["reused_from"] == 0 and second.values[0] > 0
 
 
-def test_a_duplicate_running_in_another_worker_is_waited_for(tmp_path, digits, monkeypatch) -> None:
+def test_a_duplicate_running_in_another_worker_is_waited_for(tmp_path, digits) -> None:
     calls: list = []
-    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
     config = study_config(tmp_path, PROXY)
     study = new_study(config)
     arch = SPACE.baseline()
@@ -148,15 +146,14 @@ def test_a_duplicate_running_in_another_worker_is_waited_for(tmp_path, digits, m
     thread = threading.Thread(target=finish)
     thread.start()
     study.enqueue_trial(SPACE.params(arch))
-    study.optimize(SearchObjective(config, digits, poll_s=0.05), n_trials=1)
+    study.optimize(SearchObjective(config, digits, poll_s=0.05, train=fake_training(calls)), n_trials=1)
     thread.join()
     mine = study.trials[1]
     assert calls == [] and mine.user_attrs["reused_from"] == 0 and mine.values == [0.75, 123.0]
 
 
-def test_a_duplicate_is_evaluated_after_the_wait(tmp_path, digits, monkeypatch) -> None:
+def test_a_duplicate_is_evaluated_after_the_wait(tmp_path, digits) -> None:
     calls: list = []
-    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
     config = study_config(tmp_path, PROXY)
     study = new_study(config)
     arch = SPACE.baseline()
@@ -165,43 +162,41 @@ def test_a_duplicate_is_evaluated_after_the_wait(tmp_path, digits, monkeypatch) 
     stuck.set_user_attr("archid", arch.archid)
     stuck.set_user_attr("fingerprint", config.fingerprint)
     study.enqueue_trial(SPACE.params(arch))
-    study.optimize(SearchObjective(config, digits, duplicate_wait_s=0.2, poll_s=0.05), n_trials=1)
+    objective = SearchObjective(config, digits, duplicate_wait_s=0.2, poll_s=0.05, train=fake_training(calls))
+    study.optimize(objective, n_trials=1)
     assert len(calls) == 1 and study.trials[1].state == TrialState.COMPLETE
 
 
-def test_zero_cost_budget_scores_without_training(tmp_path, digits, monkeypatch) -> None:
-    monkeypatch.setattr(objective_module, "train_proxy", None)  # calling it would fail the trial
+def test_zero_cost_budget_scores_without_training(tmp_path, digits) -> None:
     config = study_config(tmp_path, ZERO_COST)
     study = new_study(config)
-    study.optimize(SearchObjective(config, digits), n_trials=1)
+    study.optimize(SearchObjective(config, digits, train=refuse_training), n_trials=1)
     trial = study.trials[0]
     assert trial.state == TrialState.COMPLETE
     assert trial.values == [trial.user_attrs["synflow"], trial.user_attrs["flops"]]
     assert trial.user_attrs["synflow"] > 0 and "weights" not in trial.user_attrs
 
 
-def test_prefilter_prunes_low_zero_cost_scores(tmp_path, digits, monkeypatch) -> None:
+def test_prefilter_prunes_low_zero_cost_scores(tmp_path, digits) -> None:
     calls: list = []
-    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
     config = study_config(tmp_path, {**PROXY, "budget": {**PROXY["budget"], "prefilter": 0.5}})
     study = new_study(config)
     dist = optuna.distributions.FloatDistribution(0, 1)
     for _ in range(4):  # earlier trials that all scored far higher
         study.add_trial(optuna.trial.create_trial(values=[0.9, 1e8], params={"x": 0.5}, distributions={"x": dist},
                                                   user_attrs={"synflow": 1e300}))
-    study.optimize(SearchObjective(config, digits), n_trials=1)
+    study.optimize(SearchObjective(config, digits, train=fake_training(calls)), n_trials=1)
     trial = study.trials[-1]
     assert trial.state == TrialState.PRUNED and trial.user_attrs["prefiltered"] is True
     assert calls == [] and 0 < trial.user_attrs["synflow"] < 1e300
 
 
-def test_latency_limits_use_the_device_estimate(tmp_path, digits, monkeypatch, caplog) -> None:
+def test_latency_limits_use_the_device_estimate(tmp_path, digits, caplog) -> None:
     calls: list = []
-    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
     config = study_config(tmp_path, PROXY, constraints={"max_latency_ms": 1e-3, "latency_device": "jetson-nano"})
     study = new_study(config)
     with caplog.at_level(logging.WARNING, logger="fusionnas"):
-        study.optimize(SearchObjective(config, digits), n_trials=2)
+        study.optimize(SearchObjective(config, digits, train=fake_training(calls)), n_trials=2)
     attrs = study.trials[0].user_attrs
     assert attrs["latency_source@jetson-nano"] == "estimated"
     assert attrs["latency_runtime@jetson-nano"] == "onnxruntime"  # parts measured here, scaled to the board
@@ -211,14 +206,13 @@ def test_latency_limits_use_the_device_estimate(tmp_path, digits, monkeypatch, c
     assert len(said) == 1 and "fusionnas profile" in said[0]  # once per worker, with the way out
 
 
-def test_measured_cpu_latency_is_kept_beside_the_study(tmp_path, digits, monkeypatch) -> None:
+def test_measured_cpu_latency_is_kept_beside_the_study(tmp_path, digits) -> None:
     calls: list = []
-    monkeypatch.setattr(objective_module, "train_proxy", fake_training(calls))
     objectives = [{"metric": "accuracy"}, {"metric": "latency", "device": "cpu"}]
     config = study_config(tmp_path, PROXY, objectives=objectives)
     study = new_study(config)
     study.enqueue_trial(SPACE.params(SPACE.baseline()))
-    study.optimize(SearchObjective(config, digits, tmp_path / "artifacts"), n_trials=1)
+    study.optimize(SearchObjective(config, digits, tmp_path / "artifacts", train=fake_training(calls)), n_trials=1)
     attrs = study.trials[0].user_attrs
     assert attrs["latency_source@cpu"] == "measured" and attrs["latency_ms@cpu"] > 0
     assert attrs["latency_runtime@cpu"] == "onnxruntime"  # the default: what an exported model runs in

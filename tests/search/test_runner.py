@@ -5,7 +5,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import fusionnas.search.objective as objective_module
+from fusionnas.evaluators import train_proxy
 from _studies import PROXY, ZERO_COST, study_config
 from fusionnas.search import (
     SearchInterrupted,
@@ -77,59 +77,55 @@ def test_user_errors_leave_no_storage_behind(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_ctrl_c_fails_the_running_trial_and_the_study_resumes(tmp_path, monkeypatch) -> None:
-    config = study_config(tmp_path, ZERO_COST, n_trials=3)
-    real = objective_module.SearchObjective._evaluate
+def test_ctrl_c_fails_the_running_trial_and_the_study_resumes(tmp_path) -> None:
+    config = study_config(tmp_path, PROXY, n_trials=3)
     calls = []
 
-    def interrupted_once(self, trial, arch, model):
-        calls.append(trial.number)
+    def interrupted_once(model, data, budget, progress=False, on_step=None):
+        calls.append(model)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(self, trial, arch, model)
+        return train_proxy(model, data, budget, on_step=on_step)
 
-    monkeypatch.setattr(objective_module.SearchObjective, "_evaluate", interrupted_once)
     with pytest.raises(SearchInterrupted) as stop:
-        run_study(config, progress=False)
+        run_study(config, progress=False, train=interrupted_once)
     assert stop.value.trial_number == 1
     study = open_study(config)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
     assert study.trials[1].user_attrs["failure_reason"] == "interrupted"
     assert count_trials(study) == 1  # the interrupted trial does not count
-    study = run_study(config, progress=False)
+    study = run_study(config, progress=False, train=interrupted_once)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE,
                                                TrialState.COMPLETE]
 
 
-def test_a_run_stops_when_every_trial_fails(tmp_path, monkeypatch) -> None:
+def test_a_run_stops_when_every_trial_fails(tmp_path) -> None:
     def broken(model, data, budget, progress=False, on_step=None):
         raise RuntimeError("CUDA error: device-side assert triggered")
 
-    monkeypatch.setattr(objective_module, "train_proxy", broken)
     config = study_config(tmp_path, PROXY, n_trials=20)
     with pytest.raises(ValueError, match="last 5 trials failed .*device-side assert"):
-        run_study(config, progress=False)
+        run_study(config, progress=False, train=broken)
     study = open_study(config)
     assert len(study.trials) == 5
     assert all(t.user_attrs["failure_reason"].startswith("RuntimeError: CUDA error") for t in study.trials)
 
 
-def test_a_real_run_skips_infeasible_trials_and_survives_a_failure(tmp_path, monkeypatch) -> None:
+def test_a_real_run_skips_infeasible_trials_and_survives_a_failure(tmp_path) -> None:
     """Baseline (92.8M FLOPs) over the limit, all-BFT (46.4M) under it; the first training diverges."""
     from fusionnas.evaluators import TrainingDiverged
 
-    real, calls = objective_module.train_proxy, []
+    calls = []
 
     def diverge_first(model, data, budget, progress=False, on_step=None):
         calls.append(model)
         if len(calls) == 1:
             raise TrainingDiverged("training loss is nan at step 1 of 2; lower lr", step=1, loss=float("nan"))
-        return real(model, data, budget, on_step=on_step)
+        return train_proxy(model, data, budget, on_step=on_step)
 
-    monkeypatch.setattr(objective_module, "train_proxy", diverge_first)
     config = study_config(tmp_path, PROXY, n_trials=4, enqueue=["baseline", "all-bft", "all-dct", "wht-last-third"],
                           constraints={"max_flops": 8e7})
-    study = run_study(config, progress=False)
+    study = run_study(config, progress=False, train=diverge_first)
     states = [(t.state, t.user_attrs.get("feasible")) for t in study.trials]
     assert states == [(TrialState.COMPLETE, False), (TrialState.FAIL, True), (TrialState.COMPLETE, False),
                       (TrialState.COMPLETE, True)]  # all-dct keeps the conv's FLOPs until it prunes
