@@ -1,11 +1,11 @@
-"""Do TPE and NSGA-II find a better frontier than random search at the same budget?
+"""Do TPE, NSGA-II and evolution find a better frontier than random search at the same budget?
 
 Run: ``python -m benchmarks.sampler [--trials 40] [--seeds 3]``.
 The quickstart study's space and data with a zero-cost objective (no
 training: synflow at the study's resolution, maximised, against FLOPs,
 minimised), searched by each sampler for the same number of trials and
 seeds. Prints the hypervolume of each run's frontier and, per seed, the
-ratio of TPE's and NSGA-II's hypervolume to random search's (> 1: better).
+ratio of each sampler's hypervolume to random search's (> 1: better).
 
 Hypervolume is taken on (log10 synflow, FLOPs in millions), normalised to
 [0, 1] by the range all runs together reached, with the reference point at
@@ -30,7 +30,9 @@ from fusionnas.search import Budget, Objective, SamplerConfig, SearchObjective, 
 SAMPLERS = {
     "random": SamplerConfig("random"),
     "tpe": SamplerConfig("tpe", n_startup_trials=10),
+    "tpe-mv": SamplerConfig("tpe", n_startup_trials=10, multivariate=True, group=True),
     "nsga2": SamplerConfig("nsga2", population_size=10),
+    "evolution": SamplerConfig("evolution", n_startup_trials=8),
 }
 
 
@@ -85,15 +87,16 @@ def main() -> None:
     low, high = everything.min(axis=0), everything.max(axis=0)
     scale = np.where(high > low, high - low, 1.0)
     volumes = {name: [hypervolume_2d((v - low) / scale) for v in runs] for name, runs in transformed.items()}
-    print(f"\n{'seed':<6}" + "".join(f"{name:>10}" for name in SAMPLERS) + f"{'tpe/rnd':>10}{'nsga2/rnd':>11}")
+    others = [name for name in SAMPLERS if name != "random"]
+    print(f"\n{'seed':<6}" + "".join(f"{name:>10}" for name in SAMPLERS)
+          + "".join(f"{name + '/rnd':>14}" for name in others))
     for seed in range(args.seeds):
         hv = {name: volumes[name][seed] for name in SAMPLERS}
         print(f"{seed:<6}" + "".join(f"{hv[name]:>10.4f}" for name in SAMPLERS)
-              + f"{hv['tpe'] / hv['random']:>10.3f}{hv['nsga2'] / hv['random']:>11.3f}")
+              + "".join(f"{hv[name] / hv['random']:>14.3f}" for name in others))
     mean = {name: statistics.fmean(volumes[name]) for name in SAMPLERS}
     print(f"{'mean':<6}" + "".join(f"{mean[name]:>10.4f}" for name in SAMPLERS)
-          + f"{mean['tpe'] / mean['random']:>10.3f}{mean['nsga2'] / mean['random']:>11.3f}")
-
+          + "".join(f"{mean[name] / mean['random']:>14.3f}" for name in others))
 
 if __name__ == "__main__":
     main()

@@ -19,3 +19,4 @@ def pareto_mask(values: Sequence[Sequence[float]] | np.ndarray, maximize: Sequen
         dominated = np.all(losses <= row, axis=1) & np.any(losses < row, axis=1)
         mask[i] = not dominated.any()
     return mask
+

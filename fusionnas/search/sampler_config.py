@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SAMPLERS", "SamplerConfig"]
 
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("tpe", "nsga2", "evolution", "random")
 
 
 @dataclass(frozen=True)
@@ -24,16 +24,17 @@ class SamplerConfig:
     started together propose different architectures; it acts only while
     other trials run, so a lone worker samples as without it.
     ``multivariate`` models the parameters jointly; ``group`` (with
-    ``multivariate``) splits them by the trials that used them.
+    ``multivariate``) splits them by the trials that used them. ``evolution``
+    mutates frontier architectures (:mod:`fusionnas.search.evolution`).
     """
 
     name: str = study_key('"tpe"', "tpe")
     seed: int | None = study_key('0', None)
-    n_startup_trials: int | None = study_key('10', None)  # tpe only: random trials before TPE
+    n_startup_trials: int | None = study_key('10', None)  # tpe, evolution: random trials first
     constant_liar: bool | None = study_key('true', None)  # tpe only; None: on
     multivariate: bool | None = study_key('true', None)  # tpe only
     group: bool | None = study_key('true', None)  # tpe only, needs multivariate
-    population_size: int | None = study_key('50', None)  # nsga2 only
+    population_size: int | None = study_key('50', None)  # nsga2; evolution: parents' window
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -42,12 +43,13 @@ class SamplerConfig:
         if self.seed is not None and not 0 <= self.seed < 2**32:
             problems.append(StudyConfigProblem(
                 "seed", f"must lie in [0, 2**32), got {self.seed}", "write seed = 0"))
-        owners = {"n_startup_trials": "tpe", "constant_liar": "tpe", "multivariate": "tpe", "group": "tpe",
-                  "population_size": "nsga2"}
-        for key, owner in owners.items():
-            if getattr(self, key) is not None and self.name != owner:
+        owners = {"n_startup_trials": ("tpe", "evolution"), "constant_liar": ("tpe",), "multivariate": ("tpe",),
+                  "group": ("tpe",), "population_size": ("nsga2", "evolution")}
+        for key, users in owners.items():
+            if getattr(self, key) is not None and self.name not in users:
                 problems.append(StudyConfigProblem(
-                    key, f"only the {owner} sampler uses it, not {self.name!r}", "remove the key"))
+                    key, f"only the {' and '.join(users)} sampler{'s' if len(users) > 1 else ''} use"
+                    f"{'' if len(users) > 1 else 's'} it, not {self.name!r}", "remove the key"))
         if self.n_startup_trials is not None and self.n_startup_trials < 0:
             problems.append(StudyConfigProblem(
                 "n_startup_trials", f"must be >= 0, got {self.n_startup_trials}",
@@ -88,4 +90,12 @@ class SamplerConfig:
             if self.population_size is not None:
                 extra["population_size"] = self.population_size
             return optuna.samplers.NSGAIISampler(seed=self.seed, **extra)
+        if self.name == "evolution":
+            from fusionnas.search.evolution import EvolutionSampler
+
+            for key in ("n_startup_trials", "population_size"):
+                if getattr(self, key) is not None:
+                    extra[key] = getattr(self, key)
+            extra.pop("constraints_func", None)  # it reads trial.set_constraint values itself
+            return EvolutionSampler(seed=self.seed, **extra)
         return optuna.samplers.RandomSampler(seed=self.seed)
