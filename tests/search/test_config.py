@@ -119,7 +119,7 @@ def test_zero_cost_objective_takes_the_budget_proxy() -> None:
     ("constraints.latency_device", "tx2", "constraints.latency_device", "known: cpu, cuda"),
     ("objectives.0.metric", "acc", "objectives[0].metric", "known: accuracy"),
     ("objectives.0.direction", "maximise", "objectives[0].direction", "'maximize'"),
-    ("sampler.name", "cmaes", "sampler.name", "known: nsga2, random, tpe"),
+    ("sampler.name", "cmaes", "sampler.name", "known: evolution, nsga2, random, tpe"),
     ("enqueue", ["baseline", "seed"], "enqueue[1]", "known: all-bft"),
     # negative budget
     ("budget.steps", -5, "budget.steps", "write steps = 50"),
@@ -248,11 +248,22 @@ def test_tpe_options_for_parallel_workers() -> None:
     ({"name": "tpe", "group": True}, "sampler.group", "needs multivariate = true"),
     ({"name": "random", "multivariate": True}, "sampler.multivariate", "only the tpe sampler uses it"),
     ({"name": "nsga2", "constant_liar": True}, "sampler.constant_liar", "only the tpe sampler uses it"),
+    ({"name": "tpe", "population_size": 8}, "sampler.population_size",
+     "only the nsga2 and evolution samplers use it"),
 ])
 def test_tpe_options_are_checked(sampler, where, problem) -> None:
     with pytest.raises(StudyConfigError) as info:
         parse({**VALID, "sampler": sampler})
     assert any(p.field == where and problem in p.problem for p in info.value.problems), info.value
+
+
+def test_the_evolution_sampler_is_offered() -> None:
+    from fusionnas.search.evolution import EvolutionSampler
+
+    sampler = parse({**VALID, "sampler": {"name": "evolution", "n_startup_trials": 4, "population_size": 30}})
+    made = sampler.make_sampler()
+    assert isinstance(made, EvolutionSampler) and (made.n_startup_trials, made.population_size) == (4, 30)
+    assert parse({**VALID, "sampler": {"name": "evolution"}}).fingerprint == parse(VALID).fingerprint
 
 
 def test_fingerprint_tracks_what_defines_the_search() -> None:
