@@ -125,6 +125,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
     """
     stored: int | None = None
     with STOP.installed(), STOP.deferred():
+        if args.workers is not None:
+            from fusionnas.search import load_study_config
+            from fusionnas.workers import run_workers
+
+            load_study_config(args.study)  # one error here, not one per worker
+            return run_workers(_worker_args(args), args.workers)
         try:
             code, stored = _search(args)
         except KeyboardInterrupt as stop:  # SearchInterrupted, or a signal while importing
@@ -137,6 +143,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
             print(_interrupted_line(stored), file=sys.stderr)
             return 130
     return code
+
+
+def _worker_args(args: argparse.Namespace) -> list[str]:
+    """The search command line of one worker: this one's, without ``--workers``."""
+    argv = [args.study, "--heartbeat", str(args.heartbeat), "--device", args.device]
+    for flag, value in (("--n-trials", args.n_trials), ("--storage", args.storage), ("--timeout", args.timeout)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
 
 
 def _stored(study) -> int | None:
@@ -309,8 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SQL storages: heartbeat every S s; a trial silent for 2S is failed and retried "
                         "(0: off; default 60)")
     search.add_argument("--device", default="auto", help="where proxies train: auto, cpu, cuda (default auto)")
+    search.add_argument("--workers", type=int, metavar="N", help="run N worker processes of the study here "
+                        "(one per GPU when there are GPUs, pinned by CUDA_VISIBLE_DEVICES; else the CPU cores split)")
     search.set_defaults(func=_cmd_search, defers_signals=True,
-                        flags={"storage": "--storage", "device": "--device"})
+                        flags={"storage": "--storage", "device": "--device", "workers": "--workers"})
 
     pareto = sub.add_parser("pareto", help="the Pareto frontier of a study as a table, CSV, plot")
     pareto.add_argument("study", help="study file")
