@@ -5,8 +5,10 @@ Run: ``python -m benchmarks.fidelity [--archs 20] [--reference-steps 400] [--ste
 For the space's presets plus random architectures (20 in all by default), the
 reference is stand-alone training with the study's budget at
 ``--reference-steps`` (default 4x the study's steps). Each estimator ranks the
-same architectures: the proxy trained at each of ``--steps``, every zero-cost
-score of the untrained network, and FLOPs and parameters. Printed side by
+same architectures: the proxy trained at each of ``--steps`` (with the
+batch-norm statistics recomputed at the end, the default, and with the
+running statistics training left), every zero-cost score of the untrained
+network, and FLOPs and parameters. Printed side by
 side: Spearman and Kendall rank correlation with the reference, the share of
 the reference's top quarter the estimator also puts in its top quarter, and
 the median seconds the estimator spends per architecture.
@@ -142,6 +144,8 @@ def main() -> None:  # noqa: D103
         reference: trained_accuracy(space, data, options, reference_steps, args.seed)}
     for steps in sorted({int(s) for s in args.steps.split(",") if s.strip()}):
         estimators[f"proxy {steps} steps"] = trained_accuracy(space, data, options, steps, args.seed)
+        running = {**options, "bn_recalibration_batches": 0}  # judged by the BN statistics training left
+        estimators[f"proxy {steps} steps, running BN"] = trained_accuracy(space, data, running, steps, args.seed)
     for proxy in ZERO_COST_PROXIES:
         estimators[proxy] = zero_cost(space, data, proxy, config.budget.resolution, args.seed)
     for what in ("flops", "params"):

@@ -1,9 +1,11 @@
 """Proxy training: train a built architecture for a small budget and report its validation accuracy.
 
 SGD with Nesterov momentum, a short linear warm-up into a cosine decay,
-label smoothing, and the operators' registered loss terms (the DCT layers'
+label smoothing, the operators' registered loss terms (the DCT layers'
 frequency regulariser; :func:`fusionnas.layers.operator_loss`, weighted by
-``operator_loss_weight``) added to the loss. Mixed precision runs on CUDA only. On the
+``operator_loss_weight``) added to the loss, and at the end the batch-norm statistics
+recomputed for the final weights (:mod:`fusionnas.evaluators.batch_norm`; without it a
+50-step run is judged by statistics of weights it no longer has). Mixed precision runs on CUDA only. On the
 CPU a seed fixes everything (weights aside: the caller builds the model),
 so two runs give the same loss curve.
 
@@ -24,14 +26,16 @@ import gc
 import logging
 import math
 import time
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import torch
 from torch import nn
 
 from fusionnas.errors import UserError
+from fusionnas.evaluators.batch_norm import recalibrate_batch_norm
 from fusionnas.evaluators.data import DataSplits, iterate_batches
 from fusionnas.layers import operator_loss
 
@@ -91,6 +95,7 @@ class ProxyBudget:
     resolution: int | None = None  # train and validate at r x r (None: the data's size)
     augment: bool | None = None  # crop + flip; None: the dataset's default
     operator_loss_weight: float = 1e-3  # weight of the operators' loss terms (the DCT frequency regulariser)
+    bn_recalibration_batches: int = 8  # BN statistics recomputed on so many training batches at the end (0: off)
     eval_batch_size: int = 512
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"
@@ -111,6 +116,8 @@ class ProxyBudget:
             value = getattr(self, name)
             if not (_is_int(value) and value >= 1):
                 raise UserError(f"{name} must be a positive integer, got {value!r}")
+        if not (_is_int(self.bn_recalibration_batches) and self.bn_recalibration_batches >= 0):
+            raise UserError(f"bn_recalibration_batches must be an integer >= 0, got {self.bn_recalibration_batches!r}")
         if not (_is_number(self.lr) and self.lr > 0):
             raise UserError(f"lr must be > 0, got {self.lr!r}")
         for name in ("momentum", "warmup_fraction", "label_smoothing"):
@@ -301,6 +308,10 @@ def _train(
                     on_step(step)
         finally:
             bar.close()
+        if budget.bn_recalibration_batches:  # on unaugmented images, as the validation split is seen
+            plain = iterate_batches(x_train, y_train, batch_size, mean=data.mean, std=data.std, shuffle=True,
+                                    generator=generator, resolution=budget.resolution, drop_last=True)
+            recalibrate_batch_norm(model, (xb for xb, _ in islice(plain, budget.bn_recalibration_batches)))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - start

@@ -214,6 +214,9 @@ class Budget:
     resolution: int | None = study_key('32', None)  # input side; None: the dataset's own
     prefilter: float | None = study_key('0.5', None)  # train only this top fraction by zero-cost score; None: all
     zero_cost_proxy: str = study_key('"synflow"', "synflow")  # used by kind="zero_cost" and prefilter
+    # batch-norm statistics recomputed on so many training batches after training (0: off;
+    # studies stored before it existed resume with 0)
+    bn_recalibration: int = study_key('8', 8)
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -227,6 +230,10 @@ class Budget:
         positive(problems, "batch_size", self.batch_size, "write batch_size = 64")
         positive(problems, "lr", self.lr, "write lr = 0.05")
         positive(problems, "resolution", self.resolution, "write resolution = 32 or remove it")
+        if self.bn_recalibration < 0:
+            problems.append(StudyConfigProblem(
+                "bn_recalibration", f"must be >= 0, got {self.bn_recalibration}",
+                "write bn_recalibration = 8 (batches; 0 turns it off)"))
         if not 0 < self.data_fraction <= 1:
             problems.append(StudyConfigProblem(
                 "data_fraction", f"must lie in (0, 1], got {self.data_fraction!r}",
@@ -243,7 +250,8 @@ class Budget:
     def proxy_options(self) -> dict[str, Any]:
         """The training options that are set, as ``ProxyBudget(**options)`` keywords."""
         keys = ("epochs", "steps", "data_fraction", "batch_size", "lr", "resolution")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        options = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        return {**options, "bn_recalibration_batches": self.bn_recalibration}
 
 
 @dataclass(frozen=True)
@@ -357,11 +365,15 @@ class StudyConfig:
         """Short hash of what defines the search (space, dataset, objectives, budget).
 
         Storage, sampler, trial counts and constraints may change when a study resumes;
-        latency tables count only once set, and a latency's runtime unless it is ``torch``
-        (so studies stored before either existed keep their fingerprint, and a study
-        whose latency meant torch eager resumes only with ``runtime = "torch"``).
+        latency tables count only once set, a latency's runtime unless it is ``torch``,
+        and batch-norm recalibration unless it is 0 (so studies stored before either
+        existed keep their fingerprint: one whose latency meant torch eager resumes only
+        with ``runtime = "torch"``, one trained without recalibration with
+        ``bn_recalibration = 0``).
         """
         data = self.to_dict()
+        if data["budget"]["bn_recalibration"] == 0:
+            del data["budget"]["bn_recalibration"]
         for objective in data["objectives"]:
             if objective.get("runtime") in (None, "torch"):
                 del objective["runtime"]

@@ -90,7 +90,7 @@ def test_defaults_and_helpers() -> None:
     assert config.directions == ["maximize", "minimize"]
     assert config.metric_names == ["accuracy", "latency_ms@jetson-nano"]
     assert config.sampler.name == "tpe" and config.sampler.seed == config.seed == 0
-    assert config.budget.proxy_options() == {"steps": 20, "data_fraction": 1.0}
+    assert config.budget.proxy_options() == {"steps": 20, "data_fraction": 1.0, "bn_recalibration_batches": 8}
     assert config.constraints.limits == {"flops": 3e8, "latency_ms": 12.0}
     assert parse({**VALID, "dataset": "digits"}).dataset == config.dataset
 
@@ -315,6 +315,23 @@ def test_bad_runtimes_are_named(dotted, value, where, problem) -> None:
     with pytest.raises(StudyConfigError) as info:
         parse(with_change(dotted, value))
     assert any(p.field == where and problem in p.problem for p in info.value.problems), info.value
+
+
+def test_studies_trained_without_bn_recalibration_resume_with_it_off() -> None:
+    """bn_recalibration = 0 gives the fingerprint a study had before the key existed; the default does not."""
+    import hashlib
+
+    off = parse(with_change("budget.bn_recalibration", 0))
+    data = off.to_dict()
+    del data["budget"]["bn_recalibration"]
+    for objective in data["objectives"]:
+        objective.pop("runtime", None) if objective.get("runtime") in (None, "torch") else None
+    canonical = json.dumps({k: data[k] for k in ("space", "dataset", "objectives", "budget")},
+                           sort_keys=True, separators=(",", ":"))
+    assert off.fingerprint == hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    assert parse(VALID).fingerprint != off.fingerprint
+    with pytest.raises(StudyConfigError, match="bn_recalibration"):
+        parse(with_change("budget.bn_recalibration", -1))
 
 
 def test_fingerprint_of_a_latency_study_names_a_new_runtime_only() -> None:
