@@ -7,9 +7,11 @@ measured values only, NaN where a trial was not trained), every recorded cost
 (``params``, ``flops``, ``memory_mb``, ``latency_ms@<device>``, with
 ``latency_source@<device>`` and ``latency_runtime@<device>``: measured or
 estimated, in which runtime), ``feasible``,
-``failure_reason``, ``reused_from``, ``train_seconds``, and ``is_pareto``: the
-trial is COMPLETE, feasible, and no other such trial is at least as good in
-every objective and better in one. Infeasible trials are never on the frontier.
+``failure_reason``, ``reused_from``, ``train_seconds``, ``rung`` and
+``promoted_from`` (multi-fidelity studies, :mod:`fusionnas.search.rungs`), and
+``is_pareto``: the trial is COMPLETE, feasible, at its architecture's highest
+finished rung, and no other such trial is at least as good in every objective
+and better in one. Infeasible trials are never on the frontier.
 """
 from __future__ import annotations
 
@@ -60,6 +62,9 @@ def pareto_front(frame: pd.DataFrame, objectives: Mapping[str, str]) -> pd.Serie
     columns = list(objectives)
     eligible = (frame["state"] == "COMPLETE") & frame["feasible"].fillna(False).astype(bool)
     eligible &= np.isfinite(frame[columns].astype(float)).all(axis=1)
+    if "rung" in frame and eligible.any():  # each architecture by its highest finished rung
+        rungs = frame["rung"].where(eligible)
+        eligible &= rungs == rungs.groupby(frame["archid"]).transform("max")
     mask = pd.Series(False, index=frame.index)
     if eligible.any():
         sub = frame.loc[eligible, columns].astype(float).to_numpy()
@@ -85,8 +90,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                 row[key] = value
         row["feasible"] = bool(attrs.get("feasible", False)) if t.state.is_finished() else None
         for key in ("failure_reason", "reused_from", "val_accuracy", "train_seconds", "preset", "weights",
-                    "num_classes"):
+                    "num_classes", "promoted_from"):
             row[key] = attrs.get(key)
+        row["rung"] = int(attrs.get("rung", 0))
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:

@@ -217,6 +217,8 @@ class Budget:
     # batch-norm statistics recomputed on so many training batches after training (0: off;
     # studies stored before it existed resume with 0)
     bn_recalibration: int = study_key('8', 8)
+    rungs: int = study_key('3', 1)  # multi-fidelity: rung r trains steps / reduction ** (rungs - 1 - r)
+    reduction: int = study_key('4', 3)  # each rung promotes its best 1 / reduction (fusionnas.search.rungs)
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -230,6 +232,16 @@ class Budget:
         positive(problems, "batch_size", self.batch_size, "write batch_size = 64")
         positive(problems, "lr", self.lr, "write lr = 0.05")
         positive(problems, "resolution", self.resolution, "write resolution = 32 or remove it")
+        if self.rungs < 1:
+            problems.append(StudyConfigProblem("rungs", f"must be >= 1, got {self.rungs}",
+                                               "write rungs = 3, or 1 for no promotions"))
+        if self.reduction < 2:
+            problems.append(StudyConfigProblem("reduction", f"must be >= 2, got {self.reduction}",
+                                               "write reduction = 3 (each rung keeps its best third)"))
+        if self.rungs > 1 and (self.steps is None or self.kind != "proxy"):
+            problems.append(StudyConfigProblem(
+                "rungs", "rungs need proxy training counted in steps (the top rung's)",
+                "add steps = 400 (and remove epochs), or remove rungs"))
         if self.bn_recalibration < 0:
             problems.append(StudyConfigProblem(
                 "bn_recalibration", f"must be >= 0, got {self.bn_recalibration}",
@@ -366,7 +378,7 @@ class StudyConfig:
 
         Storage, sampler, trial counts and constraints may change when a study resumes;
         latency tables count only once set, a latency's runtime unless it is ``torch``,
-        and batch-norm recalibration unless it is 0 (so studies stored before either
+        rungs when there is more than one, and batch-norm recalibration unless it is 0 (so studies stored before either
         existed keep their fingerprint: one whose latency meant torch eager resumes only
         with ``runtime = "torch"``, one trained without recalibration with
         ``bn_recalibration = 0``).
@@ -374,6 +386,8 @@ class StudyConfig:
         data = self.to_dict()
         if data["budget"]["bn_recalibration"] == 0:
             del data["budget"]["bn_recalibration"]
+        if data["budget"]["rungs"] == 1:
+            del data["budget"]["rungs"], data["budget"]["reduction"]
         for objective in data["objectives"]:
             if objective.get("runtime") in (None, "torch"):
                 del objective["runtime"]

@@ -209,8 +209,10 @@ class Claim:
         return self.reuse is None and self.wait_for is None
 
 
-def claim_archid(trial: optuna.Trial, archid: str, fingerprint: str, *, force: bool = False) -> Claim:
-    """Decide, atomically across workers, whether ``trial`` evaluates ``archid`` at ``fingerprint``.
+def claim_archid(trial: optuna.Trial, archid: str, fingerprint: str, *, rung: int = 0,
+                 force: bool = False) -> Claim:
+    """Decide, atomically across workers, whether ``trial`` evaluates ``archid`` at ``fingerprint``
+    (and ``rung``, the ``rung`` user attribute, 0 where absent; :mod:`fusionnas.search.rungs`).
 
     Under :func:`study_lock`: an evaluated COMPLETE or PRUNED trial of the same
     archid and fingerprint is reused; else a RUNNING trial that claimed it is
@@ -223,7 +225,7 @@ def claim_archid(trial: optuna.Trial, archid: str, fingerprint: str, *, force: b
     with study_lock(trial.study):
         same = [t for t in trial.study.get_trials(deepcopy=False)
                 if t.number != trial.number and t.user_attrs.get("archid") == archid
-                and t.user_attrs.get("fingerprint") == fingerprint]
+                and t.user_attrs.get("fingerprint") == fingerprint and t.user_attrs.get("rung", 0) == rung]
         done = [t for t in same if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
         evaluated = [t for t in done if t.user_attrs.get("evaluated")]
         if evaluated:

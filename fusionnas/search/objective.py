@@ -45,6 +45,7 @@ from fusionnas.interrupts import STOP
 from fusionnas.metrics import attribute_of
 from fusionnas.search.coordination import claim_archid, fail_stale_trials, study_lock
 from fusionnas.search.costs import COST_KEYS, CostEvaluator, one_thread
+from fusionnas.search.rungs import Rungs, rung_of
 from fusionnas.spaces import Arch, get_space
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ class SearchObjective:
         self.train = train
         self.current_trial: optuna.Trial | None = None
         self.costs = CostEvaluator(config, self.artifacts)
+        self.rungs = Rungs.of(config.budget)
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # -- the trial ---------------------------------------------------------------------
@@ -123,18 +125,20 @@ class SearchObjective:
         STOP.check()
         arch = self.space.sample(trial)
         fingerprint = self.config.fingerprint
-        earlier = self._earlier(trial, arch.archid, fingerprint)
+        rung = rung_of(trial)
+        earlier = self._earlier(trial, arch.archid, fingerprint, rung)
         trial.set_user_attr("arch", arch.to_json())
         trial.set_user_attr("archid", arch.archid)
         trial.set_user_attr("fingerprint", fingerprint)
         trial.set_user_attr("num_classes", self.data.num_classes)
+        parent = self._parent(trial)
         attrs: dict[str, Any] = {}
         if earlier is not None:
-            keys = (*COST_KEYS, *EVALUATION_KEYS, *self._zero_cost_names())
-            attrs = {k: v for k, v in earlier.user_attrs.items()
-                     if k in keys or k.startswith(("latency_ms@", "latency_source@", "latency_runtime@"))}
+            attrs = self._reusable(earlier, evaluation=True)
             attrs["reused_from"] = earlier.user_attrs.get("reused_from", earlier.number)
             logger.info("trial %d: archid %s reuses trial %d", trial.number, arch.archid, attrs["reused_from"])
+        elif parent is not None:  # the same architecture: its costs and lower rungs' results stand
+            attrs = self._reusable(parent, evaluation=False)
         model = None
         if not all(k in attrs for k in self.costs.names):
             STOP.check()
@@ -149,14 +153,30 @@ class SearchObjective:
         if attrs["feasible"] and not attrs.get("evaluated"):
             STOP.check()
             model = model or self.space.build(arch, num_classes=self.data.num_classes)
-            evaluation = self._evaluate(trial, arch, model)
+            evaluation = self._evaluate(trial, arch, model, parent)
             _set_all(trial, evaluation)
             attrs.update(evaluation)
         return self._values(attrs)
 
     # -- reuse -------------------------------------------------------------------------
 
-    def _earlier(self, trial: optuna.Trial, archid: str, fingerprint: str) -> optuna.trial.FrozenTrial | None:
+    def _reusable(self, earlier: optuna.trial.FrozenTrial, *, evaluation: bool) -> dict[str, Any]:
+        """What ``earlier`` measured of the same architecture: costs, lower rungs' results, and
+        (``evaluation``) its own evaluation."""
+        keys = (*COST_KEYS, *self._zero_cost_names(), *(EVALUATION_KEYS if evaluation else ()))
+        prefixes = ("latency_ms@", "latency_source@", "latency_runtime@", "val_accuracy@rung")
+        return {k: v for k, v in earlier.user_attrs.items() if k in keys or k.startswith(prefixes)}
+
+    @staticmethod
+    def _parent(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+        """The trial a promotion continues (:mod:`fusionnas.search.rungs`), or None."""
+        number = trial.user_attrs.get("promoted_from")
+        if number is None:
+            return None
+        return next((t for t in trial.study.get_trials(deepcopy=False) if t.number == number), None)
+
+    def _earlier(self, trial: optuna.Trial, archid: str, fingerprint: str,
+                 rung: int = 0) -> optuna.trial.FrozenTrial | None:
         """The earlier trial of ``archid`` whose results ``trial`` reuses, or None to evaluate it here.
 
         :func:`~fusionnas.search.coordination.claim_archid` decides atomically:
@@ -170,7 +190,7 @@ class SearchObjective:
         deadline = time.monotonic() + self.duplicate_wait_s
         while True:
             late = time.monotonic() > deadline
-            claim = claim_archid(trial, archid, fingerprint, force=late)
+            claim = claim_archid(trial, archid, fingerprint, rung=rung, force=late)
             if claim.wait_for is None:
                 return claim.reuse or claim.costed
             logger.info("trial %d: archid %s is being evaluated by trial %d; waiting", trial.number, archid,
@@ -192,10 +212,14 @@ class SearchObjective:
 
     # -- evaluation --------------------------------------------------------------------
 
-    def _evaluate(self, trial: optuna.Trial, arch: Arch, model: torch.nn.Module) -> dict[str, Any]:
+    def _evaluate(self, trial: optuna.Trial, arch: Arch, model: torch.nn.Module,
+                  parent: optuna.trial.FrozenTrial | None) -> dict[str, Any]:
         budget = self.config.budget
+        rung = rung_of(trial)
         result: dict[str, Any] = {}
         for proxy in self._zero_cost_names():
+            if proxy in trial.user_attrs:  # a promotion: scored in rung 0
+                continue
             x, y = self._scoring_batch()
             with one_thread():
                 result[proxy] = float(zero_cost_score(proxy, model, x, y))
@@ -203,21 +227,39 @@ class SearchObjective:
         if budget.kind == "zero_cost":
             result["evaluated"] = True
             return result
-        if budget.prefilter is not None:
+        if budget.prefilter is not None and rung == 0:
             self._prefilter(trial, result[budget.zero_cost_proxy])
-        proxy_budget = ProxyBudget(**budget.proxy_options(), seed=self.config.seed, device=self.device)
+        steps, resumed = self.rungs.steps[rung], None
+        if parent is not None and self._load_weights(model, parent):
+            steps, resumed = steps - int(parent.user_attrs.get("proxy_steps", 0)), parent.number
+        options = {**budget.proxy_options(), **({"steps": steps} if steps else {})}
+        proxy_budget = ProxyBudget(**options, seed=self.config.seed, device=self.device)
         trained = self.train(model, self.data, proxy_budget, on_step=lambda step: STOP.check())
+        total = trained.steps + (int(parent.user_attrs.get("proxy_steps", 0)) if resumed is not None else 0)
         result.update(val_accuracy=trained.val_accuracy, val_loss=trained.val_loss,
-                      train_seconds=trained.train_seconds, proxy_steps=trained.steps, evaluated=True)
+                      train_seconds=trained.train_seconds, proxy_steps=total, evaluated=True)
+        if self.rungs.count > 1:
+            result[f"val_accuracy@rung{rung}"] = trained.val_accuracy
+            result["resumed_from"] = resumed
         if self.artifacts is not None:
             folder = self.artifacts / "weights"
             folder.mkdir(parents=True, exist_ok=True)
-            name = f"{arch.archid}-{self.config.fingerprint}.pt"
+            name = f"{arch.archid}-{self.config.fingerprint}{f'-rung{rung}' if rung else ''}.pt"
             tmp = folder / f".{name}.{trial.number}.tmp"
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
             tmp.replace(folder / name)
             result["weights"] = name
         return result
+
+    def _load_weights(self, model: torch.nn.Module, parent: optuna.trial.FrozenTrial) -> bool:
+        """Load the weights ``parent`` trained into ``model``; False (train from scratch) if they are gone."""
+        name = parent.user_attrs.get("weights")
+        path = self.artifacts / "weights" / name if self.artifacts is not None and name else None
+        if path is None or not path.is_file():
+            logger.warning("trial %d's weights are missing; its promotion trains from scratch", parent.number)
+            return False
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return True
 
     def _prefilter(self, trial: optuna.Trial, value: float) -> None:
         """Prune unless ``value`` is in the top ``budget.prefilter`` share of earlier scores.

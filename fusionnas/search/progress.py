@@ -75,6 +75,8 @@ def format_progress(p: SearchProgress) -> str:
         what = f"infeasible ({over} over the limit), not trained"
     else:
         what = state
+        if "promoted_from" in t.user_attrs:
+            what += f" (rung {t.user_attrs.get('rung')}, promoted from trial {t.user_attrs['promoted_from']})"
         if "reused_from" in t.user_attrs:
             what += f" (reused trial {t.user_attrs['reused_from']})"
     best = ", ".join(f"{name} {_short(v)} (#{n})" for name, (v, n) in p.best.items())

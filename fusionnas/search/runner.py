@@ -51,6 +51,7 @@ from fusionnas.interrupts import STOP
 from fusionnas.search.coordination import fail_stale_trials, heartbeat, storage_lock, study_lock
 from fusionnas.search.objective import SearchObjective, Trainer, TrialFailed
 from fusionnas.search.progress import SearchProgress, count_trials, log_progress, summarize
+from fusionnas.search.rungs import Rungs
 from fusionnas.search.storage import StorageOptions, display_url, open_storage, storage_file
 from fusionnas.spaces import choices_fingerprint, get_space
 
@@ -235,7 +236,7 @@ def _optimize(study: optuna.Study, objective: SearchObjective, target: int | Non
             raise SearchInterrupted(study, None)
         if timeout_s is not None and time.monotonic() - start >= timeout_s:
             return
-        trial = _next_trial(study, target)
+        trial = _next_trial(study, target, objective.rungs)
         if trial is None:
             return
         frozen = _run_trial(study, trial, objective)
@@ -257,12 +258,17 @@ def _complete(study: optuna.Study, target: int) -> bool:
         return count_trials(study) >= target
 
 
-def _next_trial(study: optuna.Study, target: int | None) -> optuna.Trial | None:
-    """The next trial, or None when the study holds its ``target``; counting and asking are one step."""
+def _next_trial(study: optuna.Study, target: int | None, rungs: Rungs) -> optuna.Trial | None:
+    """The next trial, or None when the study holds its ``target``; counting, promoting (a trial
+    that earned its next rung comes first) and asking are one step."""
     with study_lock(study):
         fail_stale_trials(study)
         if target is not None and count_trials(study) >= target:
             return None
+        promotion = rungs.next_promotion(study)
+        if promotion is not None:
+            parent, rung = promotion
+            study.enqueue_trial(parent.params, user_attrs={"rung": rung, "promoted_from": parent.number})
         with warnings.catch_warnings():  # this loop runs the heartbeat as Study.optimize does
             warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
             return study.ask()
