@@ -5,9 +5,10 @@ Run: ``python -m benchmarks.fidelity [--archs 20] [--reference-steps 400] [--ste
 For the space's presets plus random architectures (20 in all by default), the
 reference is stand-alone training with the study's budget at
 ``--reference-steps`` (default 4x the study's steps). Each estimator ranks the
-same architectures: the proxy trained at each of ``--steps`` (with the
-batch-norm statistics recomputed at the end, the default, and with the
-running statistics training left), every zero-cost score of the untrained
+same architectures: the proxy trained at each of ``--steps`` and at the
+study's steps (with the batch-norm statistics recomputed at the end, the
+default), the study's proxy judged by the running statistics training left
+(as before recalibration existed), every zero-cost score of the untrained
 network, and FLOPs and parameters. Printed side by
 side: Spearman and Kendall rank correlation with the reference, the share of
 the reference's top quarter the estimator also puts in its top quarter, and
@@ -142,10 +143,14 @@ def main() -> None:  # noqa: D103
     reference = f"reference {reference_steps} steps"
     estimators: dict[str, Estimator] = {
         reference: trained_accuracy(space, data, options, reference_steps, args.seed)}
-    for steps in sorted({int(s) for s in args.steps.split(",") if s.strip()}):
+    steps_list = sorted({int(s) for s in args.steps.split(",") if s.strip()})
+    for steps in steps_list:
         estimators[f"proxy {steps} steps"] = trained_accuracy(space, data, options, steps, args.seed)
-        running = {**options, "bn_recalibration_batches": 0}  # judged by the BN statistics training left
-        estimators[f"proxy {steps} steps, running BN"] = trained_accuracy(space, data, running, steps, args.seed)
+    if study_steps not in steps_list:
+        estimators[f"proxy {study_steps} steps"] = trained_accuracy(space, data, options, study_steps, args.seed)
+    running = {**options, "bn_recalibration_batches": 0}  # judged by the BN statistics training left
+    estimators[f"proxy {study_steps} steps, running BN"] = trained_accuracy(space, data, running, study_steps,
+                                                                            args.seed)
     for proxy in ZERO_COST_PROXIES:
         estimators[proxy] = zero_cost(space, data, proxy, config.budget.resolution, args.seed)
     for what in ("flops", "params"):

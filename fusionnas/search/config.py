@@ -30,7 +30,9 @@ next one (``[sampler]``)::
     latency_runtime = "onnxruntime"  # optional, as runtime above
 
     [budget]
-    steps = 40
+    steps = 400                  # the top rung's
+    rungs = 3                    # optional: 25, 100, 400 steps; each rung promotes its best quarter
+    reduction = 4
 
     [latency_tables]             # optional: tables profiled on the device (`fusionnas profile`)
     jetson-nano = "nano.json"    # else Jetson latency is an estimate, cpu/cuda measured here
