@@ -9,8 +9,9 @@ measured values only, NaN where a trial was not trained), every recorded cost
 estimated, in which runtime), ``feasible``,
 ``failure_reason``, ``reused_from``, ``train_seconds``, ``rung`` and
 ``promoted_from`` (multi-fidelity studies, :mod:`fusionnas.search.rungs`), and
-``is_pareto``: the trial is COMPLETE, feasible, at its architecture's highest
-finished rung, and no other such trial is at least as good in every objective
+``is_pareto``: the trial is COMPLETE, feasible, at the highest rung any
+finished trial reached (the frontier is drawn at the study's highest
+fidelity), and no other such trial is at least as good in every objective
 and better in one. Infeasible trials are never on the frontier.
 """
 from __future__ import annotations
@@ -62,9 +63,8 @@ def pareto_front(frame: pd.DataFrame, objectives: Mapping[str, str]) -> pd.Serie
     columns = list(objectives)
     eligible = (frame["state"] == "COMPLETE") & frame["feasible"].fillna(False).astype(bool)
     eligible &= np.isfinite(frame[columns].astype(float)).all(axis=1)
-    if "rung" in frame and eligible.any():  # each architecture by its highest finished rung
-        rungs = frame["rung"].where(eligible)
-        eligible &= rungs == rungs.groupby(frame["archid"]).transform("max")
+    if "rung" in frame and eligible.any():  # lower rungs' accuracies are of a lower fidelity: not comparable
+        eligible &= frame["rung"] == frame.loc[eligible, "rung"].max()
     mask = pd.Series(False, index=frame.index)
     if eligible.any():
         sub = frame.loc[eligible, columns].astype(float).to_numpy()

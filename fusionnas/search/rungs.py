@@ -19,7 +19,7 @@ A promotion is an ordinary trial (user attributes ``rung`` and
 any worker; the decision is taken under the study's lock
 (:mod:`fusionnas.search.coordination`), so two workers never promote the same
 trial. A promotion interrupted or lost with its worker is offered again. The
-frontier is drawn from each architecture's highest finished rung
+frontier is drawn from the highest rung reached
 (:func:`fusionnas.results.pareto.pareto_front`).
 """
 from __future__ import annotations
