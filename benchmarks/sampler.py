@@ -1,15 +1,22 @@
-"""Do TPE, NSGA-II and evolution find a better frontier than random search at the same budget?
+"""Which sampler (and fidelity) finds the better frontier than random search in the same wall-clock time?
 
-Run: ``python -m benchmarks.sampler [--trials 40] [--seeds 3]``.
-The quickstart study's space and data with a zero-cost objective (no
-training: synflow at the study's resolution, maximised, against FLOPs,
-minimised), searched by each sampler for the same number of trials and
-seeds. Prints the hypervolume of each run's frontier and, per seed, the
-ratio of each sampler's hypervolume to random search's (> 1: better).
+Run: ``python -m benchmarks.sampler [--study studies/quickstart.toml] [--minutes 5] [--seeds 3]
+[--samplers random,tpe,tpe-mv,nsga2,evolution] [--budgets study]``.
 
-Hypervolume is taken on (log10 synflow, FLOPs in millions), normalised to
-[0, 1] by the range all runs together reached, with the reference point at
-the worst corner, so the numbers compare within one invocation only.
+Every (seed, sampler, budget) runs the study's real objectives (accuracy on
+its data against FLOPs or latency, with its constraints) through
+:func:`fusionnas.search.run_study` on a fresh SQLite file for the same
+wall-clock time; the runs of one seed are interleaved, so a slow phase of the
+machine hurts all samplers alike. For each run the frontier is the study's
+own (``is_pareto``: feasible, at the highest rung reached). Printed side by
+side: trials and architectures evaluated, the hypervolume of each frontier
+(accuracy maximised, the cost minimised; normalised per seed by the range all
+its runs reached, reference point at the worst corner) and its ratio to
+random search's, and per cost level (quarters of the largest cost on any
+frontier) the best accuracy each found under it.
+
+``--budgets`` compares fidelities too: ``study`` is the study file's budget,
+``rungs:S:R:E`` the same with ``steps = S, rungs = R, reduction = E``.
 """
 from __future__ import annotations
 
@@ -17,15 +24,18 @@ import argparse
 import dataclasses
 import platform
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import optuna
+import pandas as pd
 import torch
 
-from fusionnas.evaluators.data import get_dataset
-from fusionnas.results.pareto import pareto_mask
-from fusionnas.search import Budget, Objective, SamplerConfig, SearchObjective, load_study_config
+from fusionnas.frontier import pareto_mask
+from fusionnas.results import trials_frame
+from fusionnas.search import Budget, SamplerConfig, StudyConfig, load_study_config, run_study
 
 SAMPLERS = {
     "random": SamplerConfig("random"),
@@ -38,6 +48,8 @@ SAMPLERS = {
 
 def hypervolume_2d(points: np.ndarray) -> float:
     """Area dominated by ``points`` (both coordinates minimised, inside the unit square, reference (1, 1))."""
+    if len(points) == 0:
+        return 0.0
     front = points[pareto_mask(points, [False, False])]
     front = front[np.argsort(front[:, 0])]
     area, last_y = 0.0, 1.0
@@ -48,55 +60,88 @@ def hypervolume_2d(points: np.ndarray) -> float:
     return area
 
 
-def run(study_path: str, trials: int, seeds: int) -> dict[str, list[np.ndarray]]:
-    """Per sampler, one (trials, 2) array of (synflow, FLOPs) per seed."""
-    config = load_study_config(study_path)
-    config = dataclasses.replace(
-        config, objectives=(Objective("zero_cost", proxy="synflow"), Objective("flops")),
-        budget=Budget(kind="zero_cost", resolution=config.budget.resolution, zero_cost_proxy="synflow"), enqueue=())
-    data = get_dataset(config.dataset.name, config.dataset.root, seed=config.seed,
-                       val_fraction=config.dataset.val_fraction)
-    results: dict[str, list[np.ndarray]] = {name: [] for name in SAMPLERS}
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    for seed in range(seeds):
-        for name, sampler in SAMPLERS.items():
-            run_config = dataclasses.replace(config, seed=seed, sampler=dataclasses.replace(sampler, seed=seed))
-            study = optuna.create_study(directions=run_config.directions, sampler=run_config.make_sampler())
-            start = time.perf_counter()
-            study.optimize(SearchObjective(run_config, data), n_trials=trials)
-            values = np.array([t.values for t in study.trials if t.values is not None])
-            results[name].append(values)
-            print(f"seed {seed} {name:<6} {len(values)} trials in {time.perf_counter() - start:5.1f} s", flush=True)
-    return results
+def budget_of(config: StudyConfig, spec: str) -> Budget:
+    """``study`` or ``rungs:S:R:E`` (see the module docstring)."""
+    if spec == "study":
+        return config.budget
+    kind, steps, rungs, reduction = spec.split(":")
+    if kind != "rungs":
+        raise SystemExit(f"unknown budget {spec!r}; use study or rungs:STEPS:RUNGS:REDUCTION")
+    return dataclasses.replace(config.budget, epochs=None, steps=int(steps), rungs=int(rungs),
+                               reduction=int(reduction))
 
 
-def main() -> None:
+def one_run(config: StudyConfig, folder: Path, seconds: float) -> pd.DataFrame:
+    """The trials frame of one timed run of ``config`` on a fresh SQLite file in ``folder``."""
+    url = f"sqlite:///{folder / (config.name + '.db')}"
+    study = run_study(config, storage=url, progress=False, timeout_s=seconds)
+    return trials_frame(study)
+
+
+def main() -> None:  # noqa: D103
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="studies/quickstart.toml")
-    parser.add_argument("--trials", type=int, default=40, help="trials per sampler and seed (equal budget)")
+    parser.add_argument("--minutes", type=float, default=5.0, help="wall-clock time of every run")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--samplers", default="random,tpe,evolution")
+    parser.add_argument("--budgets", default="study", help="comma-separated: study, rungs:S:R:E")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, optuna {optuna.__version__}; "
-          f"{args.trials} trials x {args.seeds} seeds per sampler, synflow (max) vs FLOPs (min)")
-    results = run(args.study, args.trials, args.seeds)
-    # Minimise both: -log10(synflow) and MFLOPs; normalise by the joint range.
-    transformed = {name: [np.column_stack([-np.log10(np.maximum(v[:, 0], 1e-300)), v[:, 1] / 1e6]) for v in runs]
-                   for name, runs in results.items()}
-    everything = np.vstack([v for runs in transformed.values() for v in runs])
-    low, high = everything.min(axis=0), everything.max(axis=0)
-    scale = np.where(high > low, high - low, 1.0)
-    volumes = {name: [hypervolume_2d((v - low) / scale) for v in runs] for name, runs in transformed.items()}
-    others = [name for name in SAMPLERS if name != "random"]
-    print(f"\n{'seed':<6}" + "".join(f"{name:>10}" for name in SAMPLERS)
-          + "".join(f"{name + '/rnd':>14}" for name in others))
-    for seed in range(args.seeds):
-        hv = {name: volumes[name][seed] for name in SAMPLERS}
-        print(f"{seed:<6}" + "".join(f"{hv[name]:>10.4f}" for name in SAMPLERS)
-              + "".join(f"{hv[name] / hv['random']:>14.3f}" for name in others))
-    mean = {name: statistics.fmean(volumes[name]) for name in SAMPLERS}
-    print(f"{'mean':<6}" + "".join(f"{mean[name]:>10.4f}" for name in SAMPLERS)
-          + "".join(f"{mean[name] / mean['random']:>14.3f}" for name in others))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    torch.set_num_threads(2)
+    base = load_study_config(args.study)
+    cost = next(o.name for o in base.objectives if o.metric != "accuracy")
+    samplers = [s for s in args.samplers.split(",") if s]
+    if "random" not in samplers:
+        samplers.insert(0, "random")
+    budgets = [b for b in args.budgets.split(",") if b]
+    runs = [(s, b) for b in budgets for s in samplers]
+    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, optuna {optuna.__version__}; "
+          f"{args.minutes:g} min per run, {args.seeds} seeds, accuracy (max) vs {cost} (min), {args.study}",
+          flush=True)
+    frames: dict[tuple[int, str, str], pd.DataFrame] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(args.seeds):
+            for sampler, budget in runs:
+                config = dataclasses.replace(
+                    base, name=f"bench-{seed}-{sampler}-{budget.replace(':', '-')}", seed=seed, enqueue=(),
+                    n_trials=None, timeout_s=args.minutes * 60, budget=budget_of(base, budget),
+                    sampler=dataclasses.replace(SAMPLERS[sampler], seed=seed))
+                start = time.perf_counter()
+                frame = one_run(config, Path(tmp), args.minutes * 60)
+                frames[seed, sampler, budget] = frame
+                print(f"seed {seed} {sampler:<9} {budget:<14} {len(frame)} trials, {frame['archid'].nunique()} "
+                      f"architectures in {time.perf_counter() - start:.0f} s", flush=True)
+    report(frames, args.seeds, runs, cost)
+
+
+def report(frames: dict, seeds: int, runs: list[tuple[str, str]], cost: str) -> None:
+    """Hypervolume ratios to random search and the best accuracy per cost level, per run."""
+    rows = []
+    for seed in range(seeds):
+        fronts = {run: frames[(seed, *run)].query("is_pareto")[["accuracy", cost]].to_numpy(float) for run in runs}
+        every = np.vstack([f for f in fronts.values() if len(f)] or [np.zeros((1, 2))])
+        low, high = every.min(axis=0), every.max(axis=0)
+        scale = np.where(high > low, high - low, 1.0)
+        levels = every[:, 1].max() * np.array([0.25, 0.5, 0.75, 1.0])
+        for run, front in fronts.items():
+            points = np.column_stack([(high[0] - front[:, 0]) / scale[0], (front[:, 1] - low[1]) / scale[1]])
+            frame = frames[(seed, *run)]
+            row = {"seed": seed, "sampler": run[0], "budget": run[1], "trials": len(frame),
+                   "archs": frame["archid"].nunique(), "hv": hypervolume_2d(points)}
+            for level, limit in zip(("q1", "q2", "q3", "q4"), levels):
+                under = front[front[:, 1] <= limit]
+                row[f"best@{level}"] = under[:, 0].max() if len(under) else np.nan
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    random_hv = table[table.sampler == "random"].set_index(["seed", "budget"])["hv"]
+    table["hv/random"] = [hv / random_hv.get((s, "study"), random_hv.get((s, b), np.nan))
+                          for s, b, hv in zip(table.seed, table.budget, table.hv)]
+    print("\n" + table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    mean = table.groupby(["sampler", "budget"], sort=False)[["trials", "archs", "hv", "hv/random"]].agg(
+        statistics.fmean)
+    print("\nmean over seeds (best@qK: best accuracy at a cost under K quarters of the largest)\n"
+          + mean.to_string(float_format=lambda v: f"{v:.3f}"))
+
 
 if __name__ == "__main__":
     main()
