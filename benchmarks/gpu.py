@@ -1,11 +1,15 @@
-"""The GPU checks, in one run of a few minutes: CUDA latency of the baseline and every preset.
+"""The GPU checks, in one run of a few minutes: CUDA latency and proxy-training throughput.
 
 Run on a machine with a CUDA GPU: ``python -m benchmarks.gpu [--rounds 20]``.
 For both spaces, batch 1 and 32: torch eager, and the same model replayed
 from a captured CUDA graph (what a deployment without Python overhead
 sees), each synchronised, median over interleaved rounds; "x" is the speed
-relative to the all-conv baseline in the same mode. Then the CUDA tests
-(``pytest -k cuda``). Without CUDA it says so and exits 1.
+relative to the all-conv baseline in the same mode. Then proxy training of
+the baseline and every preset of the CIFAR space on CUDA with mixed
+precision (the proxy's default there), with and without channels-last
+convolutions: images per second and trials per hour at the quickstart's
+budget. Then the CUDA tests (``pytest -k cuda``). Without CUDA it says so and
+exits 1.
 """
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ import time
 
 import torch
 
+from fusionnas.evaluators import get_dataset, train_proxy
+from fusionnas.evaluators.proxy import ProxyBudget
+from fusionnas.search import load_study_config
 from fusionnas.spaces import get_space
 
 
@@ -65,6 +72,37 @@ def cuda_table(space_name: str, batch: int, rounds: int) -> list[dict]:
             for n in names]
 
 
+def _channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """Channels-last weights for the convolutions only (some transforms hold 5-d parameters)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.to(memory_format=torch.channels_last)
+    return model
+
+
+def training_table(steps: int = 60) -> list[dict]:
+    """Proxy training throughput per preset, AMP on, plain and channels-last: images/s, trials/hour."""
+    space = get_space("mobilenetv2-cifar")
+    quickstart = load_study_config("studies/quickstart.toml").budget
+    data = get_dataset("synthetic", seed=0, num_samples=8192, image_size=32)
+    budget = ProxyBudget(steps=steps, batch_size=128, device="cuda")
+    trial_images = (quickstart.steps or 100) * (quickstart.batch_size or 128)
+    rows = []
+    for name in space.presets():
+        row = {"arch": name}
+        for layout in ("plain", "channels-last"):
+            model = space.build(space.preset(name), num_classes=data.num_classes)
+            if layout == "channels-last":
+                model = _channels_last(model.cuda())
+            train_proxy(model, data, ProxyBudget(steps=5, batch_size=128, device="cuda"))  # warm-up
+            result = train_proxy(model, data, budget)
+            per_second = steps * budget.batch_size / result.train_seconds
+            row[f"{layout} img/s"] = per_second
+            row[f"{layout} trials/h"] = 3600 / (trial_images / per_second)
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:  # noqa: D103
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
@@ -81,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
             for row in cuda_table(space, batch, args.rounds):
                 print(f"| {row['arch']} | {row['eager ms']:.3f} | {row['eager x']:.2f} | {row['graph ms']:.3f} | "
                       f"{row['graph x']:.2f} |", flush=True)
+    print("\n## proxy training, mobilenetv2-cifar, batch 128, AMP; trials/h at the quickstart's budget")
+    print("| arch | img/s | trials/h | channels-last img/s | channels-last trials/h |\n|---|---|---|---|---|")
+    for row in training_table():
+        print(f"| {row['arch']} | {row['plain img/s']:.0f} | {row['plain trials/h']:.0f} | "
+              f"{row['channels-last img/s']:.0f} | {row['channels-last trials/h']:.0f} |", flush=True)
     if args.no_tests:
         return 0
     return subprocess.call([sys.executable, "-m", "pytest", "-q", "-k", "cuda", "tests"])
