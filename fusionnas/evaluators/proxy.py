@@ -26,7 +26,7 @@ import gc
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -47,6 +47,11 @@ __all__ = [
     "OutOfMemory",
     "train_proxy",
     "resolve_device",
+    "validate",
+    "recalibrate",
+    "sgd",
+    "cosine_with_warmup",
+    "param_groups",
 ]
 
 logger = logging.getLogger(__name__)
@@ -215,7 +220,8 @@ def train_proxy(
     )
 
 
-def _cosine_with_warmup(total: int, warmup_fraction: float):
+def cosine_with_warmup(total: int, warmup_fraction: float) -> Callable[[int], float]:
+    """The lr multiplier per step: a linear warm-up over ``warmup_fraction`` of ``total``, then a cosine."""
     warmup = min(total - 1, math.ceil(total * warmup_fraction)) if warmup_fraction > 0 else 0
 
     def factor(step: int) -> float:  # lr multiplier before optimizer step `step` (0-based)
@@ -227,12 +233,21 @@ def _cosine_with_warmup(total: int, warmup_fraction: float):
     return factor
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(params: Iterable[nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on weights with >= 2 dims only (not BN, biases, thresholds, scales)."""
     decay, no_decay = [], []
-    for param in model.parameters():
+    for param in params:
         if param.requires_grad:
             (decay if param.dim() >= 2 else no_decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def sgd(params: Iterable[nn.Parameter], budget: ProxyBudget, total: int) -> tuple[
+        torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The proxy's optimiser (SGD, Nesterov) and its warm-up + cosine schedule over ``total`` steps."""
+    optimizer = torch.optim.SGD(param_groups(params, budget.weight_decay), lr=budget.lr, momentum=budget.momentum,
+                                nesterov=budget.momentum > 0)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, budget.warmup_fraction))
 
 
 def _amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
@@ -262,11 +277,7 @@ def _train(
         generator = torch.Generator().manual_seed(budget.seed)
         x_train, y_train = train.x_train.to(device), train.y_train.to(device)
         model.to(device).train()
-        optimizer = torch.optim.SGD(
-            _param_groups(model, budget.weight_decay), lr=budget.lr, momentum=budget.momentum,
-            nesterov=budget.momentum > 0,
-        )
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(total, budget.warmup_fraction))
+        optimizer, schedule = sgd(model.parameters(), budget, total)
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
         criterion = nn.CrossEntropyLoss(label_smoothing=budget.label_smoothing)
 
@@ -308,16 +319,13 @@ def _train(
                     on_step(step)
         finally:
             bar.close()
-        if budget.bn_recalibration_batches:  # on unaugmented images, as the validation split is seen
-            plain = iterate_batches(x_train, y_train, batch_size, mean=data.mean, std=data.std, shuffle=True,
-                                    generator=generator, resolution=budget.resolution, drop_last=True)
-            recalibrate_batch_norm(model, (xb for xb, _ in islice(plain, budget.bn_recalibration_batches)))
+        recalibrate(model, train, budget, device, generator)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - start
 
         start = time.perf_counter()
-        accuracy, val_loss = _evaluate(model, data, budget, device)
+        accuracy, val_loss = validate(model, data, budget, device)
         eval_seconds = time.perf_counter() - start
     if not math.isfinite(val_loss):
         raise TrainingDiverged(
@@ -336,8 +344,21 @@ def _train(
     return result
 
 
+def recalibrate(model: nn.Module, data: DataSplits, budget: ProxyBudget, device: torch.device,
+                generator: torch.Generator | None = None) -> None:
+    """Recompute the batch-norm statistics of ``model`` on ``budget.bn_recalibration_batches``
+    unaugmented training batches (as the validation split is seen); nothing when that is 0."""
+    if not budget.bn_recalibration_batches:
+        return
+    batch_size = min(budget.batch_size, len(data.x_train))
+    plain = iterate_batches(data.x_train.to(device), data.y_train.to(device), batch_size, mean=data.mean,
+                            std=data.std, shuffle=True, generator=generator, resolution=budget.resolution,
+                            drop_last=True)
+    recalibrate_batch_norm(model, (xb for xb, _ in islice(plain, budget.bn_recalibration_batches)))
+
+
 @torch.no_grad()
-def _evaluate(model: nn.Module, data: DataSplits, budget: ProxyBudget, device: torch.device) -> tuple[float, float]:
+def validate(model: nn.Module, data: DataSplits, budget: ProxyBudget, device: torch.device) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of ``model`` in eval mode on the validation split.
 
     In float32 even where training used mixed precision: evaluation is a small
