@@ -9,7 +9,9 @@ same architectures: the proxy trained at each of ``--steps`` and at the
 study's steps (with the batch-norm statistics recomputed at the end, the
 default), the study's proxy judged by the running statistics training left
 (as before recalibration existed), every zero-cost score of the untrained
-network, and FLOPs and parameters. Printed side by
+network, FLOPs and parameters, and (``--supernet-steps N``) the accuracy
+inherited from a weight-sharing supernet trained once for N steps
+(:mod:`fusionnas.evaluators.supernet`; its training time is printed apart). Printed side by
 side: Spearman and Kendall rank correlation with the reference, the share of
 the reference's top quarter the estimator also puts in its top quarter, and
 the median seconds the estimator spends per architecture.
@@ -35,6 +37,7 @@ import torch
 from fusionnas.evaluators import count_flops, count_params
 from fusionnas.evaluators.data import DataSplits, get_dataset, iterate_batches
 from fusionnas.evaluators.proxy import ProxyBudget, ProxyTrainingError, train_proxy
+from fusionnas.evaluators.supernet import SuperNet, score as supernet_accuracy, train_supernet
 from fusionnas.evaluators.zero_cost import ZERO_COST_PROXIES, score
 from fusionnas.search import load_study_config
 from fusionnas.spaces import Arch, get_space, random_archs
@@ -66,6 +69,22 @@ def zero_cost(space, data: DataSplits, proxy: str, resolution: int | None, seed:
     def estimate(arch: Arch) -> float:
         torch.manual_seed(seed)
         return float(score(proxy, space.build(arch, num_classes=data.num_classes), x, y))
+
+    return estimate
+
+
+def supernet_score(space, data: DataSplits, options: dict, steps: int, seed: int, checkpoint: Path) -> Estimator:
+    """Accuracy inherited from a supernet trained ``steps`` fair single-path steps (once, on first use)."""
+    budget = ProxyBudget(**{**options, "steps": steps}, seed=seed, device="cpu")
+    trained: list[SuperNet] = []
+
+    def estimate(arch: Arch) -> float:
+        if not trained:
+            supernet = SuperNet(space, data.num_classes)
+            done = train_supernet(supernet, data, budget, checkpoint=checkpoint)
+            print(f"  supernet: {steps} steps, {done['seconds']:.0f} s this run", flush=True)
+            trained.append(supernet)
+        return supernet_accuracy(trained[0], arch, data, budget)
 
     return estimate
 
@@ -128,6 +147,8 @@ def main() -> None:  # noqa: D103
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", default="fidelity-cache.json", help="results kept between runs")
+    parser.add_argument("--supernet-steps", type=int, default=0,
+                        help="also score by inheriting from a supernet trained so many steps (0: skip)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_study_config(args.study)
@@ -156,6 +177,10 @@ def main() -> None:  # noqa: D103
     for what in ("flops", "params"):
         estimators[what] = size(space, data, what)
     cache_path = Path(args.cache)
+    if args.supernet_steps:
+        estimators[f"supernet {args.supernet_steps} steps"] = supernet_score(
+            space, data, options, args.supernet_steps, args.seed,
+            cache_path.with_suffix(f".supernet-{args.supernet_steps}.pt"))
     cache = load_cache(cache_path)
     print(f"# {len(archs)} architectures of {config.space} on {config.dataset.name}; reference: "
           f"{reference_steps} steps, batch {options.get('batch_size', 'default')}, "
