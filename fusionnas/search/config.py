@@ -71,7 +71,7 @@ logger = logging.getLogger(__name__)
 
 METRICS = tuple(METRIC_RECORDS)
 DIRECTIONS = ("maximize", "minimize")
-BUDGET_KINDS = ("proxy", "zero_cost")
+BUDGET_KINDS = ("proxy", "zero_cost", "supernet")
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,9 @@ class Budget:
     defaults; set ``epochs`` or ``steps``, not both (neither: one epoch).
     """
 
-    kind: str = study_key('"proxy"', "proxy")  # "proxy": train briefly; "zero_cost": score at init, no training
+    # "proxy": train briefly; "zero_cost": score at init, no training; "supernet": inherit the
+    # weights of the study's supernet (rung 0; promotions train on from them)
+    kind: str = study_key('"proxy"', "proxy")
     epochs: float | None = study_key('1', None)
     steps: int | None = study_key('50', None)  # optimiser steps per trial
     data_fraction: float = study_key('0.5', 1.0)  # of the training split
@@ -221,6 +223,7 @@ class Budget:
     bn_recalibration: int = study_key('8', 8)
     rungs: int = study_key('3', 1)  # multi-fidelity: rung r trains steps / reduction ** (rungs - 1 - r)
     reduction: int = study_key('4', 3)  # each rung promotes its best 1 / reduction (fusionnas.search.rungs)
+    supernet_steps: int = study_key('600', 600)  # kind = "supernet": its training, once per study
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -240,10 +243,11 @@ class Budget:
         if self.reduction < 2:
             problems.append(StudyConfigProblem("reduction", f"must be >= 2, got {self.reduction}",
                                                "write reduction = 3 (each rung keeps its best third)"))
-        if self.rungs > 1 and (self.steps is None or self.kind != "proxy"):
+        if self.rungs > 1 and (self.steps is None or self.kind == "zero_cost"):
             problems.append(StudyConfigProblem(
-                "rungs", "rungs need proxy training counted in steps (the top rung's)",
+                "rungs", "rungs need training counted in steps (the top rung's)",
                 "add steps = 400 (and remove epochs), or remove rungs"))
+        positive(problems, "supernet_steps", self.supernet_steps, "write supernet_steps = 600")
         if self.bn_recalibration < 0:
             problems.append(StudyConfigProblem(
                 "bn_recalibration", f"must be >= 0, got {self.bn_recalibration}",
@@ -380,7 +384,8 @@ class StudyConfig:
 
         Storage, sampler, trial counts and constraints may change when a study resumes;
         latency tables count only once set, a latency's runtime unless it is ``torch``,
-        rungs when there is more than one, and batch-norm recalibration unless it is 0 (so studies stored before either
+        rungs when there is more than one, supernet steps with a supernet, and
+        batch-norm recalibration unless it is 0 (so studies stored before either
         existed keep their fingerprint: one whose latency meant torch eager resumes only
         with ``runtime = "torch"``, one trained without recalibration with
         ``bn_recalibration = 0``).
@@ -390,6 +395,8 @@ class StudyConfig:
             del data["budget"]["bn_recalibration"]
         if data["budget"]["rungs"] == 1:
             del data["budget"]["rungs"], data["budget"]["reduction"]
+        if data["budget"]["kind"] != "supernet":
+            del data["budget"]["supernet_steps"]
         for objective in data["objectives"]:
             if objective.get("runtime") in (None, "torch"):
                 del objective["runtime"]

@@ -32,10 +32,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import warnings
 import weakref
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -45,7 +46,8 @@ from optuna.trial import TrialState
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["LOCK_SUFFIX", "study_lock", "storage_lock", "fail_stale_trials", "heartbeat", "Claim", "claim_archid"]
+__all__ = ["LOCK_SUFFIX", "study_lock", "storage_lock", "file_lock", "fail_stale_trials", "heartbeat", "Claim",
+           "claim_archid"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,13 +129,13 @@ def storage_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Abstr
             return _advisory_lock(storage, study_name)
         database = storage.engine.url.database
         if dialect == "sqlite" and database not in (None, "", ":memory:"):
-            return _file_lock(database)
+            return file_lock(database)
         if dialect != "sqlite":
             _warn_once(dialect)
     else:
         path = _journal_file(storage)
         if path is not None:
-            return _file_lock(path)
+            return file_lock(path)
     return _thread_lock(storage)
 
 
@@ -152,17 +154,29 @@ def _advisory_lock(storage: optuna.storages.RDBStorage, name: str) -> Iterator[N
 
 
 @contextmanager
-def _file_lock(path: str) -> Iterator[None]:
-    """An exclusive ``flock`` on the lock file beside ``path``, waited for without polling.
+def file_lock(path: str | os.PathLike[str], *, poll: Callable[[], None] | None = None) -> Iterator[None]:
+    """An exclusive ``flock`` on the lock file beside ``path``.
 
-    ``flock`` belongs to the open file, so two threads of one process exclude
-    each other as two processes do, and the kernel releases it if the worker dies.
+    Waited for without polling, or with ``poll`` every 0.1 s while another
+    holder has it (for a wait that may last minutes: ``poll`` may raise to
+    stop waiting). ``flock`` belongs to the open file, so two threads of one
+    process exclude each other as two processes do, and the kernel releases
+    it if the worker dies.
     """
     import fcntl
 
     fd = os.open(os.fspath(path) + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if poll is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    poll()
+                    time.sleep(0.1)
         try:
             yield
         finally:

@@ -14,8 +14,11 @@ For every trial :class:`SearchObjective`
    completes with its measured costs and the worst value of every objective
    it did not measure (accuracy 0, a zero-cost score -inf), which Optuna's
    constrained TPE and NSGA-II rank behind every feasible trial;
-5. evaluates it: a zero-cost score (``budget.kind = "zero_cost"``) or proxy
-   training, optionally only for the architectures whose zero-cost score
+5. evaluates it: a zero-cost score (``budget.kind = "zero_cost"``), the
+   accuracy it inherits from the study's supernet (``"supernet"``, rung 0;
+   :mod:`fusionnas.search.shared_weights`), or proxy training to its rung's
+   steps (a promotion resumes from the lower rung's weights;
+   :mod:`fusionnas.search.rungs`), optionally only for the architectures whose zero-cost score
    reaches the top ``budget.prefilter`` share of the study so far (the rest
    are PRUNED, ``prefiltered`` set); trained weights go to the artifacts
    folder as ``<archid>-<fingerprint>.pt``.
@@ -39,13 +42,14 @@ import optuna
 import torch
 
 from fusionnas.evaluators import iterate_batches
-from fusionnas.evaluators.proxy import ProxyBudget, ProxyResult, train_proxy
+from fusionnas.evaluators.proxy import ProxyBudget, ProxyResult, recalibrate, train_proxy, validate
 from fusionnas.evaluators.zero_cost import score as zero_cost_score
 from fusionnas.interrupts import STOP
 from fusionnas.metrics import attribute_of
 from fusionnas.search.coordination import claim_archid, fail_stale_trials, study_lock
 from fusionnas.search.costs import COST_KEYS, CostEvaluator, one_thread
 from fusionnas.search.rungs import Rungs, rung_of
+from fusionnas.search.shared_weights import StudySupernet
 from fusionnas.spaces import Arch, get_space
 
 if TYPE_CHECKING:
@@ -98,6 +102,7 @@ class SearchObjective:
         self.current_trial: optuna.Trial | None = None
         self.costs = CostEvaluator(config, self.artifacts)
         self.rungs = Rungs.of(config.budget)
+        self.supernet = StudySupernet(config, self.space, data, self.artifacts, device)
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # -- the trial ---------------------------------------------------------------------
@@ -229,18 +234,13 @@ class SearchObjective:
             return result
         if budget.prefilter is not None and rung == 0:
             self._prefilter(trial, result[budget.zero_cost_proxy])
-        steps, resumed = self.rungs.steps[rung], None
-        if parent is not None and self._load_weights(model, parent):
-            steps, resumed = steps - int(parent.user_attrs.get("proxy_steps", 0)), parent.number
-        options = {**budget.proxy_options(), **({"steps": steps} if steps else {})}
-        proxy_budget = ProxyBudget(**options, seed=self.config.seed, device=self.device)
-        trained = self.train(model, self.data, proxy_budget, on_step=lambda step: STOP.check())
-        total = trained.steps + (int(parent.user_attrs.get("proxy_steps", 0)) if resumed is not None else 0)
-        result.update(val_accuracy=trained.val_accuracy, val_loss=trained.val_loss,
-                      train_seconds=trained.train_seconds, proxy_steps=total, evaluated=True)
+        if budget.kind == "supernet" and rung == 0:
+            model, inherited = self._inherit(arch)
+            result.update(inherited)
+        else:
+            result.update(self._train(model, rung, parent))
         if self.rungs.count > 1:
-            result[f"val_accuracy@rung{rung}"] = trained.val_accuracy
-            result["resumed_from"] = resumed
+            result[f"val_accuracy@rung{rung}"] = result["val_accuracy"]
         if self.artifacts is not None:
             folder = self.artifacts / "weights"
             folder.mkdir(parents=True, exist_ok=True)
@@ -250,6 +250,31 @@ class SearchObjective:
             tmp.replace(folder / name)
             result["weights"] = name
         return result
+
+    def _train(self, model: torch.nn.Module, rung: int, parent: optuna.trial.FrozenTrial | None) -> dict[str, Any]:
+        """Proxy-train ``model`` to its rung's steps, resuming from ``parent``'s weights when it has them."""
+        steps, resumed = self.rungs.steps[rung], None
+        if parent is not None and self._load_weights(model, parent):
+            steps, resumed = steps - int(parent.user_attrs.get("proxy_steps", 0)), parent.number
+        options = {**self.config.budget.proxy_options(), **({"steps": steps} if steps else {})}
+        proxy_budget = ProxyBudget(**options, seed=self.config.seed, device=self.device)
+        trained = self.train(model, self.data, proxy_budget, on_step=lambda step: STOP.check())
+        total = trained.steps + (int(parent.user_attrs.get("proxy_steps", 0)) if resumed is not None else 0)
+        result = dict(val_accuracy=trained.val_accuracy, val_loss=trained.val_loss,
+                      train_seconds=trained.train_seconds, proxy_steps=total, evaluated=True)
+        return {**result, "resumed_from": resumed} if self.rungs.count > 1 else result
+
+    def _inherit(self, arch: Arch) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """``arch`` with the study supernet's weights and recalibrated batch norm, and its accuracy."""
+        supernet = self.supernet.get()
+        start = time.perf_counter()
+        model = supernet.inherit(arch)
+        budget = self.supernet.budget
+        device = torch.device(next(model.parameters()).device)
+        recalibrate(model, self.data, budget, device, torch.Generator().manual_seed(self.config.seed))
+        accuracy, loss = validate(model, self.data, budget, device)
+        return model, dict(val_accuracy=accuracy, val_loss=loss, train_seconds=time.perf_counter() - start,
+                           proxy_steps=0, evaluated=True, supernet_steps=budget.steps)
 
     def _load_weights(self, model: torch.nn.Module, parent: optuna.trial.FrozenTrial) -> bool:
         """Load the weights ``parent`` trained into ``model``; False (train from scratch) if they are gone."""

@@ -57,6 +57,8 @@ class Rungs:
         """The rungs of a study budget (one rung of ``budget.steps`` when it has none)."""
         count, eta = budget.rungs, budget.reduction
         top = budget.steps
+        if budget.kind == "supernet":  # rung 0 inherits the supernet's weights and trains nothing
+            return cls((0, *(max(1, round(top / eta ** (count - 1 - r))) for r in range(1, count))), eta)
         if count == 1 or top is None:
             return cls((top or 0,), eta)
         return cls(tuple(max(1, round(top / eta ** (count - 1 - r))) for r in range(count)), eta)
