@@ -24,7 +24,7 @@ class SearchProgress:
     target: int | None
     feasible: int  # COMPLETE and feasible
     failed: int
-    frontier: int  # feasible trials on the Pareto frontier
+    frontier: int  # feasible trials on the Pareto frontier (of the highest rung reached)
     best: dict[str, tuple[float, int]] = field(default_factory=dict)  # objective -> (value, trial)
     elapsed_s: float = 0.0
 
@@ -48,14 +48,16 @@ def summarize(study: optuna.Study, trial: optuna.trial.FrozenTrial, target: int 
     trials = study.get_trials(deepcopy=False)
     feasible = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible", True)
                 and t.values is not None and all(math.isfinite(v) for v in t.values)]
+    top = max((int(t.user_attrs.get("rung", 0)) for t in feasible), default=0)
+    ranked = [t for t in feasible if int(t.user_attrs.get("rung", 0)) == top]  # the highest fidelity's
     names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
     maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
     best = {}
     for i, (name, up) in enumerate(zip(names, maximize)):
-        if feasible:
-            pick = (max if up else min)(feasible, key=lambda t: t.values[i])
+        if ranked:
+            pick = (max if up else min)(ranked, key=lambda t: t.values[i])
             best[name] = (pick.values[i], pick.number)
-    frontier = int(pareto_mask([t.values for t in feasible], maximize).sum()) if feasible else 0
+    frontier = int(pareto_mask([t.values for t in ranked], maximize).sum()) if ranked else 0
     return SearchProgress(trial=trial, done=count_trials(study), target=target, feasible=len(feasible),
                           failed=sum(t.state == TrialState.FAIL for t in trials), frontier=frontier, best=best,
                           elapsed_s=elapsed_s)
