@@ -146,7 +146,11 @@ def main() -> None:  # noqa: D103
     parser.add_argument("--steps", default="25,50,100", help="proxy budgets to compare (comma-separated)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cache", default="fidelity-cache.json", help="results kept between runs")
+    parser.add_argument("--cache", default="fidelity-cache.json",
+                        help="results kept between runs; several (comma-separated) are read together, the first "
+                        "is written")
+    parser.add_argument("--part", default="1/1", metavar="K/N",
+                        help="measure only every N-th architecture from the K-th (run N parts side by side)")
     parser.add_argument("--supernet-steps", type=int, default=0,
                         help="also score by inheriting from a supernet trained so many steps (0: skip)")
     args = parser.parse_args()
@@ -176,16 +180,24 @@ def main() -> None:  # noqa: D103
         estimators[proxy] = zero_cost(space, data, proxy, config.budget.resolution, args.seed)
     for what in ("flops", "params"):
         estimators[what] = size(space, data, what)
-    cache_path = Path(args.cache)
+    paths = [Path(p) for p in args.cache.split(",") if p]
+    cache_path = paths[0]
     if args.supernet_steps:
         estimators[f"supernet {args.supernet_steps} steps"] = supernet_score(
             space, data, options, args.supernet_steps, args.seed,
             cache_path.with_suffix(f".supernet-{args.supernet_steps}.pt"))
-    cache = load_cache(cache_path)
+    cache: dict = {}
+    for path in reversed(paths):  # the first file wins, and is the one written
+        for archid, done in load_cache(path).items():
+            cache.setdefault(archid, {}).update(done)
     print(f"# {len(archs)} architectures of {config.space} on {config.dataset.name}; reference: "
           f"{reference_steps} steps, batch {options.get('batch_size', 'default')}, "
           f"resolution {options.get('resolution', 'native')}", flush=True)
-    measure(archs, estimators, cache, cache_path)
+    part, parts = (int(n) for n in args.part.split("/"))
+    measure(archs[part - 1::parts], estimators, cache, cache_path)
+    if any(name not in cache.get(a.archid, {}) for a in archs for name in estimators):
+        print(f"part {args.part} done; the table needs every part (pass their caches together to --cache)")
+        return
     table = fidelity_table(archs, [n for n in estimators if n != reference], cache, reference)
     print(f"\n# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; rank correlation with the {reference} accuracy")
