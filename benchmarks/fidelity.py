@@ -151,6 +151,7 @@ def main() -> None:  # noqa: D103
                         "is written")
     parser.add_argument("--part", default="1/1", metavar="K/N",
                         help="measure only every N-th architecture from the K-th (run N parts side by side)")
+    parser.add_argument("--only", default="", metavar="PREFIX", help="measure only the estimators named so")
     parser.add_argument("--supernet-steps", type=int, default=0,
                         help="also score by inheriting from a supernet trained so many steps (0: skip)")
     args = parser.parse_args()
@@ -194,7 +195,8 @@ def main() -> None:  # noqa: D103
           f"{reference_steps} steps, batch {options.get('batch_size', 'default')}, "
           f"resolution {options.get('resolution', 'native')}", flush=True)
     part, parts = (int(n) for n in args.part.split("/"))
-    measure(archs[part - 1::parts], estimators, cache, cache_path)
+    chosen = {name: e for name, e in estimators.items() if not args.only or name.startswith(args.only)}
+    measure(archs[part - 1::parts], chosen, cache, cache_path)
     if any(name not in cache.get(a.archid, {}) for a in archs for name in estimators):
         print(f"part {args.part} done; the table needs every part (pass their caches together to --cache)")
         return
