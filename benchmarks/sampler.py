@@ -1,7 +1,7 @@
 """Which sampler (and fidelity) finds the better frontier than random search in the same wall-clock time?
 
 Run: ``python -m benchmarks.sampler [--study studies/quickstart.toml] [--minutes 5] [--seeds 3]
-[--samplers random,tpe,tpe-mv,nsga2,evolution] [--budgets study]``.
+[--samplers random,tpe,tpe-mv,nsga2,evolution] [--budgets study] [--workers 2]``.
 
 Every (seed, sampler, budget) runs the study's real objectives (accuracy on
 its data against FLOPs or latency, with its constraints) through
@@ -15,13 +15,16 @@ its runs reached, reference point at the worst corner) and its ratio to
 random search's, and per cost level (quarters of the largest cost on any
 frontier) the best accuracy each found under it.
 
-``--budgets`` compares fidelities too: ``study`` is the study file's budget,
+``--workers N`` runs each study as ``fusionnas search --workers N`` does: N
+processes on its storage, the cores split between them (the quickstart's way
+on 2 cores). ``--budgets`` compares fidelities too: ``study`` is the study file's budget,
 ``rungs:S:R:E`` the same with ``steps = S, rungs = R, reduction = E``.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
 import platform
 import statistics
 import tempfile
@@ -71,11 +74,25 @@ def budget_of(config: StudyConfig, spec: str) -> Budget:
                                reduction=int(reduction))
 
 
-def one_run(config: StudyConfig, folder: Path, seconds: float) -> pd.DataFrame:
-    """The trials frame of one timed run of ``config`` on a fresh SQLite file in ``folder``."""
+def one_run(config: StudyConfig, folder: Path, seconds: float, workers: int) -> pd.DataFrame:
+    """The trials frame of one timed run of ``config`` by ``workers`` processes on a fresh SQLite file."""
     url = f"sqlite:///{folder / (config.name + '.db')}"
-    study = run_study(config, storage=url, progress=False, timeout_s=seconds)
-    return trials_frame(study)
+    threads = max(1, torch.get_num_threads() // workers)
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_work, args=(config, url, seconds, threads)) for _ in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+        if process.exitcode != 0:
+            raise SystemExit(f"a worker of {config.name} exited with {process.exitcode}")
+    return trials_frame(optuna.load_study(study_name=config.name, storage=url))
+
+
+def _work(config: StudyConfig, url: str, seconds: float, threads: int) -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    torch.set_num_threads(threads)
+    run_study(config, storage=url, progress=False, timeout_s=seconds)
 
 
 def main() -> None:  # noqa: D103
@@ -85,6 +102,7 @@ def main() -> None:  # noqa: D103
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--samplers", default="random,tpe,evolution")
     parser.add_argument("--budgets", default="study", help="comma-separated: study, rungs:S:R:E")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per study, cores split")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     torch.set_num_threads(2)
@@ -96,7 +114,8 @@ def main() -> None:  # noqa: D103
     budgets = [b for b in args.budgets.split(",") if b]
     runs = [(s, b) for b in budgets for s in samplers]
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, optuna {optuna.__version__}; "
-          f"{args.minutes:g} min per run, {args.seeds} seeds, accuracy (max) vs {cost} (min), {args.study}",
+          f"{args.minutes:g} min per run, {args.workers} worker(s), {args.seeds} seeds, accuracy (max) vs {cost} "
+          f"(min), {args.study}",
           flush=True)
     frames: dict[tuple[int, str, str], pd.DataFrame] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,7 +126,7 @@ def main() -> None:  # noqa: D103
                     n_trials=None, timeout_s=args.minutes * 60, budget=budget_of(base, budget),
                     sampler=dataclasses.replace(SAMPLERS[sampler], seed=seed))
                 start = time.perf_counter()
-                frame = one_run(config, Path(tmp), args.minutes * 60)
+                frame = one_run(config, Path(tmp), args.minutes * 60, args.workers)
                 frames[seed, sampler, budget] = frame
                 print(f"seed {seed} {sampler:<9} {budget:<14} {len(frame)} trials, {frame['archid'].nunique()} "
                       f"architectures in {time.perf_counter() - start:.0f} s", flush=True)

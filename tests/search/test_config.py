@@ -70,7 +70,7 @@ def test_shipped_studies_cover_the_issue() -> None:
     assert {"quickstart", "cifar10-jetson-nano", "seed-hybrid"} <= names
     quick = load_study_config(STUDIES / "quickstart.toml", **KNOWN)
     assert (quick.dataset.name, quick.space) == ("digits", "mobilenetv2-cifar")
-    assert quick.n_trials <= 20 and quick.timeout_s <= 600 and quick.budget.steps <= 100
+    assert quick.timeout_s <= 600 and quick.budget.rungs >= 2  # many architectures briefly, the best longer
     nano = load_study_config(STUDIES / "cifar10-jetson-nano.toml", **KNOWN)
     assert nano.constraints.latency_device == "jetson-nano"
     assert "latency_ms@jetson-nano" in nano.metric_names
