@@ -1,10 +1,12 @@
 """How well does each cheap estimate rank architectures like longer training does?
 
-Run: ``python -m benchmarks.fidelity [--archs 20] [--reference-steps 400] [--steps 25,50,100]``.
+Run: ``python -m benchmarks.fidelity [--archs 20] [--reference-steps 400] [--reference-batch-size 64]
+[--steps 25,50,100]``.
 
 For the space's presets plus random architectures (20 in all by default), the
 reference is stand-alone training with the study's budget at
-``--reference-steps`` (default 4x the study's steps). Each estimator ranks the
+``--reference-steps`` (default 4x the study's steps; ``--reference-batch-size``
+to train it on larger batches than the proxies). Each estimator ranks the
 same architectures: the proxy trained at each of ``--steps`` and at the
 study's steps (with the batch-norm statistics recomputed at the end, the
 default), the study's proxy judged by the running statistics training left
@@ -143,6 +145,7 @@ def main() -> None:  # noqa: D103
     parser.add_argument("--study", default="studies/quickstart.toml", help="space, data and budget to use")
     parser.add_argument("--archs", type=int, default=20, help="presets plus random architectures, in all")
     parser.add_argument("--reference-steps", type=int, help="default: 4x the study's steps")
+    parser.add_argument("--reference-batch-size", type=int, help="default: the study's batch size")
     parser.add_argument("--steps", default="25,50,100", help="proxy budgets to compare (comma-separated)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -167,8 +170,12 @@ def main() -> None:  # noqa: D103
     presets = [space.preset(name) for name in space.presets()]
     archs = (presets + random_archs(space, args.archs, seed=args.seed + 1))[:max(args.archs, 1)]
     reference = f"reference {reference_steps} steps"
+    reference_options = dict(options)
+    if args.reference_batch_size and args.reference_batch_size != options.get("batch_size"):
+        reference += f", batch {args.reference_batch_size}"
+        reference_options["batch_size"] = args.reference_batch_size
     estimators: dict[str, Estimator] = {
-        reference: trained_accuracy(space, data, options, reference_steps, args.seed)}
+        reference: trained_accuracy(space, data, reference_options, reference_steps, args.seed)}
     steps_list = sorted({int(s) for s in args.steps.split(",") if s.strip()})
     for steps in steps_list:
         estimators[f"proxy {steps} steps"] = trained_accuracy(space, data, options, steps, args.seed)
@@ -191,8 +198,8 @@ def main() -> None:  # noqa: D103
     for path in reversed(paths):  # the first file wins, and is the one written
         for archid, done in load_cache(path).items():
             cache.setdefault(archid, {}).update(done)
-    print(f"# {len(archs)} architectures of {config.space} on {config.dataset.name}; reference: "
-          f"{reference_steps} steps, batch {options.get('batch_size', 'default')}, "
+    print(f"# {len(archs)} architectures of {config.space} on {config.dataset.name}; {reference}, proxies at "
+          f"batch {options.get('batch_size', 'default')}, "
           f"resolution {options.get('resolution', 'native')}", flush=True)
     part, parts = (int(n) for n in args.part.split("/"))
     chosen = {name: e for name, e in estimators.items() if not args.only or name.startswith(args.only)}

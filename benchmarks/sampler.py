@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import multiprocessing
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -156,8 +155,8 @@ def report(frames: dict, seeds: int, runs: list[tuple[str, str]], cost: str) -> 
     table["hv/random"] = [hv / random_hv.get((s, "study"), random_hv.get((s, b), np.nan))
                           for s, b, hv in zip(table.seed, table.budget, table.hv)]
     print("\n" + table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    mean = table.groupby(["sampler", "budget"], sort=False)[["trials", "archs", "hv", "hv/random"]].agg(
-        statistics.fmean)
+    columns = ["trials", "archs", "hv", "hv/random", "best@q1", "best@q2", "best@q3", "best@q4"]
+    mean = table.groupby(["sampler", "budget"], sort=False)[columns].mean()  # best@qK: over seeds that have one
     print("\nmean over seeds (best@qK: best accuracy at a cost under K quarters of the largest)\n"
           + mean.to_string(float_format=lambda v: f"{v:.3f}"))
 
