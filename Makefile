@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# A search of 100+ architectures on the bundled digits by $(WORKERS) worker processes, then
+# A search of 80+ architectures on the bundled digits by $(WORKERS) worker processes, then
 # its Pareto frontier. A second run resumes the same study (studies/quickstart.db).
 quickstart: $(STAMP)
 	$(BIN)/fusionnas search studies/quickstart.toml --workers $(WORKERS)
