@@ -17,7 +17,7 @@ from benchmarks._timing import time_side_by_side
 from fusionnas.evaluators import count_flops
 from fusionnas.evaluators.onnx_export import node_count, to_onnx
 from fusionnas.evaluators.runtimes import onnxruntime_session
-from fusionnas.layers import create_fusion, fwht
+from fusionnas.layers import create_depthwise, create_fusion, fwht
 
 # (name, input shape (N, C, H, W), output channels)
 SHAPES = [
@@ -80,6 +80,33 @@ def fwht_table(rounds: int = 15) -> list[dict]:
     return [{"op": k, "ms": v, "vs_copy": v / times["copy (clone)"]} for k, v in times.items()]
 
 
+# (name, input shape at the quickstart's proxy: batch 32 at 16x16 input, output channels)
+TRAINING_SHAPES = [
+    ("proxy 144->24 @16", (32, 144, 16, 16), 24),
+    ("proxy 96->96 @8", (32, 96, 8, 8), 96),
+    ("proxy 320->1280 @2", (32, 320, 2, 2), 1280),
+]
+
+
+def training_table(shapes=TRAINING_SHAPES, rounds: int = 15) -> list[dict]:
+    """One row per (shape, operator): median ms of a forward and backward pass as proxy training runs
+    it, against the 1x1 conv; the channel fusions at ``shapes``, the depthwise operators at their inputs."""
+    rows = []
+    for label, shape, c_out in shapes:
+        c_in = shape[1]
+        x = torch.randn(shape, requires_grad=True)
+        wht = create_fusion("wht", c_in, c_out)
+        layers = {"conv 1x1": create_fusion("conv", c_in, c_out), "WHTPointwise": wht,
+                  "WHTPointwise reference form": wht._forward_reference,  # what the FLOP counter traces
+                  "DCTPointwise": create_fusion("dct", c_in, c_out), "ButterflyPointwise": create_fusion("bft", c_in, c_out),
+                  "depthwise conv 3x3": create_depthwise("conv", c_in, 3, 1),
+                  "HadamardDepthwise 3x3": create_depthwise("hadamard", c_in, 3, 1)}
+        candidates = {name: lambda f=layer: f(x).sum().backward() for name, layer in layers.items()}
+        times = time_side_by_side(candidates, rounds=rounds)
+        rows += [{"shape": label, "op": name, "ms": ms, "vs_conv": times["conv 1x1"] / ms} for name, ms in times.items()]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (for make quickstart)")
@@ -94,6 +121,14 @@ def main(argv: list[str] | None = None) -> None:
     for row in operator_table(rounds=rounds, threads=args.threads):
         print(f"{row['shape']:<20} {row['op']:<26} {row['flops_vs_conv']:6.2f} {row['nodes']:>5} {row['ms']:9.3f} "
               f"{row['vs_conv']:6.2f} {row['ort_ms']:8.3f} {row['ort_vs_conv']:6.2f}")
+    print()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the quickstart's two workers trains
+    print(f"# training: forward + backward, 1 thread; 'x' > 1 means faster than the 1x1 conv")
+    print(f"{'shape':<20} {'operator':<28} {'ms':>9} {'x':>6}")
+    for row in training_table(rounds=rounds):
+        print(f"{row['shape']:<20} {row['op']:<28} {row['ms']:9.3f} {row['vs_conv']:6.2f}")
+    torch.set_num_threads(threads)
     print()
     print(f"{'fwht at 10x1024x32x32':<47} {'ms':>9} {'x the copy time':>19}")
     for row in fwht_table(rounds=rounds):

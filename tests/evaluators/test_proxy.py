@@ -14,6 +14,7 @@ from fusionnas.evaluators import (
     get_dataset,
     train_proxy,
 )
+from fusionnas.evaluators.proxy import eval_batch_size, validate
 from fusionnas.layers import DCTPointwise, create_fusion, frequency_regularizer, list_fusions
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -108,6 +109,23 @@ def test_data_fraction_resolution_and_augment(digits):
     assert result.train_samples == pytest.approx(0.25 * len(digits.x_train), abs=10)
     assert result.steps == result.train_samples // 50
     assert all(shape[1:] == (3, 16, 16) for shape in seen)
+
+
+def test_cpu_validation_batches_keep_activations_small_and_give_the_same_accuracy(digits):
+    model = _net().eval()
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert eval_batch_size(ProxyBudget(resolution=16), cpu, (32, 32)) == 128
+    assert eval_batch_size(ProxyBudget(), cpu, (32, 32)) == 32
+    assert eval_batch_size(ProxyBudget(eval_batch_size=8), cpu, (32, 32)) == 8
+    assert eval_batch_size(ProxyBudget(resolution=512), cpu, (32, 32)) == 1
+    assert eval_batch_size(ProxyBudget(resolution=16), cuda, (32, 32)) == 512
+    seen = []
+    hook = model[0].register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    chunked = validate(model, digits, ProxyBudget(resolution=16), cpu)
+    hook.remove()
+    assert max(seen) == 128 and sum(seen) == len(digits.x_val)
+    one_by_one = validate(model, digits, ProxyBudget(resolution=16, eval_batch_size=1), cpu)
+    assert chunked[0] == one_by_one[0] and chunked[1] == pytest.approx(one_by_one[1], rel=1e-5)
 
 
 def test_frequency_regulariser_is_in_the_loss(digits):

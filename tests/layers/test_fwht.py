@@ -24,6 +24,15 @@ def test_fwht_along_any_dim(n, dim):
     np.testing.assert_allclose(fwht(x, dim).numpy(), expected, rtol=1e-12, atol=1e-9)
 
 
+@pytest.mark.parametrize("n", [2, 4, 8, 16, 256, 1024])
+@pytest.mark.parametrize("trail", [1, 2, 4, 16, 256])
+def test_fwht_of_the_middle_dim_equals_scipy_for_every_path(n, trail):
+    """(L, n, R) shapes reach both implementations: factored GEMMs and the add/sub passes."""
+    x = torch.randn(3, n, trail, dtype=torch.float64)
+    expected = np.einsum("ij,ljr->lir", scipy.linalg.hadamard(n), x.numpy())
+    np.testing.assert_allclose(fwht(x, 1).numpy(), expected, rtol=1e-12, atol=1e-9)
+
+
 def test_fwht_float32_matches_float64():
     x = torch.randn(5, 1024, 7, dtype=torch.float64)
     np.testing.assert_allclose(fwht(x.float(), 1).numpy(), fwht(x, 1).numpy(), rtol=1e-4, atol=1e-3)

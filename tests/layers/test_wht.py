@@ -48,6 +48,22 @@ def test_pointwise_matches_numpy_reference_in_both_paths(c_in, c_out, block):
         np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-10)
 
 
+@pytest.mark.parametrize("c_in,c_out", [(24, 144), (160, 96), (3, 7), (320, 1280), (64, 64)])
+def test_pointwise_training_form_has_the_reference_gradients(c_in, c_out):
+    """With autograd the layer runs its factored export form; its gradients are the reference's."""
+    layer = _randomise(WHTPointwise(c_in, c_out).double())
+    x = torch.randn(2, c_in, 3, 5, dtype=torch.float64)
+    weight = torch.randn(2, c_out, 3, 5, dtype=torch.float64)
+    grads = []
+    for forward in (layer, layer._forward_reference):
+        xi = x.clone().requires_grad_()
+        layer.zero_grad()
+        (forward(xi) * weight).sum().backward()
+        grads.append([xi.grad, layer.scale.grad.clone(), layer.smooth.threshold.grad.clone()])
+    for fast, reference in zip(*grads):
+        torch.testing.assert_close(fast, reference, rtol=1e-9, atol=1e-10)
+
+
 def test_inference_path_in_float32_with_many_chunks(monkeypatch):
     import fusionnas.layers.wht as wht
 
