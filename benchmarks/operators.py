@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each of the quickstart's two workers trains
-    print(f"# training: forward + backward, 1 thread; 'x' > 1 means faster than the 1x1 conv")
+    print("# training: forward + backward, 1 thread; 'x' > 1 means faster than the 1x1 conv")
     print(f"{'shape':<20} {'operator':<28} {'ms':>9} {'x':>6}")
     for row in training_table(rounds=rounds):
         print(f"{row['shape']:<20} {row['op']:<28} {row['ms']:9.3f} {row['vs_conv']:6.2f}")
