@@ -7,11 +7,11 @@ WORKERS ?= 2
 
 .PHONY: quickstart test test-fast bench clean
 
+# --no-compile: byte-compiling torch's files took ~50 s of a ~105 s install; Python compiles
+# the modules it imports on first use instead (~2 s).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# --no-compile: byte-compiling torch's files took ~50 s of a ~105 s install; Python compiles
-	# the modules it imports on first use instead (~2 s).
 	$(BIN)/pip install --quiet --no-compile -e '.[test]'
 	touch $(STAMP)
 
