@@ -1,11 +1,14 @@
 """`fusionnas search` worker processes for the multi-worker and signal tests."""
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import optuna
 
 # Many workers share two cores: one thread each; unbuffered so that progress lines arrive as printed.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -49,3 +52,13 @@ def _in_mask(pid: int, mask: str, signums: tuple[int, ...]) -> bool:
         return False
     bits = int(status.split(f"{mask}:")[1].split()[0], 16)
     return all(bits >> (signum - 1) & 1 for signum in signums)
+
+
+@functools.lru_cache(maxsize=None)
+def storage(url: str) -> optuna.storages.RDBStorage:
+    """One storage (one connection pool) per URL for all of a test's polling."""
+    return optuna.storages.RDBStorage(url)
+
+
+def has_study(url: str, name: str) -> bool:
+    return name in [s.study_name for s in optuna.get_all_study_summaries(storage(url), include_best_trial=False)]

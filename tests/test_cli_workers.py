@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from _studies import PROXY_TOML, ZERO_COST_TOML, write_study
-from _workers import ENV
+from _workers import ENV, has_study, storage
 from fusionnas.workers import worker_environments
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -24,6 +24,20 @@ def start(folder, *args: str) -> subprocess.Popen:
 
 def trials(folder) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'tiny.db'}").trials
+
+
+def wait_until_training(folder, parent: subprocess.Popen, count: int, timeout: float = 180) -> None:
+    """Return once ``count`` trials of the study are RUNNING past their costs at the same time."""
+    url, deadline = f"sqlite:///{folder / 'tiny.db'}", time.monotonic() + timeout
+    while True:
+        if has_study(url, "tiny"):
+            running = optuna.load_study(study_name="tiny", storage=storage(url)).get_trials(
+                deepcopy=False, states=(TrialState.RUNNING,))
+            if sum("flops" in t.user_attrs for t in running) >= count:
+                return
+        assert parent.poll() is None, parent.communicate()
+        assert time.monotonic() < deadline, f"{count} trials never trained at once"
+        time.sleep(0.1)
 
 
 def test_workers_share_the_study_and_stop_at_its_total(tmp_path) -> None:
@@ -42,13 +56,7 @@ def test_workers_share_the_study_and_stop_at_its_total(tmp_path) -> None:
 def test_a_signal_reaches_every_worker_once(tmp_path) -> None:
     write_study(tmp_path, PROXY_TOML.replace("steps = 2", "steps = 200").replace("n_trials = 3", "n_trials = 8"))
     parent = start(tmp_path, "--workers", "2")
-    assert parent.stdout is not None
-    running = 0
-    deadline = time.monotonic() + 120
-    while running < 2 and time.monotonic() < deadline:  # both workers past their start-up
-        line = parent.stdout.readline()
-        running += line.startswith(("[w0] study", "[w1] study"))
-    time.sleep(2.0)
+    wait_until_training(tmp_path, parent, count=2)
     parent.send_signal(signal.SIGTERM)
     out, err = parent.communicate(timeout=120)
     assert parent.returncode == 130, (out, err)

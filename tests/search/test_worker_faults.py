@@ -14,7 +14,6 @@ skip locally without PostgreSQL and fail under CI=true.
 """
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import sqlite3
@@ -32,7 +31,7 @@ from optuna.trial import TrialState
 from sqlalchemy import create_mock_engine
 
 from _studies import PROXY_TOML, ZERO_COST_TOML
-from _workers import finish, start_worker
+from _workers import finish, has_study, start_worker, storage
 from fusionnas.search import count_trials, open_storage
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -45,16 +44,6 @@ GRACE_S = 2.5  # past the grace period (2 x --heartbeat 1) after the last heartb
 def run_worker(folder: Path, *args: str, timeout: float = 120) -> tuple[int, str, str]:
     [result] = finish([start_worker(folder, *args)], timeout)
     return result
-
-
-@functools.lru_cache(maxsize=None)
-def storage(url: str) -> optuna.storages.RDBStorage:
-    """One storage (one connection pool) per URL for all the polling here."""
-    return optuna.storages.RDBStorage(url)
-
-
-def has_study(url: str, name: str) -> bool:
-    return name in [s.study_name for s in optuna.get_all_study_summaries(storage(url), include_best_trial=False)]
 
 
 def wait_for_training(url: str, name: str, worker: subprocess.Popen, number: int,
