@@ -39,18 +39,15 @@ def test_search_pareto_export_onnx_train(tmp_path) -> None:
     write_study(tmp_path, PROXY_TOML)
     out = cli("search", "tiny.toml", cwd=tmp_path).stdout
     assert "[3/3] trial 2" in out and "3 trials (3 complete" in out
-    shown = cli("pareto", "tiny.toml", "--csv", "all.csv", "--plot", "front.png", cwd=tmp_path).stdout
+    shown = cli("pareto", "tiny.toml", "--csv", "all.csv", "--plot", "front.png", "--measure", cwd=tmp_path).stdout
     assert "3 trials (3 complete, 3 feasible, 0 failed)" in shown and "ops: per block" in shown
     frame = pd.read_csv(tmp_path / "all.csv")
     assert {"number", "archid", "arch", "accuracy", "flops", "params", "feasible", "is_pareto"} <= set(frame.columns)
     assert len(frame) == 3 and frame["is_pareto"].any()
     assert (tmp_path / "front.png").read_bytes().startswith(b"\x89PNG")
-    cli("pareto", "tiny.toml", "--plot", "front.html", cwd=tmp_path)
-    assert b"base64" in (tmp_path / "front.html").read_bytes()
-    measured = cli("pareto", "tiny.toml", "--measure", cwd=tmp_path).stdout
-    header = next(line for line in measured.splitlines() if line.split()[:1] == ["trial"] and "measured" in line)
+    header = next(line for line in shown.splitlines() if line.split()[:1] == ["trial"] and "measured" in line)
     assert header.split()[2:] == ["measured_ms@cpu/onnxruntime", "vs_baseline@cpu/onnxruntime"]
-    assert re.search(r"^\s*baseline\s+\w{12}\s+[\d.]+\s+1\.000$", measured, re.M), measured
+    assert re.search(r"^\s*baseline\s+\w{12}\s+[\d.]+\s+1\.000$", shown, re.M), shown
 
     exported = cli("export", "tiny.toml", "--best", "accuracy", "--out", "model", cwd=tmp_path).stdout
     number = int(re.match(r"exported trial (\d+) ", exported).group(1))
@@ -127,24 +124,16 @@ def test_user_errors_are_one_line_and_change_nothing(tmp_path) -> None:
     assert missing.returncode == 2 and "no such file; run `fusionnas search`" in missing.stderr
     assert not (tmp_path / "tiny.db").exists()
     cli("search", "tiny.toml", "--n-trials", "2", cwd=tmp_path)
-    study = load(tmp_path)
-    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, params={}, distributions={},
-                                              user_attrs={"failure_reason": "diverged: nan"}))
     before = storage_bytes(tmp_path)
-    (tmp_path / "taken").mkdir()
-    (tmp_path / "taken" / "x").write_text("x")
-    (tmp_path / "bad.json").write_text("{oops")
     changed = tmp_path / "changed.toml"
     changed.write_text('name = "tiny"\nstorage = "tiny.db"\n' + ZERO_COST_TOML.replace("resolution = 8", "resolution = 16"))
+    # A few errors through the real console script, one per command and phase; test_bad_input.py
+    # runs every user error in-process.
     cases = [
-        (["export", "tiny.toml", "--trial", "7", "--out", "e1"], "has no trial 7"),
-        (["export", "tiny.toml", "--trial", "2", "--out", "e2"], "trial 2 is FAIL (diverged: nan)"),
-        (["export", "tiny.toml", "--trial", "0", "--out", "taken"], "not empty; choose a new folder or use --force"),
-        (["train", "bad.json", "--dataset", "digits", "--epochs", "1"], "bad.json: invalid architecture JSON"),
-        (["pareto", "tiny.toml", "--storage", "postgresql+psycopg2://u:secret@127.0.0.1:1/db"], "cannot connect"),
-        (["search", "tiny.toml", "--storage", "nosuch://x"], "unknown database scheme"),
-        (["search", "changed.toml"], "fingerprint"),
         (["search", "nothere.toml"], "no such study file"),
+        (["search", "changed.toml"], "fingerprint"),
+        (["export", "tiny.toml", "--trial", "7", "--out", "e1"], "has no trial 7"),
+        (["pareto", "tiny.toml", "--storage", "postgresql+psycopg2://u:secret@127.0.0.1:1/db"], "cannot connect"),
     ]
     for args, message in cases:
         done = cli(*args, cwd=tmp_path, check=False)
@@ -152,4 +141,4 @@ def test_user_errors_are_one_line_and_change_nothing(tmp_path) -> None:
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0] and "secret" not in lines[0], (args, done.stderr)
     assert storage_bytes(tmp_path) == before
-    assert not (tmp_path / "e1").exists() and not (tmp_path / "e2").exists()
+    assert not (tmp_path / "e1").exists()

@@ -16,6 +16,7 @@ splits it. Registered here:
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import pickle
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from fusionnas.errors import UserError
 
 __all__ = ["DATA_ENV", "DatasetUnavailableError", "RawDataset", "register_dataset", "list_datasets",
-           "dataset_loader"]
+           "dataset_loader", "digits_arrays"]
 
 logger = logging.getLogger(__name__)
 
@@ -240,14 +241,33 @@ def _imagefolder(root: Path | None, *, seed: int, download: bool, image_size: in
 @register_dataset("digits")
 def _digits(root: Path | None, *, seed: int, download: bool) -> RawDataset:
     """scikit-learn's 1797 8x8 digits (values 0-16), bilinearly upsampled to 3x32x32 uint8."""
+    pixels, labels = digits_arrays()
+    images = torch.as_tensor(pixels, dtype=torch.float32).unsqueeze(1)  # (N, 1, 8, 8)
+    images = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False)
+    x = (images * (255 / 16)).round_().clamp_(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    y = torch.as_tensor(labels, dtype=torch.int64)
+    return RawDataset(x, y, tuple(str(d) for d in range(10)), val_fraction=0.2)
+
+
+def digits_arrays() -> tuple[Any, Any]:
+    """(images (1797, 8, 8) float64, labels (1797,) int64): what ``sklearn.datasets.load_digits`` returns.
+
+    Read from the CSV that scikit-learn ships (``sklearn/datasets/data/digits.csv.gz``,
+    the file ``load_digits`` reads) without importing sklearn: that import, scipy.stats and
+    more, costs ~2 s in every worker process. ``load_digits`` where the file is not found.
+    """
+    import numpy as np  # noqa: PLC0415
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without running it
+    if spec is not None and spec.origin is not None:
+        path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            table = np.loadtxt(path, delimiter=",")
+            return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits  # noqa: PLC0415
 
     bunch = load_digits()
-    images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1)  # (N, 1, 8, 8)
-    images = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False)
-    x = (images * (255 / 16)).round_().clamp_(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-    y = torch.as_tensor(bunch.target, dtype=torch.int64)
-    return RawDataset(x, y, tuple(str(d) for d in range(10)), val_fraction=0.2)
+    return bunch.images, bunch.target.astype(np.int64)
 
 
 @register_dataset("synthetic")

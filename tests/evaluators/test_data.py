@@ -16,6 +16,7 @@ from fusionnas.evaluators import (
     random_crop_flip,
 )
 from fusionnas.evaluators import data as data_module
+from fusionnas.evaluators.datasets import digits_arrays
 
 
 def _image_ids(x: torch.Tensor) -> set[int]:
@@ -57,6 +58,15 @@ def test_registry_lists_the_datasets_and_rejects_unknown_names():
     assert list_datasets() == ["cifar10", "cifar100", "digits", "imagefolder", "synthetic"]
     with pytest.raises(ValueError, match="unknown dataset 'mnist'; known: cifar10, cifar100, digits"):
         get_dataset("mnist")
+
+
+def test_digits_are_what_sklearn_load_digits_returns():
+    from sklearn.datasets import load_digits
+
+    images, labels = digits_arrays()
+    reference = load_digits()
+    np.testing.assert_array_equal(images, reference.images)
+    np.testing.assert_array_equal(labels, reference.target)
 
 
 def test_digits_sizes_shapes_and_stats():

@@ -30,7 +30,7 @@ from fusionnas.search import count_trials, open_storage
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
-ROUNDS = 5  # signalled runs per storage: 10 in all
+ROUNDS = 3  # signalled runs per storage: 6 in all
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
