@@ -18,7 +18,7 @@ from fusionnas.layers.fwht import (
     next_power_of_two,
 )
 from fusionnas.layers.registry import register_fusion
-from fusionnas.layers.thresholds import SmoothThreshold
+from fusionnas.layers.thresholds import SmoothThreshold, smooth_threshold
 
 __all__ = ["WHTPointwise", "WHT2d"]
 
@@ -220,6 +220,27 @@ def _export_factors(n: int, c_in: int, c_out: int) -> tuple[int, int]:
     return best
 
 
+def _tile_extent(size: int, tile: int, needed: int) -> tuple[int, int, int]:
+    """(input pixels per tile, output pixels per tile, tiles) along one axis of :meth:`WHT2d._forward_dense`.
+
+    A map no larger than its tile is one tile, unpadded; its output keeps the ``needed``
+    pixels (the stride's pooling windows reach into the padding: a 1-pixel map pooled
+    by 2 averages its pixel with the transform's output at the padded one). A larger
+    map is padded to whole tiles.
+    """
+    if size <= tile:
+        return size, min(tile, needed), 1
+    return tile, tile, math.ceil(size / tile)
+
+
+def _tile_basis(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``basis[(p, q), (i, j)] = rows[p, i] cols[q, j] / sqrt(t_h t_w)``: coefficient (p, q) of
+    pixel (i, j) of an orthonormal 2D WHT, cropped to the pixels given."""
+    coefficients = rows.shape[0] * cols.shape[0]
+    basis = rows[:, None, :, None] * cols[None, :, None, :]
+    return basis.reshape(coefficients, -1) * coefficients**-0.5
+
+
 class WHT2d(nn.Module):
     """2D Walsh-Hadamard layer over the spatial dims (seed 002), optionally strided.
 
@@ -266,7 +287,40 @@ class WHT2d(nn.Module):
         check_input(x, self.channels, type(self).__name__)
         if torch.onnx.is_in_onnx_export() and not self.training:
             return self.export_forward(x)
-        return self._forward_reference(x)
+        if is_tracing():
+            return self._forward_reference(x)
+        return self._forward_dense(x)
+
+    def _forward_dense(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function with each tile's 2D transform as one small dense GEMM (training and eval).
+
+        The butterfly of :meth:`_forward_reference` makes 4 log2(t) passes over the map per
+        transform, and pads a map smaller than its tile to the full tile: a 2x2 map in 8x8
+        tiles transforms 16x the pixels it has. Here the transform of a tile is its Kronecker
+        basis, cropped to the map where one tile covers an axis (the padding is zeros, so
+        those basis columns never contribute), applied to all tiles at once: two GEMMs with
+        ``t_h t_w`` columns, the tile regrouping their only copies, and a backward pass of
+        GEMMs too. The FLOP counter keeps tracing the reference form, the transform's own count.
+        """
+        n_img, c, h, w = (int(d) for d in x.shape)
+        (th, tw), coefficients = self.tile, self.tile[0] * self.tile[1]
+        out_h, out_w = math.ceil(h / self.stride), math.ceil(w / self.stride)
+        rows_in, rows_out, nh = _tile_extent(h, th, out_h * self.stride)
+        cols_in, cols_out, nw = _tile_extent(w, tw, out_w * self.stride)
+        if (nh * rows_in, nw * cols_in) != (h, w):
+            x = F.pad(x, (0, nw * cols_in - w, 0, nh * rows_in - h))
+        rows, cols = hadamard(th, x.dtype, x.device), hadamard(tw, x.dtype, x.device)
+        to_coefficients = _tile_basis(rows[:, :rows_in], cols[:, :cols_in])  # (coefficients, pixels in)
+        to_pixels = _tile_basis(rows[:, :rows_out], cols[:, :cols_out])  # (coefficients, pixels out)
+        tiles = x.reshape(n_img, c, nh, rows_in, nw, cols_in).permute(0, 1, 2, 4, 3, 5)  # a copy if nw > 1
+        z = tiles.reshape(n_img, c, nh * nw, rows_in * cols_in) @ to_coefficients.t()
+        per_channel = (self.scale.shape[0], 1, coefficients)
+        s = smooth_threshold(z * self.scale.reshape(per_channel), self.smooth.threshold.reshape(per_channel))
+        y = (s @ to_pixels).reshape(n_img, c, nh, nw, rows_out, cols_out).permute(0, 1, 2, 4, 3, 5)
+        y = y.reshape(n_img, c, nh * rows_out, nw * cols_out)
+        if self.stride == 2:
+            y = F.avg_pool2d(y, 2, ceil_mode=True)
+        return y if tuple(y.shape[2:]) == (out_h, out_w) else y[:, :, :out_h, :out_w]
 
     def export_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The same function in few ONNX nodes, for any batch (what ``fusionnas export`` traces).

@@ -123,11 +123,31 @@ def _reference_2d(x, layer):
 @pytest.mark.parametrize("size,stride,shared,hw", [
     (8, 1, True, (8, 8)), (8, 2, True, (8, 8)), ((4, 8), 1, True, (6, 10)),
     (4, 1, False, (7, 9)), (4, 2, False, (8, 12)), (32, 1, True, (32, 32)),
+    # maps no larger than a tile (the late stages): the dense form crops the basis instead of padding
+    (8, 1, False, (2, 2)), (8, 2, False, (1, 1)), (4, 2, False, (3, 5)), (4, 1, False, (1, 1)),
+    ((4, 8), 2, True, (3, 12)),
 ])
 def test_wht2d_matches_numpy_reference(size, stride, shared, hw):
     layer = _randomise(WHT2d(3, size, stride=stride, shared=shared).double())
     x = torch.randn(2, 3, *hw, dtype=torch.float64)
-    np.testing.assert_allclose(layer(x).detach().numpy(), _reference_2d(x.numpy(), layer), atol=1e-10)
+    expected = _reference_2d(x.numpy(), layer)
+    np.testing.assert_allclose(layer(x).detach().numpy(), expected, atol=1e-10)  # autograd: dense form
+    np.testing.assert_allclose(layer._forward_reference(x).detach().numpy(), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("size,stride,hw", [(4, 1, (16, 16)), (4, 2, (7, 9)), (8, 1, (2, 2)), (8, 2, (1, 1))])
+def test_wht2d_dense_form_has_the_reference_gradients(size, stride, hw):
+    layer = _randomise(HadamardDepthwise(5, stride=stride, block=size).double())
+    x = torch.randn(2, 5, *hw, dtype=torch.float64)
+    weight = torch.randn_like(layer._forward_reference(x))
+    grads = []
+    for forward in (layer, layer._forward_reference):
+        xi = x.clone().requires_grad_()
+        layer.zero_grad()
+        (forward(xi) * weight).sum().backward()
+        grads.append([xi.grad, layer.scale.grad.clone(), layer.smooth.threshold.grad.clone()])
+    for dense, reference in zip(*grads):
+        torch.testing.assert_close(dense, reference, rtol=1e-9, atol=1e-10)
 
 
 def test_wht2d_flops_equal_formula():
