@@ -20,6 +20,18 @@ def _smooth(u, t):
     return np.tanh(u) * np.maximum(np.abs(u) - np.abs(t), 0)
 
 
+def _assert_reference_gradients(layer, x, weight):
+    """The layer's own forward has the gradients (input, scale, thresholds) of its reference form."""
+    grads = []
+    for forward in (layer, layer._forward_reference):
+        xi = x.clone().requires_grad_()
+        layer.zero_grad()
+        (forward(xi) * weight).sum().backward()
+        grads.append([xi.grad, layer.scale.grad.clone(), layer.smooth.threshold.grad.clone()])
+    for fast, reference in zip(*grads):
+        torch.testing.assert_close(fast, reference, rtol=1e-9, atol=1e-10)
+
+
 def _reference_pointwise(x, layer):
     """numpy: pad channels, orthonormal block WHT, scale, threshold, inverse, crop."""
     n_img, c_in, h, w = x.shape
@@ -54,14 +66,7 @@ def test_pointwise_training_form_has_the_reference_gradients(c_in, c_out):
     layer = _randomise(WHTPointwise(c_in, c_out).double())
     x = torch.randn(2, c_in, 3, 5, dtype=torch.float64)
     weight = torch.randn(2, c_out, 3, 5, dtype=torch.float64)
-    grads = []
-    for forward in (layer, layer._forward_reference):
-        xi = x.clone().requires_grad_()
-        layer.zero_grad()
-        (forward(xi) * weight).sum().backward()
-        grads.append([xi.grad, layer.scale.grad.clone(), layer.smooth.threshold.grad.clone()])
-    for fast, reference in zip(*grads):
-        torch.testing.assert_close(fast, reference, rtol=1e-9, atol=1e-10)
+    _assert_reference_gradients(layer, x, weight)
 
 
 def test_inference_path_in_float32_with_many_chunks(monkeypatch):
@@ -140,14 +145,7 @@ def test_wht2d_dense_form_has_the_reference_gradients(size, stride, hw):
     layer = _randomise(HadamardDepthwise(5, stride=stride, block=size).double())
     x = torch.randn(2, 5, *hw, dtype=torch.float64)
     weight = torch.randn_like(layer._forward_reference(x))
-    grads = []
-    for forward in (layer, layer._forward_reference):
-        xi = x.clone().requires_grad_()
-        layer.zero_grad()
-        (forward(xi) * weight).sum().backward()
-        grads.append([xi.grad, layer.scale.grad.clone(), layer.smooth.threshold.grad.clone()])
-    for dense, reference in zip(*grads):
-        torch.testing.assert_close(dense, reference, rtol=1e-9, atol=1e-10)
+    _assert_reference_gradients(layer, x, weight)
 
 
 def test_wht2d_flops_equal_formula():
