@@ -14,6 +14,14 @@ same architecture at rung ``r + 1``, resuming from the rung-``r`` weights and
 training the remaining steps only. Otherwise the sampler proposes a new
 architecture.
 
+Unlike ASHA, a rung never holds more promotions than ``1 / eta`` of its
+finished trials. ASHA promotes whatever enters the best ``1 / eta``, and with
+several objectives that set reshuffles with every trial (crowding distance
+is relative): the quickstart promoted 29 of 73 rung-0 trials (0.40, not
+0.25), and the extra promotions cost the time of about 15 new architectures.
+With the quota, a trial that enters the best ``1 / eta`` late waits until the
+rung has grown by ``eta`` trials since the last promotion.
+
 A promotion is an ordinary trial (user attributes ``rung`` and
 ``promoted_from``), so it is stored, visible in optuna-dashboard, and run by
 any worker; the decision is taken under the study's lock
@@ -78,7 +86,7 @@ class Rungs:
         for rung in reversed(range(self.count - 1)):
             finished = _rung_results(trials, rung)
             best = len(finished) // self.reduction
-            if best == 0:
+            if sum(t.number in promoted for t in finished) >= best:
                 continue
             order = promotion_order([t.values for t in finished], maximize)
             for index in order[:best]:

@@ -54,6 +54,21 @@ def test_the_best_quarter_of_a_rung_is_promoted_best_first_and_once() -> None:
     assert {number for number, _ in picked} <= set(range(8)) and len(set(picked)) == len(picked)
 
 
+def test_a_rung_never_holds_more_promotions_than_its_best_share() -> None:
+    """New trials that outrank the promoted ones wait until the rung has grown by eta trials."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    rungs = Rungs((2, 8), reduction=4)
+    promotions = []
+    for x in range(16):  # every new trial dominates all before it: ASHA would promote each one
+        finished(study, x, (0.05 * x, 1.0))
+        while (promotion := rungs.next_promotion(study)) is not None:
+            parent, rung = promotion
+            promotions.append((x, parent.params["x"]))
+            study.enqueue_trial(parent.params, user_attrs={"rung": rung, "promoted_from": parent.number})
+            study.ask()  # the promotion runs (and stands) before the next trial finishes
+    assert promotions == [(3, 3), (7, 7), (11, 11), (15, 15)]  # 16 // 4, each the best at its time
+
+
 def test_a_higher_rung_is_promoted_first_and_an_interrupted_promotion_again() -> None:
     study = optuna.create_study(directions=["maximize", "minimize"])
     for x in range(4):
