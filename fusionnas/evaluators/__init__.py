@@ -1,5 +1,5 @@
 """Evaluators: what an architecture costs (FLOPs, parameters) and how good it is."""
-from fusionnas.evaluators.cost import count_flops, count_params, flop_breakdown
+from fusionnas.evaluators.cost import count_flops, count_params, elementwise_flops, flop_breakdown
 from fusionnas.evaluators.data import (
     DatasetUnavailableError,
     DataSplits,
@@ -23,6 +23,7 @@ from fusionnas.evaluators.zero_cost import ZERO_COST_PROXIES, grad_norm, naswot,
 
 __all__ = [
     "count_flops",
+    "elementwise_flops",
     "count_params",
     "flop_breakdown",
     "DataSplits",

@@ -31,7 +31,7 @@ with warnings.catch_warnings():  # fvcore imports torch.jit.script, deprecated i
     from fvcore.nn import FlopCountAnalysis
     from fvcore.nn.jit_handles import get_shape
 
-__all__ = ["count_flops", "count_params", "flop_breakdown", "module_flops", "ELEMENTWISE_OPS"]
+__all__ = ["count_flops", "count_params", "elementwise_flops", "flop_breakdown", "module_flops", "ELEMENTWISE_OPS"]
 
 # Element-wise operators counted at one FLOP per output element.
 ELEMENTWISE_OPS: tuple[str, ...] = tuple(
@@ -151,6 +151,12 @@ def module_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, dict
     """FLOPs per submodule name (``""`` is ``model``) and operator, children included."""
     per_module = _run(model, input_shape).by_module_and_operator()
     return {name: {op: int(v) for op, v in ops.items()} for name, ops in per_module.items()}
+
+
+def elementwise_flops(shape: Sequence[int]) -> int:
+    """What :func:`count_flops` counts for one element-wise operator (e.g. a residual add) whose
+    output has ``shape``: one FLOP per output element."""
+    return math.prod(shape)
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from fusionnas.evaluators import count_flops, count_params
+from fusionnas.evaluators import count_flops, count_params, elementwise_flops
 from fusionnas.evaluators.latency import MEASURABLE_DEVICES, LatencyModel, peak_activation_bytes
 from fusionnas.evaluators.parts import model_parts
-from fusionnas.spaces import Arch, get_space
+from fusionnas.spaces import Arch, InvertedResidual, get_space
 
 if TYPE_CHECKING:
     from fusionnas.search.config import StudyConfig
@@ -91,20 +91,33 @@ class CostEvaluator:
     def flops(self, model: torch.nn.Module) -> int:
         """fvcore's FLOPs of ``model`` as built, at the space's input size, counted part by part.
 
-        A part (stem, block, head) is traced once per worker and kept by its
-        latency-table key, which names its full configuration and input
-        shape. Built models only: a trained DCT layer prunes, and its count
-        drops. Tracing the parts is faster than tracing the network, too
-        (0.7-1.1 s against 1.2-1.9 s for random architectures, one thread).
+        The stem and head are traced once per worker and kept by their
+        latency-table keys, which name their full configuration and input
+        shape; an inverted-residual block by its stages' keys (expand,
+        depthwise, project: see ``InvertedResidual.stages``) plus the
+        residual add, since stages recur across architectures far more often
+        than blocks do (over 15 random architectures 53% of the stages were
+        new against 95% of the blocks; over 60, 22% against 87%). Built
+        models only: a trained DCT layer prunes, and its count drops.
         """
         if not hasattr(model, "parts"):
             return count_flops(model, (1, *self.space.input_shape))
         total = 0
         for part in model_parts(model, self.space.input_shape):
-            if part.key not in self._part_flops:
-                self._part_flops[part.key] = count_flops(part.module, (1, *part.input_shape))
-            total += self._part_flops[part.key]
+            if not isinstance(part.module, InvertedResidual):
+                total += self._counted(part.key, part.module, part.input_shape)
+                continue
+            for key, stage, shape in part.module.stages(part.input_shape):
+                total += self._counted(f"{key}@{'x'.join(map(str, shape))}", stage, shape)
+            if part.module.use_residual:
+                total += elementwise_flops(part.input_shape)
         return total
+
+    def _counted(self, key: str, module: torch.nn.Module, input_shape: tuple[int, int, int]) -> int:
+        """fvcore's count of ``module`` at batch 1, traced once per ``key``."""
+        if key not in self._part_flops:
+            self._part_flops[key] = count_flops(module, (1, *input_shape))
+        return self._part_flops[key]
 
     def constraint_measures(self, costs: Mapping[str, Any]) -> dict[str, float]:
         """What the study's limits compare: ``flops``, ``params``, ``memory_mb``, ``latency_ms``."""

@@ -97,6 +97,24 @@ class InvertedResidual(nn.Module):
         y = self.project(self.depthwise(y))  # (N, out, H / s, W / s)
         return x + y if self.use_residual else y
 
+    def stages(self, input_shape: tuple[int, int, int]) -> list[tuple[str, nn.Module, tuple[int, int, int]]]:
+        """(key, module, input shape (C, H, W)) of the block's stages in order: expand, depthwise, project.
+
+        The block computes what its stages compute, plus the residual add where
+        ``use_residual``. A key names a stage's full configuration, so a counter
+        can keep one count per key and input shape: stages recur across
+        architectures far more often than whole blocks do.
+        """
+        c, h, w = input_shape
+        hidden, (_, depthwise, _) = self.hidden_channels, self.operators
+        stages: list[tuple[str, nn.Module, tuple[int, int, int]]] = []
+        if self.expand is not None:
+            stages.append((self.expand.signature, self.expand, (c, h, w)))
+        depthwise_key = f"dw(kind={depthwise},c={hidden},k={self.kernel_size},s={self.stride})"
+        stages.append((depthwise_key, self.depthwise, (hidden, h, w)))
+        stages.append((self.project.signature, self.project, (hidden, -(-h // self.stride), -(-w // self.stride))))
+        return stages
+
     def describe(self) -> str:
         """``32->32 s1 e6 k3 wht/dw/bft +res``: channels, stride and operators."""
         ops = short_form(self.expand_ratio, self.kernel_size, *self.operators)
