@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.Experimental
               pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see the workers wait")]
 
 WORKERS = 4
-TOTAL = 12
+TOTAL = 8
 COPIES = 4  # one architecture queued this many times
 PRESETS = ("baseline", "all-bft")
 PROGRESS = re.compile(r"^\[\d+/\d+\] trial (\d+) ", re.MULTILINE)

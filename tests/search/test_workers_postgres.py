@@ -2,8 +2,8 @@
 
 Each worker is a separate process running the real command line with the same
 study file and storage URL. ``--n-trials`` is the study's total (see
-``fusionnas.search.runner``), so three workers given ``--n-trials 45`` share
-45 trials between them. The study is zero-cost (synflow and FLOPs at 8x8, no
+``fusionnas.search.runner``), so three workers given ``--n-trials 24`` share
+24 trials between them. The study is zero-cost (synflow and FLOPs at 8x8, no
 training): about a second of CPU per trial.
 
 The server comes from the ``postgres_url`` fixture (tests/_postgres.py);
@@ -45,7 +45,7 @@ from fusionnas.spaces import get_space
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 WORKERS = 3
-TOTAL = 45  # 3 workers x 15 trials
+TOTAL = 24  # 3 workers x 8 trials
 PROGRESS = re.compile(r"^\[\d+/\d+\] trial (\d+) ", re.MULTILINE)
 
 
@@ -55,7 +55,7 @@ def study_text(name: str, n_trials: int) -> str:
 
 @pytest.fixture(scope="module")
 def three_workers(postgres_url, tmp_path_factory):
-    """Three workers started together on one new study with --n-trials 45; (study, results)."""
+    """Three workers started together on one new study with --n-trials 24; (study, results)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # The tables exist before the workers start, as they do once any worker has run;
     # test_postgres_workers_started_on_an_empty_database covers a database without them.
