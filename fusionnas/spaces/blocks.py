@@ -87,6 +87,8 @@ class InvertedResidual(nn.Module):
         self.expand = None if expand is None else FusionBN(expand, in_channels, hidden)
         self.depthwise = create_depthwise(depthwise, hidden, kernel_size, stride)
         self.project = FusionBN(project, hidden, out_channels, activation=False)
+        if isinstance(self.depthwise, ConvBNReLU6):  # a 1x1 conv takes channels-last input without a copy
+            self.depthwise.train_channels_last &= project == "conv"
         self.signature = (
             f"ir(in={in_channels},out={out_channels},hidden={hidden},s={stride},k={kernel_size},"
             f"expand={expand or 'none'},dw={depthwise},project={project},res={int(self.use_residual)})"
