@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     archs += [(f"random {i}", arch) for i, arch in enumerate(random_archs(space, args.random, seed=1))]
     print(f"{platform.processor() or platform.machine()}, {args.threads} thread(s), batch 32 at 16x16, "
           f"median of {args.rounds} interleaved steps")
-    print(f"| architecture | NCHW depthwise | channels-last depthwise | x |\n|---|---|---|---|")
+    print("| architecture | NCHW depthwise | channels-last depthwise | x |\n|---|---|---|---|")
     ratios = []
     try:
         for name, arch in archs:
