@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.operators
 	$(BIN)/python -m benchmarks.latency_model
 	$(BIN)/python -m benchmarks.end_to_end
+	$(BIN)/python -m benchmarks.train_step
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
