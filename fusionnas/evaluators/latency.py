@@ -144,6 +144,7 @@ class LatencyModel:
             raise ValueError(f"source must be 'measured' or 'estimated', got {self.source!r}")
         self.threads = threads
         self.repeats = repeats
+        self._exported: dict[str, bytes] | None = None  # part graphs kept while profile() runs
         self.host = host or _host(self.runtime)
         if measure_missing is None:
             measure_missing = self.source == "measured" and device in MEASURABLE_DEVICES
@@ -171,17 +172,17 @@ class LatencyModel:
         return (f"latency on {self.device}: measured table in {where}, {len(self.entries)} entries "
                 f"({self.host.get('processor')})")
 
-    def _measure(self, module: torch.nn.Module, input_shape: Sequence[int]) -> float:
-        """Milliseconds of ``module`` here, in the table's runtime and threads."""
+    def _measure(self, module: torch.nn.Module, input_shape: Sequence[int], key: str | None = None) -> float:
+        """Milliseconds of ``module`` (the part ``key``) here, in the table's runtime and threads."""
         device = self.device if self.device in MEASURABLE_DEVICES else "cpu"
         return measure_in_runtime(module, input_shape, self.runtime, device, threads=self.threads,
-                                  repeats=self.repeats)
+                                  repeats=self.repeats, exported=self._exported, key=key)
 
     def _lookup(self, part: Part) -> float:
         if part.key in self.entries:
             return self.entries[part.key]
         if self.measure_missing:
-            ms = self._measure(part.module, part.input_shape)
+            ms = self._measure(part.module, part.input_shape, part.key)
         elif self.is_estimate:
             if self.host_rates is None:
                 self.host_rates = measure_host_rates(self.runtime, self.threads)
@@ -245,17 +246,21 @@ class LatencyModel:
         """
         archs = list(archs)
         before = len(self.entries)
-        for arch in archs:
-            self.part_latencies(arch)
-        added = len(self.entries) - before
-        for _ in range(passes - 1 if self.measure_missing else 0):
-            remeasured: set[str] = set()
+        self._exported = {}  # onnxruntime: each part exported once, for all passes
+        try:
             for arch in archs:
-                for part in model_parts(self.space.build(arch), self.space.input_shape):
-                    if part.key not in remeasured:
-                        remeasured.add(part.key)
-                        self.entries[part.key] = min(self.entries[part.key],
-                                                     self._measure(part.module, part.input_shape))
+                self.part_latencies(arch)
+            added = len(self.entries) - before
+            for _ in range(passes - 1 if self.measure_missing else 0):
+                remeasured: set[str] = set()
+                for arch in archs:
+                    for part in model_parts(self.space.build(arch), self.space.input_shape):
+                        if part.key not in remeasured:
+                            remeasured.add(part.key)
+                            self.entries[part.key] = min(self.entries[part.key],
+                                                         self._measure(part.module, part.input_shape, part.key))
+        finally:
+            self._exported = None
         return added
 
     @classmethod

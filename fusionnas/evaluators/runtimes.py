@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 
 import numpy as np
 import torch
@@ -64,13 +64,24 @@ def time_session(session, input_shape: Sequence[int], *, batch_size: int = 1, wa
 
 
 def measure_in_runtime(model: nn.Module, input_shape: Sequence[int], runtime: str = "onnxruntime",
-                       device: str = "cpu", *, threads: int = 1, warmup: int = 5, repeats: int = 25) -> float:
-    """Median latency in milliseconds of ``model`` at batch 1 in ``runtime`` on ``device``."""
+                       device: str = "cpu", *, threads: int = 1, warmup: int = 5, repeats: int = 25,
+                       exported: MutableMapping[str, bytes] | None = None, key: str | None = None) -> float:
+    """Median latency in milliseconds of ``model`` at batch 1 in ``runtime`` on ``device``.
+
+    In onnxruntime, given ``exported`` and ``key``, the exported graph is kept in
+    ``exported[key]`` and taken from there next time: an export costs more than the timing.
+    """
     if runtime not in RUNTIMES:
         raise UserError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
     if runtime == "torch":
         return measure_latency(model, input_shape, device, threads=threads, warmup=warmup, repeats=repeats)
-    session = onnxruntime_session(_export_quietly(model, input_shape), device, threads)
+    if exported is None or key is None:
+        graph = _export_quietly(model, input_shape)
+    elif key in exported:
+        graph = exported[key]
+    else:
+        graph = exported[key] = _export_quietly(model, input_shape)
+    session = onnxruntime_session(graph, device, threads)
     return time_session(session, input_shape, warmup=warmup, repeats=repeats)
 
 
