@@ -26,6 +26,7 @@ from fusionnas.search.runner import (
     run_study,
 )
 from fusionnas.search.storage import StorageError, StorageOptions, open_storage
+from fusionnas.search.tpe import SnapshotTPESampler
 
 __all__ = [
     "METRICS",
@@ -55,4 +56,5 @@ __all__ = [
     "StorageError",
     "StorageOptions",
     "open_storage",
+    "SnapshotTPESampler",
 ]

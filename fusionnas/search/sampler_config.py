@@ -26,6 +26,8 @@ class SamplerConfig:
     ``multivariate`` models the parameters jointly; ``group`` (with
     ``multivariate``) splits them by the trials that used them. ``evolution``
     mutates frontier architectures (:mod:`fusionnas.search.evolution`).
+    TPE is Optuna's, reading the study once per proposal
+    (:class:`~fusionnas.search.tpe.SnapshotTPESampler`).
     """
 
     name: str = study_key('"tpe"', "tpe")
@@ -83,9 +85,11 @@ class SamplerConfig:
                 if getattr(self, key) is not None:
                     extra[key] = getattr(self, key)
             extra["constant_liar"] = self.constant_liar is not False
+            from fusionnas.search.tpe import SnapshotTPESampler
+
             with warnings.catch_warnings():  # constant_liar, multivariate and group are "experimental"
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.samplers.TPESampler(seed=self.seed, **extra)
+                return SnapshotTPESampler(seed=self.seed, **extra)
         if self.name == "nsga2":
             if self.population_size is not None:
                 extra["population_size"] = self.population_size

@@ -14,6 +14,7 @@ from fusionnas.search import (
     Constraints,
     Objective,
     SamplerConfig,
+    SnapshotTPESampler,
     StudyConfigError,
     load_study_config,
     parse_study_config,
@@ -207,7 +208,7 @@ def test_storage_resolves_beside_the_study(tmp_path: Path, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("name, cls", [
-    ("tpe", optuna.samplers.TPESampler),
+    ("tpe", SnapshotTPESampler),
     ("nsga2", optuna.samplers.NSGAIISampler),
     ("random", optuna.samplers.RandomSampler),
 ])
