@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["SmoothThreshold", "smooth_threshold"]
+__all__ = ["SmoothThreshold", "smooth_threshold", "smooth_threshold_of_scaled_"]
 
 
 def smooth_threshold(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
@@ -14,6 +14,19 @@ def smooth_threshold(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
     below zero (the seed code leaves T unconstrained).
     """
     return torch.tanh(x) * torch.relu(x.abs() - threshold.abs())
+
+
+@torch.no_grad()
+def smooth_threshold_of_scaled_(z: torch.Tensor, scale: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """``smooth_threshold(z * scale, threshold)`` computed in ``z``'s memory (inference only).
+
+    With ``u = 2 z scale``: ``tanh(u / 2) = 2 sigmoid(u) - 1`` and ``relu(|u| - 2|T|)`` is twice
+    the soft threshold, so the result is ``(sigmoid(u) - 1/2) relu(|u| - 2|T|)``: sigmoid, several
+    times cheaper than tanh on a CPU, and one new tensor instead of five.
+    """
+    u = z.mul_(2 * scale)
+    kept = u.abs().sub_(2 * threshold.abs()).clamp_(min=0)
+    return u.sigmoid_().sub_(0.5).mul_(kept)
 
 
 class SmoothThreshold(nn.Module):

@@ -18,7 +18,7 @@ from fusionnas.layers.fwht import (
     next_power_of_two,
 )
 from fusionnas.layers.registry import register_fusion
-from fusionnas.layers.thresholds import SmoothThreshold, smooth_threshold
+from fusionnas.layers.thresholds import SmoothThreshold, smooth_threshold, smooth_threshold_of_scaled_
 
 __all__ = ["WHTPointwise", "WHT2d"]
 
@@ -315,7 +315,11 @@ class WHT2d(nn.Module):
         tiles = x.reshape(n_img, c, nh, rows_in, nw, cols_in).permute(0, 1, 2, 4, 3, 5)  # a copy if nw > 1
         z = tiles.reshape(n_img, c, nh * nw, rows_in * cols_in) @ to_coefficients.t()
         per_channel = (self.scale.shape[0], 1, coefficients)
-        s = smooth_threshold(z * self.scale.reshape(per_channel), self.smooth.threshold.reshape(per_channel))
+        scale, threshold = self.scale.reshape(per_channel), self.smooth.threshold.reshape(per_channel)
+        if fast_path_allowed(x):  # z is this call's own tensor
+            s = smooth_threshold_of_scaled_(z, scale, threshold)
+        else:
+            s = smooth_threshold(z * scale, threshold)
         y = (s @ to_pixels).reshape(n_img, c, nh, nw, rows_out, cols_out).permute(0, 1, 2, 4, 3, 5)
         y = y.reshape(n_img, c, nh * rows_out, nw * cols_out)
         if self.stride == 2:

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -137,6 +138,10 @@ def test_wht2d_matches_numpy_reference(size, stride, shared, hw):
     x = torch.randn(2, 3, *hw, dtype=torch.float64)
     expected = _reference_2d(x.numpy(), layer)
     np.testing.assert_allclose(layer(x).detach().numpy(), expected, atol=1e-10)  # autograd: dense form
+    with torch.no_grad():  # the dense form's in-place inference thresholding
+        np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-10)
+        single = copy.deepcopy(layer).float()
+        np.testing.assert_allclose(single(x.float()).numpy(), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(layer._forward_reference(x).detach().numpy(), expected, atol=1e-10)
 
 
