@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SnapshotTPESampler"]
 
+_MISSING = object()  # a system attribute the copy does not have yet
+
 
 class SnapshotTPESampler(TPESampler):
     """:class:`optuna.samplers.TPESampler` (same arguments) that reads the study once per proposal."""
@@ -101,9 +103,6 @@ class _StudyCopy:
                 self._storage.set_trial_state_values(trial_id, TrialState.RUNNING)
             self._storage.set_trial_state_values(trial_id, trial.state, trial.values)
         return trial.state.is_finished()
-
-
-_MISSING = object()
 
 
 def _without_user_attrs(trial: FrozenTrial) -> FrozenTrial:
