@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	touch $(STAMP)
 
-# A search of 60-85 architectures on the bundled digits by $(WORKERS) worker processes, then
+# A search of 55-85 architectures on the bundled digits by $(WORKERS) worker processes, then
 # its Pareto frontier. A second run resumes the same study (studies/quickstart.db).
 quickstart: $(STAMP)
 	$(BIN)/fusionnas search studies/quickstart.toml --workers $(WORKERS)
