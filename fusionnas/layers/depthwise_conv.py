@@ -1,4 +1,8 @@
-"""The conv + batch norm + ReLU6 unit, and MobileNetV2's depthwise conv built from it."""
+"""The conv + batch norm + ReLU6 unit, and MobileNetV2's depthwise conv built from it.
+
+Training on a CPU, the depthwise unit takes channels-last input where its block allows it and
+computes its weight gradient by shape (:func:`depthwise_conv2d`); inference keeps PyTorch's conv.
+"""
 from __future__ import annotations
 
 import torch
@@ -20,8 +24,9 @@ CHANNELS_LAST_DEPTHWISE_TRAINING = True
 
 # oneDNN's CPU kernel for a depthwise conv's weight gradient covers kernels of at most 3x3 on
 # maps no smaller than the kernel; every other case (all 5x5 kernels, 2x2 maps) falls back to
-# one small GEMM per channel, 2-5x slower than the alternatives below (one thread, batch 32,
-# benchmarks/train_step.py). A switch so that the benchmark can compare.
+# one small GEMM per channel, 1.2-5.4x slower than the alternatives in weight_gradient_method
+# (the gradient alone, one thread, batch 32); whole networks' steps 1.02-1.42x faster with them
+# (benchmarks/train_step.py, README). A switch so that the benchmark can compare.
 FAST_DEPTHWISE_WEIGHT_GRADIENT = True
 
 
