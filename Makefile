@@ -24,8 +24,10 @@ quickstart: $(STAMP)
 	$(BIN)/fusionnas search studies/quickstart.toml --workers $(WORKERS)
 	$(BIN)/fusionnas pareto studies/quickstart.toml
 
+# One test process per core (pytest-xdist), a test file's tests in one process so that its
+# module fixtures (a three-worker study, a PostgreSQL cluster) are built once.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.operators

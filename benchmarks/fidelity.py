@@ -1,7 +1,7 @@
 """How well does each cheap estimate rank architectures like longer training does?
 
 Run: ``python -m benchmarks.fidelity [--archs 20] [--reference-steps 400] [--reference-batch-size 64]
-[--steps 25,50,100]``.
+[--steps 25,50,100] [--recalibration 2,4]``.
 
 For the space's presets plus random architectures (20 in all by default), the
 reference is stand-alone training with the study's budget at
@@ -10,7 +10,8 @@ to train it on larger batches than the proxies). Each estimator ranks the
 same architectures: the proxy trained at each of ``--steps`` and at the
 study's steps (with the batch-norm statistics recomputed at the end, the
 default), the study's proxy judged by the running statistics training left
-(as before recalibration existed), every zero-cost score of the untrained
+(as before recalibration existed) and with them recomputed on each of ``--recalibration``
+batch counts instead of the study's, every zero-cost score of the untrained
 network, FLOPs and parameters, and (``--supernet-steps N``) the accuracy
 inherited from a weight-sharing supernet trained once for N steps
 (:mod:`fusionnas.evaluators.supernet`; its training time is printed apart). Printed side by
@@ -147,6 +148,8 @@ def main() -> None:  # noqa: D103
     parser.add_argument("--reference-steps", type=int, help="default: 4x the study's steps")
     parser.add_argument("--reference-batch-size", type=int, help="default: the study's batch size")
     parser.add_argument("--steps", default="25,50,100", help="proxy budgets to compare (comma-separated)")
+    parser.add_argument("--recalibration", default="",
+                        help="batch-norm recalibration batch counts to compare with the study's (comma-separated)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", default="fidelity-cache.json",
@@ -184,6 +187,11 @@ def main() -> None:  # noqa: D103
     running = {**options, "bn_recalibration_batches": 0}  # judged by the BN statistics training left
     estimators[f"proxy {study_steps} steps, running BN"] = trained_accuracy(space, data, running, study_steps,
                                                                             args.seed)
+    for batches in sorted({int(b) for b in args.recalibration.split(",") if b.strip()}):
+        if batches != options.get("bn_recalibration_batches"):
+            recalibrated = {**options, "bn_recalibration_batches": batches}
+            estimators[f"proxy {study_steps} steps, BN on {batches} batches"] = trained_accuracy(
+                space, data, recalibrated, study_steps, args.seed)
     for proxy in ZERO_COST_PROXIES:
         estimators[proxy] = zero_cost(space, data, proxy, config.budget.resolution, args.seed)
     for what in ("flops", "params"):

@@ -1,14 +1,20 @@
 """Shared test settings: small thread count, deterministic seeds, a PostgreSQL server."""
+import os
+
 import pytest
 import torch
 
 import _postgres
 
+# Under pytest-xdist (`make test` runs one test process per core) each process keeps to one
+# thread: OpenMP threads of two processes sharing the cores wait for each other.
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     yield
 
 

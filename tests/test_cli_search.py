@@ -101,8 +101,13 @@ def test_ctrl_c_stops_cleanly_and_the_study_resumes(tmp_path) -> None:
     while not first.startswith("[1/3]"):
         first = worker.stdout.readline()
         assert first or worker.poll() is None, worker.stderr.read() if worker.stderr else ""
-    time.sleep(1.0)  # into the second trial
-    worker.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 60
+    running = (TrialState.RUNNING,)
+    while not any(t.number == 1 and "flops" in t.user_attrs  # past its costs: training
+                  for t in load(tmp_path).get_trials(deepcopy=False, states=running)):
+        assert worker.poll() is None and time.monotonic() < deadline, "trial 1 never started training"
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGINT)  # while the second trial trains (40 steps: seconds)
     out, err = worker.communicate(timeout=120)
     assert worker.returncode == 130, (out, err)
     assert "interrupted: trial 1 marked failed" in err and "Traceback" not in err

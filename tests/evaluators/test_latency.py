@@ -28,7 +28,7 @@ def space():
 def test_measure_latency_restores_mode_and_threads():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)).train()
     threads = torch.get_num_threads()
-    ms = measure_latency(model, (3, 16, 16), threads=1, warmup=1, repeats=3)
+    ms = measure_latency(model, (3, 16, 16), threads=threads + 1, warmup=1, repeats=3)
     assert ms > 0
     assert model.training
     assert torch.get_num_threads() == threads
