@@ -1,7 +1,7 @@
 """How well does each cheap estimate rank architectures like longer training does?
 
 Run: ``python -m benchmarks.fidelity [--archs 20] [--reference-steps 400] [--reference-batch-size 64]
-[--steps 25,50,100] [--recalibration 2,4]``.
+[--steps 25,50,100] [--recalibration 2,4] [--val-fractions 0.5]``.
 
 For the space's presets plus random architectures (20 in all by default), the
 reference is stand-alone training with the study's budget at
@@ -10,8 +10,9 @@ to train it on larger batches than the proxies). Each estimator ranks the
 same architectures: the proxy trained at each of ``--steps`` and at the
 study's steps (with the batch-norm statistics recomputed at the end, the
 default), the study's proxy judged by the running statistics training left
-(as before recalibration existed) and with them recomputed on each of ``--recalibration``
-batch counts instead of the study's, every zero-cost score of the untrained
+(as before recalibration existed), with them recomputed on each of ``--recalibration``
+batch counts instead of the study's, and validated on a seeded, stratified share (each of
+``--val-fractions``) of the validation split, every zero-cost score of the untrained
 network, FLOPs and parameters, and (``--supernet-steps N``) the accuracy
 inherited from a weight-sharing supernet trained once for N steps
 (:mod:`fusionnas.evaluators.supernet`; its training time is printed apart). Printed side by
@@ -26,6 +27,7 @@ retraining the reference.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
@@ -61,6 +63,13 @@ def trained_accuracy(space, data: DataSplits, options: dict, steps: int, seed: i
             return 0.0
 
     return estimate
+
+
+def validation_subset(data: DataSplits, fraction: float, seed: int) -> DataSplits:
+    """``data`` with a seeded, stratified ``fraction`` of its validation split (the training split's
+    subsampling, applied to the validation images)."""
+    picked = dataclasses.replace(data, x_train=data.x_val, y_train=data.y_val).subsample(fraction, seed)
+    return dataclasses.replace(data, x_val=picked.x_train, y_val=picked.y_train)
 
 
 def zero_cost(space, data: DataSplits, proxy: str, resolution: int | None, seed: int) -> Estimator:
@@ -150,6 +159,8 @@ def main() -> None:  # noqa: D103
     parser.add_argument("--steps", default="25,50,100", help="proxy budgets to compare (comma-separated)")
     parser.add_argument("--recalibration", default="",
                         help="batch-norm recalibration batch counts to compare with the study's (comma-separated)")
+    parser.add_argument("--val-fractions", default="",
+                        help="shares of the validation split to score the study's proxy on (comma-separated)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", default="fidelity-cache.json",
@@ -192,6 +203,10 @@ def main() -> None:  # noqa: D103
             recalibrated = {**options, "bn_recalibration_batches": batches}
             estimators[f"proxy {study_steps} steps, BN on {batches} batches"] = trained_accuracy(
                 space, data, recalibrated, study_steps, args.seed)
+    for fraction in sorted({float(f) for f in args.val_fractions.split(",") if f.strip()}):
+        subset = validation_subset(data, fraction, args.seed)
+        estimators[f"proxy {study_steps} steps, validated on {len(subset.y_val)} images"] = trained_accuracy(
+            space, subset, options, study_steps, args.seed)
     for proxy in ZERO_COST_PROXIES:
         estimators[proxy] = zero_cost(space, data, proxy, config.budget.resolution, args.seed)
     for what in ("flops", "params"):
