@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m compileall -qq -j 0 -x '/(tests?|testing/_internal)/|/site-packages/pip/' $(VENV)/lib || true
 	touch $(STAMP)
 
-# A search of 45-85 architectures on the bundled digits by $(WORKERS) worker processes, then
+# A search of 45-130 architectures (as fast as the machine trains) on the bundled digits by $(WORKERS) worker processes, then
 # its Pareto frontier. A second run resumes the same study (studies/quickstart.db).
 quickstart: $(STAMP)
 	$(BIN)/fusionnas search studies/quickstart.toml --workers $(WORKERS)
