@@ -8,8 +8,10 @@ relative to the all-conv baseline in the same mode. Then proxy training of
 the baseline and every preset of the CIFAR space on CUDA with mixed
 precision (the proxy's default there), with and without channels-last
 convolutions: images per second and trials per hour at the quickstart's
-budget. Then the CUDA tests (``pytest -k cuda``). Without CUDA it says so and
-exits 1.
+budget. Then the weight-sharing supernet of the CIFAR space: its training
+throughput (fair single-path steps, images per second, the time of a study's
+600 steps) and the seconds to score one architecture by inherited weights.
+Then the CUDA tests (``pytest -k cuda``). Without CUDA it says so and exits 1.
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ import torch
 
 from fusionnas.evaluators import get_dataset, train_proxy
 from fusionnas.evaluators.proxy import ProxyBudget
+from fusionnas.evaluators.supernet import SuperNet, score, train_supernet
 from fusionnas.search import load_study_config
-from fusionnas.spaces import get_space
+from fusionnas.spaces import get_space, random_archs
 
 
 def _graphed(model: torch.nn.Module, x: torch.Tensor):
@@ -103,6 +106,22 @@ def training_table(steps: int = 60) -> list[dict]:
     return rows
 
 
+def supernet_row(steps: int = 100, archs: int = 5, device: str = "cuda") -> dict:
+    """Supernet training throughput (after a warm-up of 10 steps) and the seconds to score an architecture."""
+    space = get_space("mobilenetv2-cifar")
+    data = get_dataset("synthetic", seed=0, num_samples=8192, image_size=32)
+    supernet = SuperNet(space, num_classes=data.num_classes)
+    train_supernet(supernet, data, ProxyBudget(steps=10, batch_size=128, device=device))  # warm-up
+    budget = ProxyBudget(steps=steps, batch_size=128, device=device)
+    trained = train_supernet(supernet, data, budget)
+    per_step = trained["seconds"] / steps
+    start = time.perf_counter()
+    for arch in random_archs(space, archs, seed=0):
+        score(supernet, arch, data, budget)
+    return {"step ms": 1000 * per_step, "img/s": budget.batch_size / per_step, "600 steps s": 600 * per_step,
+            "score s": (time.perf_counter() - start) / archs}
+
+
 def main(argv: list[str] | None = None) -> int:  # noqa: D103
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
@@ -124,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
     for row in training_table():
         print(f"| {row['arch']} | {row['plain img/s']:.0f} | {row['plain trials/h']:.0f} | "
               f"{row['channels-last img/s']:.0f} | {row['channels-last trials/h']:.0f} |", flush=True)
+    print("\n## supernet, mobilenetv2-cifar, batch 128 (float32): training, and scoring by inherited weights")
+    row = supernet_row()
+    print("| step ms | img/s | 600 steps | score an architecture |\n|---|---|---|---|")
+    print(f"| {row['step ms']:.1f} | {row['img/s']:.0f} | {row['600 steps s']:.0f} s | {row['score s']:.2f} s |",
+          flush=True)
     if args.no_tests:
         return 0
     return subprocess.call([sys.executable, "-m", "pytest", "-q", "-k", "cuda", "tests"])
