@@ -93,6 +93,22 @@ def load(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage(url))
 
 
+def ended_normally(trial: optuna.trial.FrozenTrial) -> bool:
+    """COMPLETE, or FAIL because its training diverged: what a sampled architecture may end with.
+
+    A resuming worker samples with a seed of its own (its pid), so its architectures differ from
+    run to run, and about 1 in 260 random architectures diverges within this study's 30 steps of
+    8 images (1 of 200, 0 of 60, measured 2026-12-04): a result, not a fault of the worker.
+    """
+    return trial.state == TrialState.COMPLETE or (
+        trial.state == TrialState.FAIL and trial.user_attrs.get("failure_reason", "").startswith("diverged"))
+
+
+def states(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[int, str, str | None]]:
+    """What an assertion on the trials' states shows when it fails."""
+    return [(t.number, t.state.name, t.user_attrs.get("failure_reason")) for t in trials]
+
+
 def test_postgres_killed_worker_trial_fails_is_retried_and_the_study_completes(pg_study) -> None:
     folder, url, name, write = pg_study
     write(n_trials=2)
@@ -106,7 +122,8 @@ def test_postgres_killed_worker_trial_fails_is_retried_and_the_study_completes(p
     code, out, err = run_worker(folder, "--storage", url, "--heartbeat", "1")
     assert code == 0, (out, err)
     trials = load(url, name).trials
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert [t.state for t in trials[:2]] == [TrialState.FAIL, TrialState.COMPLETE], states(trials)
+    assert len(trials) == 3 and ended_normally(trials[2]), states(trials)  # a sampled architecture
     retry = trials[1]  # the WAITING copy runs first
     assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0
     assert retry.params == killed.params
@@ -150,10 +167,14 @@ def test_postgres_worker_stops_cleanly_on_sigint_and_the_study_resumes(pg_study)
     assert code == 0, (out, err)
     resumed = load(url, name)
     assert resumed._study_id == study._study_id
-    assert [t.state for t in resumed.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
-    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(resumed.trials[2]) is None  # not re-queued
+    trials = resumed.trials
+    assert [t.state for t in trials[:2]] == [TrialState.COMPLETE, TrialState.FAIL], states(trials)
+    assert len(trials) == 3 and ended_normally(trials[2]), states(trials)  # a sampled architecture
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(trials[2]) is None  # not re-queued
     assert count_trials(resumed) == 2
-    assert "[2/2] trial 2 " in out and f"study {name}: 2 trials (2 complete, 0 pruned, 1 failed)" in out
+    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    assert "[2/2] trial 2 " in out
+    assert f"study {name}: 2 trials ({complete} complete, 0 pruned, {3 - complete} failed)" in out
 
 
 def test_postgres_worker_stopped_by_sigterm_during_a_preset_evaluates_it_on_resume(pg_study) -> None:
