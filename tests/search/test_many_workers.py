@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 from _postgres import waiting_on_a_lock
 from _studies import PROXY_TOML
-from _workers import finish, start_worker
+from _workers import ended_normally, finish, start_worker, states
 from fusionnas.search import count_trials, open_storage
 from fusionnas.search.coordination import LOCK_SUFFIX, storage_lock
 from fusionnas.search.storage import storage_file
@@ -73,7 +73,9 @@ def test_four_workers_started_together_share_the_study_exactly(storage_url, tmp_
         assert out.splitlines()[-1].startswith(f"study {name}: {TOTAL} trials"), out[-500:]
     study = optuna.load_study(study_name=name, storage=_storage(url))
     trials = study.get_trials(deepcopy=False)
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * TOTAL
+    queued = [t for t in trials if "preset" in t.user_attrs or t.params == twice]
+    assert [t.state for t in queued] == [TrialState.COMPLETE] * (len(PRESETS) + COPIES), states(trials)
+    assert len(trials) == TOTAL and all(ended_normally(t) for t in trials), states(trials)  # the rest: sampled
     assert count_trials(study) == TOTAL
     ran = sorted(int(n) for _, out, _ in results for n in PROGRESS.findall(out))
     assert ran == list(range(TOTAL)), "a trial was run by two workers, or by none"

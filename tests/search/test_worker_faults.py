@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from sqlalchemy import create_mock_engine
 
 from _studies import PROXY_TOML, ZERO_COST_TOML
-from _workers import finish, has_study, start_worker, storage
+from _workers import ended_normally, finish, has_study, start_worker, states, storage
 from fusionnas.search import count_trials, open_storage
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -91,22 +91,6 @@ def pg_study(postgres_url, tmp_path):
 
 def load(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage(url))
-
-
-def ended_normally(trial: optuna.trial.FrozenTrial) -> bool:
-    """COMPLETE, or FAIL because its training diverged: what a sampled architecture may end with.
-
-    A resuming worker samples with a seed of its own (its pid), so its architectures differ from
-    run to run, and about 1 in 260 random architectures diverges within this study's 30 steps of
-    8 images (1 of 200, 0 of 60, measured 2026-12-04): a result, not a fault of the worker.
-    """
-    return trial.state == TrialState.COMPLETE or (
-        trial.state == TrialState.FAIL and trial.user_attrs.get("failure_reason", "").startswith("diverged"))
-
-
-def states(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[int, str, str | None]]:
-    """What an assertion on the trials' states shows when it fails."""
-    return [(t.number, t.state.name, t.user_attrs.get("failure_reason")) for t in trials]
 
 
 def test_postgres_killed_worker_trial_fails_is_retried_and_the_study_completes(pg_study) -> None:
