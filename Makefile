@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m compileall -qq -j 0 -x '/(tests?|testing/_internal)/|/site-packages/pip/' $(VENV)/lib || true
 	touch $(STAMP)
 
-# A search of 45-130 architectures (as fast as the machine trains) on the bundled digits by $(WORKERS) worker processes, then
-# its Pareto frontier. A second run resumes the same study (studies/quickstart.db).
+# A search of 45-130 architectures (as many as the machine trains in its window) on the bundled
+# digits by $(WORKERS) worker processes, then its Pareto frontier. A second run resumes the same
+# study (studies/quickstart.db).
 quickstart: $(STAMP)
 	$(BIN)/fusionnas search studies/quickstart.toml --workers $(WORKERS)
 	$(BIN)/fusionnas pareto studies/quickstart.toml
