@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -19,11 +21,11 @@ from torch import nn
 
 from fusionnas.errors import UserError
 from fusionnas.evaluators.onnx_export import to_onnx
-from fusionnas.evaluators.timing import batch_shape, measure_latency
+from fusionnas.evaluators.timing import batch_shape
 from fusionnas.runtime_names import RUNTIMES, default_runtime
 
-__all__ = ["RUNTIMES", "default_runtime", "measure_in_runtime", "measure_side_by_side", "onnxruntime_session",
-           "time_session"]
+__all__ = ["RUNTIMES", "Runner", "Runtime", "default_runtime", "export_quietly", "get_runtime", "measure_in_runtime",
+           "measure_side_by_side", "median_ms", "onnxruntime_session", "prepare", "time_session", "torch_threads"]
 
 
 def onnxruntime_session(graph: bytes, device: str = "cpu", threads: int = 1):
@@ -63,41 +65,143 @@ def time_session(session, input_shape: Sequence[int], *, batch_size: int = 1, wa
     return statistics.median(times) * 1e3
 
 
+# A runner runs one fixed batch through a model as deployed in a runtime; timing it times the model.
+Runner = Callable[[], object]
+
+
+class Runtime(Protocol):
+    """How a model runs in one runtime: ``prepare`` returns a :data:`Runner` over a fixed random batch.
+
+    ``graph``: the model's exported ONNX bytes, when the caller already has them (graph runtimes
+    then skip the export). Torch threads are the caller's to fix (see :func:`torch_threads`).
+    """
+
+    name: str
+
+    def prepare(self, model: nn.Module, input_shape: Sequence[int], device: str = "cpu", *, threads: int = 1,
+                batch_size: int = 1, graph: bytes | None = None) -> Runner: ...
+
+
+class TorchEager:
+    """PyTorch eager mode, ``model`` in eval mode under ``torch.inference_mode`` (the module as built)."""
+
+    name = "torch"
+
+    def prepare(self, model: nn.Module, input_shape: Sequence[int], device: str = "cpu", *, threads: int = 1,
+                batch_size: int = 1, graph: bytes | None = None) -> Runner:
+        target = torch.device(device)
+        model.eval().to(target)
+        x = torch.randn(batch_shape(input_shape, batch_size), device=target)
+        sync = torch.cuda.synchronize if target.type == "cuda" else None
+
+        def run() -> object:
+            with torch.inference_mode():
+                out = model(x)
+            if sync is not None:
+                sync()
+            return out
+
+        return run
+
+
+class OnnxRuntime:
+    """onnxruntime on the graph ``fusionnas export`` writes (:func:`onnxruntime_session`)."""
+
+    name = "onnxruntime"
+
+    def prepare(self, model: nn.Module, input_shape: Sequence[int], device: str = "cpu", *, threads: int = 1,
+                batch_size: int = 1, graph: bytes | None = None) -> Runner:
+        session = onnxruntime_session(graph or export_quietly(model, input_shape, batch_size=batch_size),
+                                      device, threads)
+        x = np.random.default_rng(0).standard_normal(batch_shape(input_shape, batch_size), dtype=np.float32)
+        feed = {session.get_inputs()[0].name: x}
+        return lambda: session.run(None, feed)
+
+
+_RUNTIME_IMPLEMENTATIONS: dict[str, Runtime] = {r.name: r for r in (TorchEager(), OnnxRuntime())}
+
+
+def get_runtime(name: str) -> Runtime:
+    """The runtime called ``name``; an unknown name is a user error listing the known ones."""
+    try:
+        return _RUNTIME_IMPLEMENTATIONS[name]
+    except KeyError:
+        raise UserError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}") from None
+
+
+def prepare(model: nn.Module, input_shape: Sequence[int], runtime: str = "onnxruntime", device: str = "cpu", *,
+            threads: int = 1, batch_size: int = 1, graph: bytes | None = None) -> Runner:
+    """A :data:`Runner` of ``model`` in ``runtime`` on ``device`` (see :class:`Runtime`)."""
+    return get_runtime(runtime).prepare(model, input_shape, device, threads=threads, batch_size=batch_size,
+                                        graph=graph)
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Torch's intra-op threads fixed to ``threads`` inside the block (graph runtimes fix their own)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def measure_in_runtime(model: nn.Module, input_shape: Sequence[int], runtime: str = "onnxruntime",
                        device: str = "cpu", *, threads: int = 1, warmup: int = 5, repeats: int = 25,
-                       exported: MutableMapping[str, bytes] | None = None, key: str | None = None) -> float:
-    """Median latency in milliseconds of ``model`` at batch 1 in ``runtime`` on ``device``.
+                       exported: MutableMapping[str, bytes] | None = None, key: str | None = None,
+                       batch_size: int = 1) -> float:
+    """Median latency in milliseconds of ``model`` at ``batch_size`` in ``runtime`` on ``device``.
 
-    In onnxruntime, given ``exported`` and ``key``, the exported graph is kept in
+    In a graph runtime, given ``exported`` and ``key``, the exported graph is kept in
     ``exported[key]`` and taken from there next time: an export costs more than the timing.
     """
-    if runtime not in RUNTIMES:
-        raise UserError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
-    if runtime == "torch":
-        return measure_latency(model, input_shape, device, threads=threads, warmup=warmup, repeats=repeats)
-    if exported is None or key is None:
-        graph = _export_quietly(model, input_shape)
-    elif key in exported:
+    implementation = get_runtime(runtime)
+    graph = None
+    if implementation.name != "torch" and exported is not None and key is not None:
+        if key not in exported:
+            exported[key] = export_quietly(model, input_shape, batch_size=batch_size)
         graph = exported[key]
-    else:
-        graph = exported[key] = _export_quietly(model, input_shape)
-    session = onnxruntime_session(graph, device, threads)
-    return time_session(session, input_shape, warmup=warmup, repeats=repeats)
+    with _eval_mode(model), torch_threads(threads):
+        run = implementation.prepare(model, input_shape, device, threads=threads, batch_size=batch_size, graph=graph)
+        return median_ms(run, warmup=warmup, repeats=repeats)
 
 
-def _export_quietly(model: nn.Module, input_shape: Sequence[int]) -> bytes:
-    old_threads = torch.get_num_threads()
+def median_ms(run: Runner, *, warmup: int = 5, repeats: int = 25) -> float:
+    """Median milliseconds of one call of ``run`` over ``repeats`` calls, after ``warmup`` untimed ones."""
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+@contextmanager
+def _eval_mode(*models: nn.Module) -> Iterator[None]:
+    """``models`` in eval mode inside the block, their training flags restored after it."""
+    flags = [m.training for m in models]
     try:
-        torch.set_num_threads(1)  # the export itself; torch's threads would compete with onnxruntime's
-        return to_onnx(model, input_shape)
+        yield
     finally:
-        torch.set_num_threads(old_threads)
+        for model, flag in zip(models, flags):
+            model.train(flag)
+
+
+def export_quietly(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1) -> bytes:
+    """``to_onnx`` on one torch thread (torch's threads would compete with the runtime's)."""
+    with torch_threads(1):
+        return to_onnx(model, input_shape, batch_size=batch_size)
 
 
 def measure_side_by_side(models: Mapping[str, nn.Module], input_shape: Sequence[int], runtime: str = "onnxruntime",
                          device: str = "cpu", *, threads: int = 1, rounds: int = 5,
-                         repeats: int = 10) -> dict[str, float]:
-    """Milliseconds at batch 1 of each of ``models`` on a quiet machine, timed in interleaved rounds.
+                         repeats: int = 10, batch_size: int = 1) -> dict[str, float]:
+    """Milliseconds at ``batch_size`` of each of ``models`` on a quiet machine, timed in interleaved rounds.
 
     Every round times each model once (the median of ``repeats`` runs), so
     the rounds of one model are spread over the whole measurement; the result
@@ -106,20 +210,12 @@ def measure_side_by_side(models: Mapping[str, nn.Module], input_shape: Sequence[
     consecutive runs cannot remove, so the fastest round is the figure that
     repeats; comparisons (a trial against the baseline) are fair this way.
     """
-    if runtime not in RUNTIMES:
-        raise UserError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
-    if runtime == "torch":
-        def run(name: str, warmup: int) -> float:
-            return measure_latency(models[name], input_shape, device, threads=threads, warmup=warmup,
-                                   repeats=repeats)
-    else:
-        sessions = {name: onnxruntime_session(_export_quietly(m, input_shape), device, threads)
-                    for name, m in models.items()}
-
-        def run(name: str, warmup: int) -> float:
-            return time_session(sessions[name], input_shape, warmup=warmup, repeats=repeats)
-    best = {name: float("inf") for name in models}
-    for round_ in range(rounds):
-        for name in models:
-            best[name] = min(best[name], run(name, 5 if round_ == 0 else 1))
+    implementation = get_runtime(runtime)
+    with _eval_mode(*models.values()), torch_threads(threads):
+        runners = {name: implementation.prepare(m, input_shape, device, threads=threads, batch_size=batch_size)
+                   for name, m in models.items()}
+        best = {name: float("inf") for name in models}
+        for round_ in range(rounds):
+            for name, run in runners.items():
+                best[name] = min(best[name], median_ms(run, warmup=5 if round_ == 0 else 1, repeats=repeats))
     return best

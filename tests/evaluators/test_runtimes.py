@@ -52,7 +52,7 @@ def test_a_kept_export_is_timed_again_without_exporting(monkeypatch):
     import fusionnas.evaluators.runtimes as runtimes
 
     exports = []
-    monkeypatch.setattr(runtimes, "to_onnx", lambda model, shape: exports.append(shape) or to_onnx(model, shape))
+    monkeypatch.setattr(runtimes, "to_onnx", lambda model, shape, **o: exports.append(shape) or to_onnx(model, shape, **o))
     kept: dict[str, bytes] = {}
     for _ in range(3):
         assert measure_in_runtime(small(), (3, 8, 8), "onnxruntime", repeats=2, exported=kept, key="small") > 0
