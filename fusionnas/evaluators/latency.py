@@ -63,6 +63,7 @@ __all__ = [
     "model_parts",
     "peak_activation_bytes",
     "list_devices",
+    "host_description",
 ]
 
 TABLE_FORMAT = 2  # 2 added runtime and threads; a format-1 table was measured in torch eager
@@ -72,7 +73,7 @@ class MissingLatencyEntry(UserError):
     """A table lacks a part and the device it describes cannot be measured here."""
 
 
-def _host(runtime: str) -> dict[str, Any]:
+def host_description(runtime: str) -> dict[str, Any]:
     """What a measurement depends on besides the threads: the machine and the runtime's version."""
     host = {
         "machine": platform.machine(),
@@ -145,7 +146,7 @@ class LatencyModel:
         self.threads = threads
         self.repeats = repeats
         self._exported: dict[str, bytes] | None = None  # part graphs kept while profile() runs
-        self.host = host or _host(self.runtime)
+        self.host = host or host_description(self.runtime)
         if measure_missing is None:
             measure_missing = self.source == "measured" and device in MEASURABLE_DEVICES
         if measure_missing and device not in MEASURABLE_DEVICES:
@@ -169,8 +170,8 @@ class LatencyModel:
                 f"profiled on the device: run `fusionnas profile --space {self.space.name} --runtime "
                 f"{self.runtime} --out TABLE` on it and name the table under [latency_tables]"
             )
-        return (f"latency on {self.device}: measured table in {where}, {len(self.entries)} entries "
-                f"({self.host.get('processor')})")
+        return (f"latency on {self.device}: part table measured in {where}, {len(self.entries)} entries "
+                f"({self.host.get('processor')}): the estimate that decides limits before training")
 
     def _measure(self, module: torch.nn.Module, input_shape: Sequence[int], key: str | None = None) -> float:
         """Milliseconds of ``module`` (the part ``key``) here, in the table's runtime and threads."""
@@ -345,7 +346,7 @@ class LatencyModel:
         host = data.get("host") or {}
         threads = int(data.get("threads", host.get("threads", 1)))
         # Missing entries are measured only on the very kind of machine the table came from.
-        same_host = all(host.get(k) == v for k, v in _host(stored_runtime).items())
+        same_host = all(host.get(k) == v for k, v in host_description(stored_runtime).items())
         measure = source == "measured" and device == data["device"] and device in MEASURABLE_DEVICES and same_host
         calibration = tuple(data.get("calibration", (1.0, 0.0)))
         rates = HostRates(**data["host_rates"]) if "host_rates" in data else None

@@ -146,14 +146,16 @@ def latency_notes(frame: pd.DataFrame) -> list[str]:
     for column in (c for c in frame.columns if c.startswith("latency_ms@")):
         device = column.split("@", 1)[1]
         sources = set(frame.get(f"latency_source@{device}", pd.Series(dtype=object)).dropna())
+        sources = {"table" if s == "measured" else s for s in sources}  # "measured": a table, before 2026-12-07
         runtimes = set(frame.get(f"latency_runtime@{device}", pd.Series(dtype=object)).dropna())
         runtime = "/".join(sorted(runtimes)) or "torch"  # trials stored before runtimes were recorded
-        if sources == {"measured"}:
-            what = f"predicted from parts measured in {runtime} on {device}"
-        elif sources == {"estimated"}:
-            what = (f"ESTIMATE: parts measured here in {runtime}, scaled to {device} (no table profiled on "
-                    f"the device)")
-        else:
-            what = f"{'/'.join(sorted(sources)) or 'unknown source'}, {runtime}"
+        said = {
+            "whole": f"trained networks measured whole in {runtime} on {device}, against the all-conv baseline "
+                     f"run beside them",
+            "table": f"predicted from parts measured in {runtime} on {device} (the estimate before training)",
+            "estimated": f"ESTIMATE: parts measured here in {runtime}, scaled to {device} (no table profiled on "
+                         f"the device)",
+        }
+        what = "; ".join(said.get(s, f"{s}, {runtime}") for s in sorted(sources)) or f"unknown source, {runtime}"
         notes.append(f"{column}: {what}; `fusionnas pareto --measure` measures whole networks")
     return notes

@@ -1,13 +1,25 @@
-"""The cheap costs of an architecture, as a study measures them: parameters, FLOPs, memory, latency.
+"""The costs of an architecture, as a study measures them: parameters, FLOPs, memory, latency.
 
 :class:`CostEvaluator` is the one place that turns an architecture into the
 costs a study records and limits: the objective calls it for every trial,
-the runner for its checks before the first trial. It owns the study's
-latency tables (one per device, in the study's runtime for that device) and
-keeps measured ones in the artifacts folder, merged with other workers'.
+the runner for its checks before the first trial. Latency comes twice:
+
+* before training, the cheap estimate that decides hard limits: the sum of
+  the network's parts in the study's latency table (one per device, in the
+  study's runtime for it; measured tables are kept in the artifacts folder,
+  merged with other workers'), or the Jetson estimate
+  (``latency_source@<device>`` ``table`` or ``estimated``);
+* after training, on a device this machine can run (``cpu``, ``cuda``), the
+  whole trained network as deployed (exported, in the study's runtime),
+  timed against the space's baseline beside it
+  (:mod:`fusionnas.evaluators.deployed`; source ``whole``), one measurement at a
+  time per machine (a lock in the artifacts folder). The table's figure is
+  kept as ``latency_estimate_ms@<device>``, the ratio to the baseline as
+  ``latency_ratio@<device>``.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,18 +29,24 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fusionnas.evaluators import count_flops, count_params, elementwise_flops
-from fusionnas.evaluators.latency import MEASURABLE_DEVICES, LatencyModel, peak_activation_bytes
+from fusionnas.evaluators.deployed import DeployedLatencyMeter
+from fusionnas.evaluators.latency import MEASURABLE_DEVICES, LatencyModel, host_description, peak_activation_bytes
 from fusionnas.evaluators.parts import model_parts
+from fusionnas.interrupts import STOP
+from fusionnas.search.coordination import file_lock
 from fusionnas.spaces import Arch, InvertedResidual, get_space
 
 if TYPE_CHECKING:
     from fusionnas.search.config import StudyConfig
 
-__all__ = ["CostEvaluator", "COST_KEYS", "one_thread"]
+__all__ = ["CostEvaluator", "COST_KEYS", "LATENCY_PREFIXES", "one_thread"]
 
 logger = logging.getLogger(__name__)
 
 COST_KEYS = ("params", "flops", "memory_mb")  # plus latency_ms@<device>
+# Per-device latency attributes of a trial, copied with its costs when an architecture is reused.
+LATENCY_PREFIXES = ("latency_ms@", "latency_source@", "latency_runtime@", "latency_estimate_ms@",
+                    "latency_ratio@", "latency_reference_ms@")
 _CONSTRAINT_COST = {"flops": "flops", "params": "params", "memory_mb": "memory_mb"}
 
 
@@ -62,6 +80,7 @@ class CostEvaluator:
         self._tables: dict[str, LatencyModel] = {}
         self._saved_entries: dict[str, int] = {}
         self._part_flops: dict[str, int] = {}
+        self._meters: dict[str, DeployedLatencyMeter] = {}
 
     @property
     def names(self) -> list[str]:
@@ -84,9 +103,64 @@ class CostEvaluator:
             if f"latency_ms@{device}" not in known:
                 table = self.latency_table(device)
                 costs[f"latency_ms@{device}"] = table.predict(arch)
-                costs[f"latency_source@{device}"] = "estimated" if table.is_estimate else "measured"
+                costs[f"latency_source@{device}"] = "estimated" if table.is_estimate else "table"
                 costs[f"latency_runtime@{device}"] = table.runtime
         return costs
+
+    @property
+    def measured_devices(self) -> list[str]:
+        """The latency devices whose trained networks are measured whole here (``cpu``, ``cuda``)."""
+        return [d for d in self.latency_devices if d in MEASURABLE_DEVICES]
+
+    def whole_latencies(self, model: torch.nn.Module, num_classes: int,
+                        known: Mapping[str, Any]) -> dict[str, Any]:
+        """``model`` (trained) measured whole as deployed on every device of :attr:`measured_devices`:
+        ``latency_ms@<device>`` (source ``whole``), with the table's estimate of ``known`` kept as
+        ``latency_estimate_ms@<device>`` and the ratio to the space's baseline."""
+        measured: dict[str, Any] = {}
+        for device in self.measured_devices:
+            model.to(device)
+            with self._measuring():
+                whole = self._meter(device, num_classes).measure(model)
+            estimate = known.get(f"latency_ms@{device}")
+            if known.get(f"latency_source@{device}") != "whole" and estimate is not None:
+                measured[f"latency_estimate_ms@{device}"] = estimate
+            measured.update({f"latency_ms@{device}": whole.ms, f"latency_source@{device}": "whole",
+                             f"latency_ratio@{device}": whole.ratio,
+                             f"latency_reference_ms@{device}": whole.reference_ms})
+        return measured
+
+    @contextmanager
+    def _measuring(self) -> Iterator[None]:
+        """One whole-network measurement at a time on this machine: two at once would share its cores."""
+        if self.artifacts is None:
+            yield
+            return
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.artifacts / "latency-measurement", poll=STOP.check):
+            yield
+
+    def _meter(self, device: str, num_classes: int) -> DeployedLatencyMeter:
+        """The meter of ``device``, its reference the space's baseline with ``num_classes`` classes;
+        the reference's calibrated time is kept in the artifacts folder for every worker on this machine."""
+        key = f"{device}/{num_classes}"
+        if key in self._meters:
+            return self._meters[key]
+        runtime = self.config.latency_runtimes[device]
+        reference = self.space.build(self.space.baseline(), num_classes=num_classes)
+        record = {"device": device, "runtime": runtime, "threads": 1, "batch_size": 1,
+                  "reference": self.space.baseline().archid, "num_classes": num_classes,
+                  "host": host_description(runtime)}
+        path = self.artifacts / f"latency-reference-{device}-{runtime}.json" if self.artifacts else None
+        stored = _read_json(path) if path is not None else None
+        known_ms = stored["ms"] if stored and {k: stored.get(k) for k in record} == record else None
+        meter = DeployedLatencyMeter(reference, self.space.input_shape, runtime, device, reference_ms=known_ms)
+        if path is not None and known_ms is None:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(json.dumps({**record, "ms": meter.reference_ms}, indent=1) + "\n")
+            tmp.replace(path)
+        self._meters[key] = meter
+        return meter
 
     def flops(self, model: torch.nn.Module) -> int:
         """fvcore's FLOPs of ``model`` as built, at the space's input size, counted part by part.
@@ -174,3 +248,12 @@ class CostEvaluator:
                 self._saved_entries[device] = len(model.entries)
             except (OSError, ValueError) as error:
                 logger.warning("could not save the latency table %s: %s", path, error)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

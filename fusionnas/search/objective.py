@@ -8,7 +8,8 @@ For every trial :class:`SearchObjective`
    still RUNNING in another worker is waited for (see :meth:`_earlier`);
 3. measures the cheap costs: ``params``, ``flops`` (fvcore, at the space's
    input size), ``memory_mb`` (peak activations, batch 1) and
-   ``latency_ms@<device>`` for every device an objective or limit names;
+   ``latency_ms@<device>`` for every device an objective or limit names,
+   from the study's latency table: the cheap estimate that decides limits;
 4. reports each limit with ``trial.set_constraint(name, measured - limit)``
    (<= 0: feasible). An infeasible architecture is never trained: the trial
    completes with its measured costs and the worst value of every objective
@@ -21,7 +22,12 @@ For every trial :class:`SearchObjective`
    :mod:`fusionnas.search.rungs`), optionally only for the architectures whose zero-cost score
    reaches the top ``budget.prefilter`` share of the study so far (the rest
    are PRUNED, ``prefiltered`` set); trained weights go to the artifacts
-   folder as ``<archid>-<fingerprint>.pt``.
+   folder as ``<archid>-<fingerprint>.pt``;
+6. measures a trained network whole as deployed, on every latency device this
+   machine can run (``cpu``, ``cuda``): ``latency_ms@<device>`` becomes that
+   measurement (source ``whole``; the table's figure stays as
+   ``latency_estimate_ms@<device>``; see :mod:`fusionnas.search.costs`), and a
+   latency limit on that device is reported on it (``feasible`` may turn false).
 
 Everything lands in the trial's user attributes: ``arch`` (JSON), ``archid``,
 ``fingerprint``, every cost, ``latency_source@<device>`` (measured or estimated),
@@ -47,7 +53,7 @@ from fusionnas.evaluators.zero_cost import score as zero_cost_score
 from fusionnas.interrupts import STOP
 from fusionnas.metrics import attribute_of
 from fusionnas.search.coordination import claim_archid, fail_stale_trials, study_lock
-from fusionnas.search.costs import COST_KEYS, CostEvaluator, one_thread
+from fusionnas.search.costs import COST_KEYS, LATENCY_PREFIXES, CostEvaluator, one_thread
 from fusionnas.search.rungs import Rungs, rung_of
 from fusionnas.search.shared_weights import StudySupernet
 from fusionnas.spaces import Arch, get_space
@@ -149,19 +155,40 @@ class SearchObjective:
             STOP.check()
             model = self.space.build(arch, num_classes=self.data.num_classes)
             attrs.update(self.costs.costs(arch, model, attrs))
-        violations = self.config.constraints.violations(self.costs.constraint_measures(attrs))
-        for key, excess in violations.items():
-            trial.set_constraint(key, excess)
-        attrs["feasible"] = all(v <= 0 for v in violations.values())
-        attrs["constraint_violations"] = {k: v for k, v in violations.items() if v > 0}
+        violations = self._limits(attrs)
+        evaluate = attrs["feasible"] and not attrs.get("evaluated")
+        measure_whole = evaluate and self.config.budget.kind != "zero_cost" and bool(self.costs.measured_devices)
+        # A latency limit on a device measured whole waits for that measurement (Optuna keeps the
+        # first value of a constraint); the table's estimate only decides whether to train.
+        later = {"latency_ms"} & set(violations) if (
+            measure_whole and self.config.constraints.latency_device in self.costs.measured_devices) else set()
+        _report(trial, violations, set(violations) - later)
         _set_all(trial, attrs)
-        if attrs["feasible"] and not attrs.get("evaluated"):
+        if evaluate:
             STOP.check()
             model = model or self.space.build(arch, num_classes=self.data.num_classes)
-            evaluation = self._evaluate(trial, arch, model, parent)
+            try:
+                evaluation = self._evaluate(trial, arch, model, parent)
+                if measure_whole:
+                    STOP.check()
+                    evaluation.update(self.costs.whole_latencies(model, self.data.num_classes, attrs))
+            except BaseException:
+                _report(trial, violations, later)  # a pruned trial is ranked on the estimate
+                raise
             _set_all(trial, evaluation)
             attrs.update(evaluation)
+            if later:
+                violations = self._limits(attrs)
+                _set_all(trial, {k: attrs[k] for k in ("feasible", "constraint_violations")})
+            _report(trial, violations, later)
         return self._values(attrs)
+
+    def _limits(self, attrs: dict[str, Any]) -> dict[str, float]:
+        """Every limit's excess (<= 0: within it); sets ``feasible`` and ``constraint_violations`` in ``attrs``."""
+        violations = self.config.constraints.violations(self.costs.constraint_measures(attrs))
+        attrs["feasible"] = all(v <= 0 for v in violations.values())
+        attrs["constraint_violations"] = {k: v for k, v in violations.items() if v > 0}
+        return violations
 
     # -- reuse -------------------------------------------------------------------------
 
@@ -169,7 +196,7 @@ class SearchObjective:
         """What ``earlier`` measured of the same architecture: costs, lower rungs' results, and
         (``evaluation``) its own evaluation."""
         keys = (*COST_KEYS, *self._zero_cost_names(), *(EVALUATION_KEYS if evaluation else ()))
-        prefixes = ("latency_ms@", "latency_source@", "latency_runtime@", "val_accuracy@rung")
+        prefixes = (*LATENCY_PREFIXES, "val_accuracy@rung")
         return {k: v for k, v in earlier.user_attrs.items() if k in keys or k.startswith(prefixes)}
 
     @staticmethod
@@ -334,6 +361,12 @@ def _sleep(seconds: float) -> None:
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(0.1, left))
         STOP.check()
+
+
+def _report(trial: optuna.Trial, violations: dict[str, float], keys: set[str]) -> None:
+    """``trial.set_constraint`` for the limits ``keys`` of ``violations``."""
+    for key in sorted(keys):
+        trial.set_constraint(key, violations[key])
 
 
 def _set_all(trial: optuna.Trial, attrs: dict[str, Any]) -> None:

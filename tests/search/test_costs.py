@@ -19,7 +19,7 @@ def test_costs_of_the_baseline_and_what_the_limits_compare(tmp_path) -> None:
     reference = torchvision.models.mobilenet_v2(num_classes=10)
     assert costs["params"] == sum(p.numel() for p in reference.parameters())
     assert costs["latency_ms@cpu"] > 0 and costs["latency_runtime@cpu"] == "torch"
-    assert costs["latency_source@cpu"] == "measured"
+    assert costs["latency_source@cpu"] == "table"
     measured = evaluator.constraint_measures(costs)
     assert measured["latency_ms"] == costs["latency_ms@cpu"] and measured["flops"] == costs["flops"]
     assert evaluator.costs(arch, space.build(arch), known=costs) == {}  # nothing measured twice

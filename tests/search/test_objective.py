@@ -1,8 +1,8 @@
 """The trial function: costs in user attrs, limits as constraints, reuse, failures, prefilter."""
 from __future__ import annotations
 
+import json
 import logging
-
 import math
 import threading
 import time
@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from _studies import PROXY, ZERO_COST, study_config
 from fusionnas.evaluators import ProxyResult, TrainingDiverged, get_dataset
+from fusionnas.evaluators.deployed import DeployedLatencyMeter, WholeLatency
 from fusionnas.search import SearchObjective, TrialFailed
 from fusionnas.spaces import get_space
 
@@ -206,7 +207,7 @@ def test_latency_limits_use_the_device_estimate(tmp_path, digits, caplog) -> Non
     assert len(said) == 1 and "fusionnas profile" in said[0]  # once per worker, with the way out
 
 
-def test_measured_cpu_latency_is_kept_beside_the_study(tmp_path, digits) -> None:
+def test_a_trained_network_s_cpu_latency_is_measured_whole(tmp_path, digits) -> None:
     calls: list = []
     objectives = [{"metric": "accuracy"}, {"metric": "latency", "device": "cpu"}]
     config = study_config(tmp_path, PROXY, objectives=objectives)
@@ -214,7 +215,46 @@ def test_measured_cpu_latency_is_kept_beside_the_study(tmp_path, digits) -> None
     study.enqueue_trial(SPACE.params(SPACE.baseline()))
     study.optimize(SearchObjective(config, digits, tmp_path / "artifacts", train=fake_training(calls)), n_trials=1)
     attrs = study.trials[0].user_attrs
-    assert attrs["latency_source@cpu"] == "measured" and attrs["latency_ms@cpu"] > 0
+    assert attrs["latency_source@cpu"] == "whole" and attrs["latency_ms@cpu"] > 0
     assert attrs["latency_runtime@cpu"] == "onnxruntime"  # the default: what an exported model runs in
     assert study.trials[0].values[1] == attrs["latency_ms@cpu"]
+    assert attrs["latency_estimate_ms@cpu"] > 0  # the table's figure, which decided the limits
+    # the baseline against itself; the bound only catches a ratio turned upside down or unscaled
+    assert 0.5 < attrs["latency_ratio@cpu"] < 2
+    assert attrs["latency_ms@cpu"] == pytest.approx(attrs["latency_ratio@cpu"] * attrs["latency_reference_ms@cpu"])
     assert (tmp_path / "artifacts" / "latency-cpu-onnxruntime.json").is_file()
+    reference = json.loads((tmp_path / "artifacts" / "latency-reference-cpu-onnxruntime.json").read_text())
+    assert reference["ms"] == attrs["latency_reference_ms@cpu"] and reference["reference"] == SPACE.baseline().archid
+
+
+def test_the_limits_are_checked_again_on_the_measured_latency(tmp_path, digits, monkeypatch) -> None:
+    calls: list = []
+    monkeypatch.setattr(DeployedLatencyMeter, "measure", lambda self, model: WholeLatency(4.0, 1000.0))
+    config = study_config(tmp_path, PROXY, constraints={"max_latency_ms": 500.0, "latency_device": "cpu"})
+    study = new_study(config)
+    study.enqueue_trial(SPACE.params(SPACE.baseline()))
+    objective = SearchObjective(config, digits, tmp_path / "artifacts", train=fake_training(calls))
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert len(calls) == 1  # the table's estimate (a few ms) let it train
+    assert trial.user_attrs["latency_estimate_ms@cpu"] < 500 and trial.user_attrs["latency_ms@cpu"] == 4000.0
+    assert trial.user_attrs["feasible"] is False and trial.constraints == {"latency_ms": pytest.approx(3500.0)}
+    assert trial.user_attrs["constraint_violations"] == {"latency_ms": pytest.approx(3500.0)}
+
+
+def test_a_reused_architecture_keeps_its_measured_latency(tmp_path, digits, monkeypatch) -> None:
+    calls: list = []
+    measures: list = []
+    monkeypatch.setattr(DeployedLatencyMeter, "measure",
+                        lambda self, model: measures.append(1) or WholeLatency(1.5, 2.0))
+    objectives = [{"metric": "accuracy"}, {"metric": "latency", "device": "cpu"}]
+    config = study_config(tmp_path, PROXY, objectives=objectives)
+    study = new_study(config)
+    for _ in range(2):
+        study.enqueue_trial(SPACE.params(SPACE.baseline()))
+    study.optimize(SearchObjective(config, digits, tmp_path / "artifacts", train=fake_training(calls)), n_trials=2)
+    first, second = (t.user_attrs for t in study.trials)
+    assert len(calls) == len(measures) == 1 and second["reused_from"] == 0
+    for key in ("latency_ms@cpu", "latency_source@cpu", "latency_estimate_ms@cpu", "latency_ratio@cpu"):
+        assert second[key] == first[key]
+    assert study.trials[1].values == study.trials[0].values == [first["val_accuracy"], 3.0]
