@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 from fusionnas.cli import main
+from fusionnas.evaluators.latency_fit import Calibration
 
 
 def test_ops_prints_every_registered_operator(capsys):
@@ -53,9 +54,9 @@ def test_profile_writes_a_table_in_the_named_runtime(tmp_path, capsys):
                  "--runtime", "onnxruntime", "--out", str(out)]) == 0
     stored = json.loads(out.read_text())
     assert (stored["runtime"], stored["threads"], stored["device"]) == ("onnxruntime", 1, "cpu")
-    assert "measured table in onnxruntime, 1 thread" in capsys.readouterr().out
+    assert "part table measured in onnxruntime, 1 thread" in capsys.readouterr().out
     table = LatencyModel.load(out)
-    assert table.measure_missing and table.calibration != (1.0, 0.0)  # fitted on whole exported networks
+    assert table.measure_missing and table.calibration != Calibration()  # fitted on whole exported networks
 
 
 def test_library_messages_name_parameters_and_the_cli_its_flags():
@@ -69,3 +70,28 @@ def test_library_messages_name_parameters_and_the_cli_its_flags():
     assert str(info.value).startswith("`path` front.svg: unknown format '.svg'")  # a library caller's name
     assert in_terms_of(str(info.value), {"path": "--plot"}).startswith("--plot front.svg: unknown format")
     assert in_terms_of("run `fusionnas search` first", {"search": "--x"}) == "run `fusionnas search` first"
+
+
+def test_profile_with_openvino_on_cuda_is_a_one_line_error(tmp_path, capsys):
+    assert main(["profile", "--space", "mobilenetv2-cifar", "--device", "cuda", "--runtime", "openvino",
+                 "--out", str(tmp_path / "t.json")]) == 2
+    assert capsys.readouterr().err == ("fusionnas: error: runtime openvino runs on the cpu only, got device 'cuda'; "
+                                       "use device cpu, or runtime torch or onnxruntime on cuda\n")
+
+
+def test_export_writes_a_dynamic_batch_or_the_batch_named(tmp_path, monkeypatch, capsys):
+    from _studies import ZERO_COST_TOML, write_study
+    from fusionnas.evaluators.onnx_export import input_batch
+
+    monkeypatch.chdir(tmp_path)
+    write_study(tmp_path, ZERO_COST_TOML.replace("n_trials = 4", "n_trials = 1"))
+    assert main(["search", "tiny.toml"]) == 0
+    assert main(["export", "tiny.toml", "--trial", "0", "--out", "dynamic"]) == 0
+    assert "model.onnx (dynamic batch)" in capsys.readouterr().out
+    assert input_batch((tmp_path / "dynamic" / "model.onnx").read_bytes()) is None
+    assert main(["export", "tiny.toml", "--trial", "0", "--out", "fixed", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "model.onnx (batch 2)" in out and "at batch 2, 1 thread: in onnxruntime" in out and "in openvino" in out
+    assert input_batch((tmp_path / "fixed" / "model.onnx").read_bytes()) == 2
+    assert main(["export", "tiny.toml", "--trial", "0", "--out", "none", "--batch", "0"]) == 2
+    assert "--batch must be a positive integer, got 0" in capsys.readouterr().err

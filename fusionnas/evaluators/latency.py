@@ -24,7 +24,6 @@ import dataclasses
 import json
 import os
 import platform
-import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,9 +41,11 @@ from fusionnas.evaluators.device_profiles import (
     measure_host_rates,
     moved_bytes,
 )
+from fusionnas.evaluators.deployed import DeployedLatencyMeter
+from fusionnas.evaluators.latency_fit import Calibration, fit_calibration, operator_counts
 from fusionnas.evaluators.memory import peak_activation_bytes
 from fusionnas.evaluators.parts import Part, model_parts
-from fusionnas.evaluators.runtimes import RUNTIMES, default_runtime, measure_in_runtime, measure_side_by_side
+from fusionnas.evaluators.runtimes import RUNTIMES, default_runtime, measure_in_runtime
 from fusionnas.evaluators.timing import measure_latency
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ __all__ = [
     "host_description",
 ]
 
-TABLE_FORMAT = 2  # 2 added runtime and threads; a format-1 table was measured in torch eager
+TABLE_FORMAT = 3  # 3: a calibration with per-operator terms; 2 added runtime and threads (1: torch eager)
 
 
 class MissingLatencyEntry(UserError):
@@ -86,14 +87,6 @@ def host_description(runtime: str) -> dict[str, Any]:
 
         host["onnxruntime"] = onnxruntime.__version__
     return host
-
-
-def _theil_sen(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
-    """(slope, intercept) of the Theil-Sen line: the median of pairwise slopes, then the median intercept."""
-    slopes = [(ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(len(xs)) for j in range(i + 1, len(xs))
-              if xs[j] != xs[i]]
-    slope = statistics.median(slopes) if slopes else statistics.fmean(ys) / statistics.fmean(xs)
-    return slope, statistics.median(y - slope * x for x, y in zip(xs, ys))
 
 
 class LatencyModel:
@@ -127,7 +120,7 @@ class LatencyModel:
         repeats: int = 25,
         host: dict[str, Any] | None = None,
         measure_missing: bool | None = None,
-        calibration: tuple[float, float] = (1.0, 0.0),
+        calibration: Calibration | tuple[float, float] = Calibration(),
         host_rates: HostRates | None = None,
     ) -> None:
         if device not in list_devices():
@@ -152,7 +145,7 @@ class LatencyModel:
         if measure_missing and device not in MEASURABLE_DEVICES:
             raise UserError(f"cannot measure on {device!r} from here; measurable: {', '.join(MEASURABLE_DEVICES)}")
         self.measure_missing = measure_missing
-        self.calibration = (float(calibration[0]), float(calibration[1]))
+        self.calibration = calibration if isinstance(calibration, Calibration) else Calibration.from_json(calibration)
         self.host_rates = host_rates
 
     @property
@@ -206,35 +199,38 @@ class LatencyModel:
     def predict(self, arch: Arch) -> float:
         """Predicted latency of ``arch`` in milliseconds at batch 1.
 
-        ``scale * sum(parts) + offset``; the calibration is (1, 0) unless
-        :meth:`calibrate` fitted it on whole networks measured on the device.
+        The sum of its parts, corrected by the table's :class:`~fusionnas.evaluators.latency_fit.Calibration`
+        (none unless :meth:`calibrate` fitted one on whole networks measured on the device).
         """
-        scale, offset = self.calibration
-        return scale * sum(self.part_latencies(arch).values()) + offset
+        return self.calibration.apply(sum(self.part_latencies(arch).values()), operator_counts(arch))
 
-    def calibrate(self, archs: Sequence[Arch]) -> tuple[float, float]:
-        """Fit ``(scale, offset)`` so predictions match whole networks measured here.
+    def calibrate(self, archs: Sequence[Arch], wholes_ms: Sequence[float] | None = None) -> Calibration:
+        """Fit the correction from the sum of parts to whole networks measured here (``archs``).
 
-        A part timed alone runs with its weights and input hot in cache and
-        without its neighbours' traffic, and pays its own call overhead; on
-        this project's 2-core CPU whole torch networks took ~20 % longer than
-        the sum of their parts. A line through (sum of parts, measured whole,
-        exported whole in onnxruntime) for ``archs`` corrects that: the
-        Theil-Sen line (median slope over all pairs), which the extreme
-        presets among ``archs`` cannot tilt as they tilt a least-squares fit.
+        A part timed alone runs without its neighbours: it pays its own call
+        and layout conversions, and the runtime cannot fuse across its
+        boundaries, by an amount that depends on its operators (see
+        :mod:`fusionnas.evaluators.latency_fit`). ``wholes_ms``: the networks'
+        measured milliseconds, when the caller has them; else each is exported
+        whole and timed against the space's baseline run beside it
+        (:class:`~fusionnas.evaluators.deployed.DeployedLatencyMeter`).
         """
-        if not self.measure_missing:
+        if wholes_ms is None and not self.measure_missing:
             raise UserError(f"calibration measures whole networks, which cannot be done for {self.device!r} here")
         if len(archs) < 2:
             raise UserError(f"calibration needs at least 2 architectures, got {len(archs)}")
         sums = [sum(self.part_latencies(arch).values()) for arch in archs]
-        device = self.device if self.device in MEASURABLE_DEVICES else "cpu"
-        measured = measure_side_by_side({str(i): self.space.build(arch) for i, arch in enumerate(archs)},
-                                        self.space.input_shape, self.runtime, device, threads=self.threads,
-                                        rounds=5, repeats=self.repeats)
-        wholes = list(measured.values())
-        self.calibration = _theil_sen(sums, wholes)
+        if wholes_ms is None:
+            wholes_ms = self.measure_whole(archs)
+        self.calibration = fit_calibration(sums, [operator_counts(a) for a in archs], wholes_ms)
         return self.calibration
+
+    def measure_whole(self, archs: Sequence[Arch]) -> list[float]:
+        """Milliseconds of ``archs`` as whole networks here, each timed against the space's baseline."""
+        device = self.device if self.device in MEASURABLE_DEVICES else "cpu"
+        meter = DeployedLatencyMeter(self.space.build(self.space.baseline()), self.space.input_shape, self.runtime,
+                                     device, threads=self.threads)
+        return [meter.measure(self.space.build(arch)).ms for arch in archs]
 
     def profile(self, archs: Iterable[Arch], passes: int = 3) -> int:
         """Fill the table for every part of ``archs``; returns how many entries were added.
@@ -297,7 +293,7 @@ class LatencyModel:
             "threads": self.threads,
             "source": self.source,
             "batch_size": 1,
-            "calibration": list(self.calibration),
+            "calibration": self.calibration.to_json(),
             "host": self.host,
             **({"host_rates": dataclasses.asdict(self.host_rates)} if self.host_rates else {}),
             "entries": dict(sorted(self.entries.items())),
@@ -329,7 +325,7 @@ class LatencyModel:
             raise UserError(f"latency table {str(path)!r} does not exist; write it with `fusionnas profile`") from None
         except json.JSONDecodeError as error:
             raise UserError(f"latency table {str(path)!r} is not valid JSON: {error}") from None
-        if not isinstance(data, dict) or data.get("format") not in (1, TABLE_FORMAT) or "entries" not in data:
+        if not isinstance(data, dict) or data.get("format") not in (1, 2, TABLE_FORMAT) or "entries" not in data:
             raise UserError(f"latency table {str(path)!r} is not a fusionnas table (format {TABLE_FORMAT})")
         if space is None:
             space = get_space(data["space"])
@@ -348,7 +344,7 @@ class LatencyModel:
         # Missing entries are measured only on the very kind of machine the table came from.
         same_host = all(host.get(k) == v for k, v in host_description(stored_runtime).items())
         measure = source == "measured" and device == data["device"] and device in MEASURABLE_DEVICES and same_host
-        calibration = tuple(data.get("calibration", (1.0, 0.0)))
+        calibration = Calibration.from_json(data.get("calibration", (1.0, 0.0)))
         rates = HostRates(**data["host_rates"]) if "host_rates" in data else None
         return cls(space, device, entries, runtime=stored_runtime, source=source, threads=threads, host=host,
                    measure_missing=measure, calibration=calibration, host_rates=rates)

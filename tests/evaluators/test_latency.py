@@ -6,6 +6,7 @@ from torch import nn
 
 from fusionnas.evaluators import latency
 from fusionnas.evaluators.device_profiles import HostRates
+from fusionnas.evaluators.latency_fit import Calibration, fit_calibration, operator_counts
 from fusionnas.evaluators.latency import (
     DEVICE_PROFILES,
     LatencyModel,
@@ -206,20 +207,39 @@ def test_peak_activation_memory_counts_inputs_outputs_and_held_residuals():
     assert peak_activation_bytes(model, (3, 8, 8)) == 12 * map_bytes
 
 
-def test_calibration_is_a_line_an_extreme_network_cannot_tilt(space, monkeypatch):
+def test_calibration_learns_a_term_per_operator_that_an_extreme_network_cannot_tilt(space, monkeypatch, tmp_path):
     from fusionnas.spaces import random_archs
 
-    archs = random_archs(space, 8, seed=3)
+    archs = random_archs(space, 24, seed=3)
     monkeypatch.setattr(latency, "measure_in_runtime", lambda module, shape, *a, **o: 0.01 * sum(shape) ** 0.5)
     table = LatencyModel(space, "cpu")
-    sums = [table.predict(arch) for arch in archs]
-    assert len(set(sums)) > 4
+    sums = [table.predict(arch) for arch in archs]  # uncalibrated: the sum of the parts
+    assert len(set(sums)) > 12
+    truth = {"fusion:wht": -0.04, "fusion:dct": 0.01, "fusion:bft": -0.02, "depthwise:hadamard": 0.03}
+    wholes = [1.2 * s + 0.3 + sum(truth.get(k, 0) * n for k, n in operator_counts(a).items())
+              for s, a in zip(sums, archs)]
+    wholes[0] *= 3  # one network measured during a burst of load
+    calibration = table.calibrate(archs, wholes)
+    assert calibration.scale == pytest.approx(1.2) and calibration.offset == pytest.approx(0.3, abs=1e-9)
+    assert calibration.terms == pytest.approx(truth, abs=1e-9)
+    assert table.predict(archs[1]) == pytest.approx(wholes[1])
+    table.save(tmp_path / "table.json")
+    saved = LatencyModel.load(tmp_path / "table.json", space)
+    assert saved.calibration == calibration and saved.predict(archs[1]) == pytest.approx(wholes[1])
 
-    def wholes(models, *args, **options):
-        whole = {name: 1.2 * sums[int(name)] + 0.3 for name in models}
-        whole["0"] *= 3  # one network measured during a burst of load, or an extreme preset
-        return whole
 
-    monkeypatch.setattr(latency, "measure_side_by_side", wholes)
-    scale, offset = table.calibrate(archs)
-    assert scale == pytest.approx(1.2) and offset == pytest.approx(0.3)
+def test_with_few_networks_the_calibration_is_a_theil_sen_line():
+    calibration = fit_calibration([1.0, 2.0, 3.0, 4.0, 5.0], [{"fusion:wht": i} for i in range(5)],
+                                  [1.5, 2.7, 3.9, 99.0, 6.3])
+    assert calibration.terms == {} and calibration.scale == pytest.approx(1.2) and calibration.offset == pytest.approx(0.3)
+
+
+def test_a_format_2_table_s_calibration_is_read_as_a_line():
+    assert Calibration.from_json([1.1, -0.2]) == Calibration(1.1, -0.2)
+    assert Calibration(1.1, -0.2).apply(2.0, {"fusion:wht": 3}) == pytest.approx(2.0)
+
+
+def test_operator_counts_leave_the_convs_out(space):
+    assert operator_counts(space.baseline()) == {}
+    counts = operator_counts(space.preset("all-wht-hadamard"))
+    assert counts == {"fusion:wht": 16 + 17 + 1, "depthwise:hadamard": 17}
