@@ -33,11 +33,18 @@ def _cmd_ops(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    """Print an architecture of a space as a table of blocks, or as its JSON document."""
+    """Print an architecture of a space, or of a study file's space, as a table of blocks or as JSON."""
     from fusionnas.spaces import Arch, get_space
     from fusionnas.evaluators.summary import format_summary, summarize
 
-    space = get_space(args.space)
+    study = None
+    if args.space.endswith(".toml"):
+        from fusionnas.search import load_study_config
+
+        study = load_study_config(args.space)
+        space = study.search_space()
+    else:
+        space = get_space(args.space)
     if args.arch is not None:
         try:
             text = open(args.arch, encoding="utf-8").read()
@@ -63,6 +70,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
     print(format_summary(parts))
     print(f"params: {params:,} trainable; {params + stats:,} with BatchNorm running statistics "
           f"(Keras counts these {stats:,} as parameters)")
+    if study is not None:
+        how = "a subset of" if study.space_restriction is not None else "all of"
+        print(f"study {study.name} searches {how} {space.name}:")
+        for key, values in getattr(space, "restrictions", dict)().items():
+            print(f"  {key}: {', '.join(map(str, values))}")
     size = space.size()
     print(f"space size: {size:.3e} architectures ({size})")
     return 0
@@ -292,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--size", type=int, default=56, help="feature map side")
     ops.set_defaults(func=_cmd_ops)
     show = sub.add_parser("show", help="an architecture of a space: blocks, channels, params, FLOPs")
-    show.add_argument("space", help="search space name, e.g. mobilenetv2-cifar")
+    show.add_argument("space", help="search space name, e.g. mobilenetv2-cifar, or a study file (its space, "
+                                    "restricted by its [space] lists)")
     which = show.add_mutually_exclusive_group()
     which.add_argument("--arch", metavar="FILE", help="architecture JSON document")
     which.add_argument("--preset", metavar="NAME", help="named architecture of the space (default: baseline)")

@@ -37,6 +37,8 @@ from fusionnas.spaces import get_space
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 STUDY = ZERO_COST_TOML  # name "tiny" (the file's stem), storage tiny.db beside it, n_trials = 4
+SPACE = 'space = "mobilenetv2-cifar"'
+SPACE_TABLE = 'space = { name = "mobilenetv2-cifar",'  # a [space] table, inline: its lists follow
 
 
 # -- the stored study every test starts from ----------------------------------------------------
@@ -192,6 +194,18 @@ def test_toml_syntax_error_names_the_line(work, cli) -> None:
                  ("tiny.toml: budget.steps: must be > 0, got -5",), id="negative-budget"),
     pytest.param(("n_trials = 4", "n_trials = 4\ntimeout_s = -60"),
                  ("tiny.toml: timeout_s: must be > 0, got -60.0",), id="negative-timeout"),
+    pytest.param((SPACE, SPACE_TABLE + ' fusions = ["conv", "fft"] }'),
+                 ("tiny.toml: space.fusions: 'fft' is not offered by mobilenetv2-cifar; "
+                  "offered: conv, wht, dct, bft",), id="space-list-not-offered"),
+    pytest.param((SPACE, SPACE_TABLE + " kernels = [] }"),
+                 ("tiny.toml: space.kernels: is empty", "list some of: 3, 5"), id="space-list-empty"),
+    pytest.param((SPACE, SPACE_TABLE + " widths = [1.0, 1] }"),
+                 ("tiny.toml: space.widths: repeats 1; remove the duplicate",), id="space-list-repeats"),
+    pytest.param((SPACE, SPACE_TABLE + ' depthwise = "conv" }'),
+                 ("tiny.toml: space.depthwise: expected a list, got str 'conv'",), id="space-list-not-a-list"),
+    pytest.param((SPACE, 'enqueue = ["baseline"]\n' + SPACE_TABLE + ' fusions = ["bft"] }'),
+                 ("tiny.toml: enqueue[0]: preset 'baseline' lies outside the [space] lists (fusions = [\"bft\"])",
+                  "remove it from enqueue or widen the [space] lists"), id="space-preset-outside"),
 ])
 def test_bad_study_file(work, cli, change, needles) -> None:
     old, new = change
@@ -237,6 +251,14 @@ def test_study_name_reused_with_another_space(work, cli) -> None:
                      ["export", "other.toml", "--trial", "0", "--out", "model"]):
             assert_refused(cli(*args), "study 'tiny'", "fingerprint", "(space, dataset, objectives, budget)",
                            "give the study another name or use another storage")
+
+
+def test_study_name_reused_with_a_restricted_space(work, cli) -> None:
+    write(work, 'name = "tiny"\nstorage = "tiny.db"\n'
+          + STUDY.replace(SPACE, SPACE_TABLE + ' fusions = ["conv"] }'), name="other")
+    with unchanged(work):
+        for args in (["search", "other.toml"], ["pareto", "other.toml"]):
+            assert_refused(cli(*args), "study 'tiny'", "fingerprint", "give the study another name")
 
 
 def nano_table(folder: Path) -> str:

@@ -2,9 +2,10 @@
 
 ``tests/gconv_operator.py`` defines a grouped 1x1 conv and registers it; no
 other file names it. In this process (with the registry restored afterwards)
-the spaces offer it, an Arch using it validates and builds, fvcore counts it
-by its formula, a latency table times it, tables print its letter and export
-writes an ONNX model that onnxruntime runs like torch. Through the command
+the spaces offer it (a restriction may keep it), an Arch using it validates and
+builds, fvcore counts it by its formula, a latency table times it, tables
+print its letter and export writes an ONNX model that onnxruntime runs like
+torch. Through the command
 line, a study file's ``plugins`` brings it to ``search`` (which samples it)
 and ``pareto``; a study searched with it refuses to resume without it.
 """
@@ -61,6 +62,13 @@ def test_the_plugin_operator_is_offered_counted_timed_lettered_and_exported(plug
     model = SPACE.build(arch).eval()
     error, bound = onnx_error(to_onnx(model, SPACE.input_shape), model, SPACE.input_shape)
     assert error <= bound
+
+
+def test_a_space_can_be_restricted_to_the_plugin_operator(plugin) -> None:
+    gconv = SPACE.restrict(fusions=["conv", "gconv"])
+    assert gconv.choices()["head.fusion"] == ["conv", "gconv"] and gconv.baseline() == SPACE.baseline()
+    gconv.validate(gconv_arch())
+    assert SPACE.restrict(fusions=["gconv"]).size() < SPACE.size()
 
 
 def test_without_the_plugin_the_space_is_as_it_was() -> None:

@@ -28,6 +28,7 @@ from fusionnas.search.config import (
     StudyConfig,
 )
 from fusionnas.search.problems import StudyConfigError, StudyConfigProblem, choice
+from fusionnas.search.space_config import SpaceRestriction
 
 __all__ = ["load_study_config", "parse_study_config"]
 
@@ -101,6 +102,9 @@ def _read(table: Mapping[str, Any], section: str, prefix: str, problems: list,
         kind, example = _SCHEMA[section][key]
         if section == "" and key == "dataset" and isinstance(value, str):
             value = {"name": value}
+        if section == "" and key == "space" and isinstance(value, Mapping):
+            values[key] = value  # a [space] table, read by _space_table
+            continue
         if not _kind_ok(value, kind):
             fix = (f"write {example} tables" if kind == "table_list" else
                    f"write {key} = {example}" if example else f"write [{key}] as a table")
@@ -216,7 +220,9 @@ def parse_study_config(
     top = _read(data, "", "", problems, required=("space", "dataset", "objectives"))
     base = path.resolve().parent if path else Path.cwd()
     stem = path.stem if path else str(top.get("name") or "study")
-    names = [("space", "space", top["space"])] if "space" in top else []  # (field, kind, name)
+    space, lists = _space_table(top.get("space"), problems)
+    field_ = "space.name" if isinstance(top.get("space"), Mapping) else "space"
+    names = [(field_, "space", space)] if space is not None else []  # (field, kind, name)
     for i, plugin in enumerate(top.get("plugins", [])):  # first: they add operators the rest may name
         try:
             load_plugins([plugin], base)
@@ -256,14 +262,17 @@ def parse_study_config(
             table, str) and table else table
     known = {"space": known_spaces, "dataset": known_datasets, "device": known_devices,
              "preset": known_presets}
-    problems += _name_problems(names, known, top.get("space"))
+    problems += _name_problems(names, known, space)
+    restriction = None
+    if lists and not any(_root(p.field) == "space" for p in problems):
+        restriction = _build(SpaceRestriction, {"name": space, "subsets": lists}, "space.", problems)
 
     # Whole-study checks run even when a part failed (with a stand-in for it); only
     # their problems about fields not already reported are kept.
     late: list[StudyConfigProblem] = []
     config = _build(StudyConfig, dict(
         name=top.get("name", stem), storage=_resolve_storage(top.get("storage"), base, stem),
-        space=top.get("space", "?"), dataset=dataset or DatasetConfig("?"),
+        space=space or "?", space_restriction=restriction, dataset=dataset or DatasetConfig("?"),
         objectives=tuple(o for o in objectives if o is not None),
         constraints=sections["constraints"] or Constraints(), budget=sections["budget"] or Budget(),
         sampler=sections["sampler"] or SamplerConfig(), n_trials=top.get("n_trials"),
@@ -276,6 +285,19 @@ def parse_study_config(
     if config is not None and not problems:
         return config
     raise StudyConfigError(problems, path)
+
+
+def _space_table(value: Any, problems: list) -> tuple[str | None, dict[str, Any]]:
+    """A study's ``space``: its name (None if missing), and the lists of a ``[space]`` table."""
+    if not isinstance(value, Mapping):
+        return value, {}
+    lists = {key: values for key, values in value.items() if key != "name"}
+    name = value.get("name")
+    if not isinstance(name, str):
+        shown = "missing" if name is None else f"expected a string, got {type(name).__name__} {name!r}"
+        problems.append(StudyConfigProblem("space.name", shown, 'write name = "mobilenetv2-cifar"'))
+        return None, lists
+    return name, lists
 
 
 def _root(field_: str) -> str:

@@ -6,7 +6,7 @@ cheaply each architecture is judged (``[budget]``) and how Optuna proposes the
 next one (``[sampler]``)::
 
     name = "quickstart"          # default: the file's stem
-    space = "mobilenetv2-cifar"
+    space = "mobilenetv2-cifar"  # or a [space] table, below
     n_trials = 16                # at least one of n_trials, timeout_s
     timeout_s = 540
     seed = 0                     # also the sampler's seed unless [sampler] sets one
@@ -15,6 +15,12 @@ next one (``[sampler]``)::
 
     [dataset]                    # or: dataset = "digits"
     name = "digits"
+
+    [space]                      # instead of space = "...": search a subset of the space
+    name = "mobilenetv2-cifar"
+    fusions = ["conv", "wht"]    # each list optional (default: all the space offers) and a
+    depthwise = ["conv"]         # subset of space.restrictions(); also expand_ratios = [3, 4, 6],
+    kernels = [3]                # widths = [0.75, 1.0]
 
     [[objectives]]
     metric = "accuracy"          # direction defaults to the natural one
@@ -37,6 +43,12 @@ next one (``[sampler]``)::
     [latency_tables]             # optional: tables profiled on the device (`fusionnas profile`)
     jetson-nano = "nano.json"    # else Jetson latency is an estimate, cpu/cuda measured here
 
+A ``[space]`` table's architectures are the space's (same name and archids:
+``export``, ``train``, ``pareto`` and latency tables use the space itself);
+only what the sampler offers shrinks. Its lists count in the fingerprint, and
+presets in ``enqueue`` must lie inside them. :meth:`StudyConfig.search_space`
+is the space a study samples from.
+
 Every problem in a file is reported, each on its own line as
 ``<file>: <field>: <problem>; <fix>``. Space, dataset, device and preset names
 are checked against the registries of ``fusionnas.spaces`` and
@@ -58,13 +70,16 @@ from fusionnas.metrics import ZERO_COST_PROXIES, column_of
 from fusionnas.runtime_names import RUNTIMES, default_runtime
 from fusionnas.search.problems import StudyConfigError, StudyConfigProblem, choice, positive, raise_if, study_key
 from fusionnas.search.sampler_config import SAMPLERS, SamplerConfig
+from fusionnas.search.space_config import SpaceRestriction
 
 if TYPE_CHECKING:
     import optuna
 
+    from fusionnas.spaces import Space
+
 __all__ = [
     "METRICS", "ZERO_COST_PROXIES", "SAMPLERS", "StudyConfigProblem", "StudyConfigError",
-    "DatasetConfig", "Objective", "Constraints", "Budget", "SamplerConfig", "StudyConfig",
+    "DatasetConfig", "Objective", "Constraints", "Budget", "SamplerConfig", "SpaceRestriction", "StudyConfig",
 ]
 
 logger = logging.getLogger(__name__)
@@ -292,9 +307,18 @@ class StudyConfig:
     latency_tables: Mapping[str, str] = study_key("", factory=dict)  # device -> table file
     # operator modules imported when the file is read (fusionnas.plugins)
     plugins: tuple[str, ...] = study_key('["my_ops"]', ())
+    # the lists of a [space] table; None: all of the space
+    space_restriction: SpaceRestriction | None = None
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
+        if self.space_restriction is not None:
+            if self.space_restriction.name != self.space:
+                problems.append(StudyConfigProblem(
+                    "space", f"{self.space!r} is not the restricted space {self.space_restriction.name!r}",
+                    "restrict the study's own space"))
+            else:
+                problems += self.space_restriction.enqueue_problems(self.enqueue)
         for key in ("name", "storage", "space"):
             if not getattr(self, key):
                 problems.append(StudyConfigProblem(key, "is empty", f"give {key} a value"))
@@ -365,6 +389,12 @@ class StudyConfig:
         """Objective display names, for ``study.set_metric_names``."""
         return [o.name for o in self.objectives]
 
+    def search_space(self) -> Space:
+        """The space the study samples from: ``space``, restricted by the ``[space]`` lists if any."""
+        from fusionnas.spaces import get_space
+
+        return get_space(self.space) if self.space_restriction is None else self.space_restriction.space()
+
     def make_sampler(
         self, constraints_func: Callable[[optuna.trial.FrozenTrial], Sequence[float]] | None = None
     ) -> optuna.samplers.BaseSampler:
@@ -376,19 +406,22 @@ class StudyConfig:
         data = dataclasses.asdict(self)
         data["path"] = str(self.path) if self.path else None
         data["latency_tables"] = dict(self.latency_tables)
+        restriction = self.space_restriction
+        data["space_restriction"] = None if restriction is None else {
+            key: list(values) for key, values in restriction.subsets.items()}
         return data
 
     @property
     def fingerprint(self) -> str:
-        """Short hash of what defines the search (space, dataset, objectives, budget).
+        """Short hash of what defines the search (space and its restriction, dataset, objectives, budget).
 
         Storage, sampler, trial counts and constraints may change when a study resumes;
-        latency tables count only once set, a latency's runtime unless it is ``torch``,
-        rungs when there is more than one, supernet steps with a supernet, and
-        batch-norm recalibration unless it is 0 (so studies stored before either
-        existed keep their fingerprint: one whose latency meant torch eager resumes only
-        with ``runtime = "torch"``, one trained without recalibration with
-        ``bn_recalibration = 0``).
+        latency tables and a ``[space]`` table's lists count only once set, a latency's
+        runtime unless it is ``torch``, rungs when there is more than one, supernet
+        steps with a supernet, and batch-norm recalibration unless it is 0 (so studies
+        stored before any of these existed keep their fingerprint: one whose latency
+        meant torch eager resumes only with ``runtime = "torch"``, one trained without
+        recalibration with ``bn_recalibration = 0``).
         """
         data = self.to_dict()
         if data["budget"]["bn_recalibration"] == 0:
@@ -402,6 +435,7 @@ class StudyConfig:
                 del objective["runtime"]
         keys = ("space", "dataset", "objectives", "budget")
         keys += ("latency_tables",) if self.latency_tables else ()
+        keys += ("space_restriction",) if self.space_restriction is not None else ()
         canonical = json.dumps({k: data[k] for k in keys}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

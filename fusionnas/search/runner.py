@@ -53,7 +53,7 @@ from fusionnas.search.objective import SearchObjective, Trainer, TrialFailed
 from fusionnas.search.progress import SearchProgress, count_trials, log_progress, summarize
 from fusionnas.search.rungs import Rungs
 from fusionnas.search.storage import StorageOptions, display_url, open_storage, storage_file
-from fusionnas.spaces import choices_fingerprint, get_space
+from fusionnas.spaces import choices_fingerprint
 
 if TYPE_CHECKING:
     from fusionnas.search.config import StudyConfig
@@ -129,7 +129,7 @@ def open_study(config: StudyConfig, storage: str | None = None, *, create: bool 
             f"study {config.name!r} in {display_url(url)} was run with fingerprint {stored} (space, dataset, "
             f"objectives, budget), this study file has {config.fingerprint}; give the study another name "
             f"or use another storage")
-    offered = choices_fingerprint(get_space(config.space))
+    offered = choices_fingerprint(config.search_space())
     stored = study.user_attrs.get("space_choices")  # None: stored before choices were recorded
     if stored is not None and stored != offered:
         raise StudyMismatchError(
@@ -215,8 +215,9 @@ def run_study(
                                val_fraction=config.dataset.val_fraction)
             STOP.check()
             objective = SearchObjective(config, data, artifacts_dir(config, url), device=device, train=train)
-            _check_latency_tables(config, get_space(config.space), objective)
-            _check_cheapest(config, get_space(config.space), objective)
+            space = config.search_space()
+            _check_latency_tables(config, space, objective)
+            _check_cheapest(config, space, objective)
             STOP.check()
         except KeyboardInterrupt:
             raise SearchInterrupted(existing, None) from None
@@ -325,7 +326,7 @@ def _existing_study(config: StudyConfig, url: str, options: StorageOptions | Non
 def _enqueue_presets(config: StudyConfig, study: optuna.Study) -> None:
     """Queue the config's presets once per study (again only if a run was interrupted in one);
     under the study's lock, so that workers starting together queue them once."""
-    space = get_space(config.space)
+    space = config.search_space()
     with study_lock(study):
         settled = {
             t.user_attrs.get("preset") for t in study.get_trials(deepcopy=False)

@@ -2,19 +2,21 @@
 
 ``get_space("mobilenetv2-cifar").baseline()`` is the reference network as an
 :class:`Arch`; ``space.sample(trial)`` draws one with Optuna; ``space.build(arch)``
-gives the torch model.
+gives the torch model; ``space.restrict(fusions=["conv"])`` samples a subset.
 """
 from fusionnas.spaces.arch import Arch, BlockChoice
 from fusionnas.spaces.blocks import InvertedResidual, create_depthwise, list_depthwise, register_depthwise
 from fusionnas.spaces.mobilenetv2 import FusionMobileNetV2, MobileNetV2Space, make_divisible
 from fusionnas.spaces.pretrained import load_torchvision_weights
 from fusionnas.spaces.registry import (
+    RestrictionError,
     Space,
     choices_fingerprint,
     get_space,
     list_spaces,
     random_archs,
     register_space,
+    restricted_choices,
 )
 
 __all__ = [
@@ -26,6 +28,8 @@ __all__ = [
     "get_space",
     "list_spaces",
     "random_archs",
+    "RestrictionError",
+    "restricted_choices",
     "MobileNetV2Space",
     "FusionMobileNetV2",
     "InvertedResidual",

@@ -20,9 +20,15 @@ table below). Per inverted-residual block a space offers:
 plus ``head_fusion``, the operator of the final 1x1 layer (320 -> 1280).
 Strides are fixed by the table, so they are not choices. The baseline
 (t = 6, k = 3, width 1.0, all conv) is in every space.
+
+``space.restrict(fusions=["conv"], kernels=[3])`` is the same space sampling
+only a subset (see :meth:`MobileNetV2Space.restrict`); its architectures keep
+the space's name and archids, and its baseline is the space's, inside the
+subset or not.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -33,7 +39,7 @@ from fusionnas.layers import list_fusions
 from fusionnas.spaces.arch import Arch, BlockChoice, format_choices
 from fusionnas.spaces.blocks import list_depthwise
 from fusionnas.spaces.network import BlockConfig, FusionMobileNetV2, make_divisible, walk_shapes
-from fusionnas.spaces.registry import register_space
+from fusionnas.spaces.registry import register_space, restricted_choices
 
 if TYPE_CHECKING:
     import optuna
@@ -159,16 +165,19 @@ class MobileNetV2Space:
         self._depthwise = tuple(depthwise) if depthwise is not None else None
         self.stem_channels = make_divisible(32 * width_mult, round_nearest)
         self.head_channels = make_divisible(1280 * max(1.0, width_mult), round_nearest)
-        self._rows = []  # (t, s, widths_out, position in stage) per block
+        self._rows = []  # (t, s, widths_out, width -> the width with its channels) per block
         for t, c, n, s in setting:
             widths_out: dict[float, int] = {1.0: make_divisible(c * width_mult, round_nearest)}
+            same: dict[float, float] = {}
             for w in sorted(widths, key=lambda w: abs(w - 1.0)):  # a duplicate width keeps 1.0
                 out = make_divisible(c * width_mult * w, round_nearest)
-                if out not in widths_out.values():
-                    widths_out[float(w)] = out
+                same[float(w)] = next((v for v, o in widths_out.items() if o == out), float(w))
+                widths_out.setdefault(same[float(w)], out)
             widths_out = {w: widths_out[w] for w in sorted(widths_out)}
-            self._rows += [(t, s if i == 0 else 1, widths_out) for i in range(n)]
+            self._rows += [(t, s if i == 0 else 1, widths_out, same) for i in range(n)]
         self._expand_ratios, self._kernels = tuple(expand_ratios), tuple(kernels)
+        self._widths = tuple(sorted(float(w) for w in widths))
+        self._base = self  # the unrestricted space (see restrict)
         self._slot_cache: tuple[tuple[tuple[str, ...], tuple[str, ...]], list[_BlockSlot]] | None = None
         self._presets: dict[str, tuple[_Rule, str]] = {}
 
@@ -190,15 +199,48 @@ class MobileNetV2Space:
         if self._slot_cache is None or self._slot_cache[0] != key:
             fusions, depthwise = key
             self._slot_cache = (key, [
-                _BlockSlot(base_ratio=t, stride=stride, widths_out=widths_out,
+                _BlockSlot(base_ratio=t, stride=stride,
+                           widths_out={w: out for w, out in widths_out.items()
+                                       if w in {same[v] for v in self._widths}},
                            expand=(None,) if t == 1 else fusions,
                            expand_ratio=(1,) if t == 1 else self._expand_ratios,
                            depthwise=depthwise, kernel=self._kernels, project=fusions)
-                for t, stride, widths_out in self._rows])
+                for t, stride, widths_out, same in self._rows])
         return self._slot_cache[1]
 
     def __repr__(self) -> str:
-        return f"MobileNetV2Space({self.name!r}, input_shape={self.input_shape}, blocks={len(self._slots)})"
+        restricted = ", restricted" if self._base is not self else ""
+        return (f"MobileNetV2Space({self.name!r}, input_shape={self.input_shape}, "
+                f"blocks={len(self._slots)}{restricted})")
+
+    # -- restriction ---------------------------------------------------------------------
+
+    def restrictions(self) -> dict[str, tuple[Any, ...]]:
+        """Restrictable choice -> the values offered: ``fusions``, ``depthwise``, ``expand_ratios``,
+        ``kernels``, ``widths``."""
+        return {"fusions": self.fusions, "depthwise": self.depthwise, "expand_ratios": self._expand_ratios,
+                "kernels": self._kernels, "widths": self._widths}
+
+    def restrict(self, **subsets: Sequence[Any]) -> MobileNetV2Space:
+        """This space sampling only ``subsets`` of :meth:`restrictions`, e.g. ``fusions=["conv"]``.
+
+        The result shares name, version, blocks and presets, and its
+        :meth:`baseline` is this space's even where the subset lacks it;
+        :meth:`sample`, :meth:`choices`, :meth:`params`, :meth:`size` and
+        :meth:`validate` see the subset, :meth:`build` every architecture of
+        the unrestricted space. ``widths=[0.75]`` keeps 1.0 in the blocks where
+        0.75 rounds to the same channels. A list that is not a subset raises
+        :class:`~fusionnas.spaces.registry.RestrictionError`.
+        """
+        kept = restricted_choices(self.name, self.restrictions(), subsets)
+        restricted = copy.copy(self)
+        restricted._fusions = kept.get("fusions", self._fusions)
+        restricted._depthwise = kept.get("depthwise", self._depthwise)
+        restricted._expand_ratios = kept.get("expand_ratios", self._expand_ratios)
+        restricted._kernels = kept.get("kernels", self._kernels)
+        restricted._widths = kept.get("widths", self._widths)
+        restricted._slot_cache = None
+        return restricted
 
     # -- architectures -------------------------------------------------------------------
 
@@ -242,7 +284,8 @@ class MobileNetV2Space:
         return {name: values[name] for name in self.choices()}
 
     def baseline(self) -> Arch:
-        """The reference network: torchvision's MobileNetV2 (all conv, t = 6, k = 3, width 1.0)."""
+        """The reference network: torchvision's MobileNetV2 (all conv, t = 6, k = 3, width 1.0),
+        the unrestricted space's."""
         return self.preset("baseline")
 
     def presets(self) -> list[str]:
@@ -304,10 +347,10 @@ class MobileNetV2Space:
     # -- models --------------------------------------------------------------------------
 
     def block_configs(self, arch: Arch) -> list[BlockConfig]:
-        """Resolved constructor arguments of every block of ``arch``."""
-        self.validate(arch)
+        """Resolved constructor arguments of every block of ``arch`` (any of the unrestricted space)."""
+        self._base.validate(arch)
         configs, channels = [], self.stem_channels
-        for slot, block in zip(self._slots, arch.blocks):
+        for slot, block in zip(self._base._slots, arch.blocks):
             out = slot.widths_out[block.width]
             configs.append(BlockConfig(channels, out, slot.stride, block.expand_ratio, block.kernel,
                                        block.expand, block.depthwise, block.project))

@@ -1,11 +1,14 @@
 """Registry of search spaces by name, and the interface a space offers."""
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fusionnas.errors import UserError
+from fusionnas.spaces.arch import format_choices
 
 if TYPE_CHECKING:
     import optuna
@@ -13,7 +16,8 @@ if TYPE_CHECKING:
 
     from fusionnas.spaces.arch import Arch
 
-__all__ = ["Space", "register_space", "get_space", "list_spaces", "random_archs", "choices_fingerprint"]
+__all__ = ["Space", "register_space", "get_space", "list_spaces", "random_archs", "choices_fingerprint",
+           "RestrictionError", "restricted_choices"]
 
 
 @runtime_checkable
@@ -54,6 +58,17 @@ class Space(Protocol):
 
     def preset_note(self, name: str) -> str:
         """One line on what a preset is."""
+
+    def restrictions(self) -> dict[str, tuple[Any, ...]]:
+        """Restrictable choice (``fusions``, ``kernels``, ...) -> the values offered, for :meth:`restrict`."""
+
+    def restrict(self, **subsets: Sequence[Any]) -> Space:
+        """This space offering only ``subsets`` of :meth:`restrictions` to :meth:`sample`.
+
+        Same name, version, presets and baseline, and its architectures keep
+        their archids, so everything that reads an Arch takes them as the
+        unrestricted space's; a bad list raises :class:`RestrictionError`.
+        """
 
 
 _SPACES: dict[str, Space] = {}
@@ -102,3 +117,49 @@ def choices_fingerprint(space: Space) -> str:
     canonical = json.dumps({"version": space.version, "choices": space.choices()}, sort_keys=True,
                            separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+class RestrictionError(UserError):
+    """A list a space cannot be restricted to: ``field``, ``problem`` and ``fix`` are the message's parts."""
+
+    def __init__(self, field: str, problem: str, fix: str) -> None:
+        self.field, self.problem, self.fix = field, problem, fix
+        super().__init__(f"{field}: {problem}; {fix}")
+
+
+def restricted_choices(space: str, offered: Mapping[str, Sequence[Any]],
+                       subsets: Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
+    """``subsets`` (choice -> values to keep) checked against ``offered`` (space ``space``'s
+    :meth:`~Space.restrictions`), as ``offered``'s own values in its order (``[1]`` -> ``(1.0,)``).
+
+    The first list that is not a non-empty subset without repeats raises
+    :class:`RestrictionError`, e.g. ``fusions: 'fft' is not offered by
+    mobilenetv2-cifar; offered: conv, wht, dct, bft``.
+    """
+    kept = {}
+    for field, values in subsets.items():
+        if field not in offered:
+            close = difflib.get_close_matches(field, list(offered), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise RestrictionError(field, f"{space} has no such choice to restrict",
+                                   f"{hint}restrictable: {', '.join(offered)}")
+        choices = offered[field]
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+            raise RestrictionError(field, f"expected a list, got {type(values).__name__} {values!r}",
+                                   f"write a list of some of: {format_choices(choices)}")
+        if not values:
+            raise RestrictionError(field, "is empty, so nothing could be sampled",
+                                   f"list some of: {format_choices(choices)}")
+        for i, value in enumerate(values):
+            if not any(_same(value, c) for c in choices):
+                raise RestrictionError(field, f"{value!r} is not offered by {space}",
+                                       f"offered: {format_choices(choices)}")
+            if any(_same(value, v) for v in values[:i]):
+                raise RestrictionError(field, f"repeats {value!r}", "remove the duplicate")
+        kept[field] = tuple(c for c in choices if any(_same(v, c) for v in values))
+    return kept
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of one kind: 1 is 1.0, but True is not 1."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b

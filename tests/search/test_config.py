@@ -141,6 +141,15 @@ def test_zero_cost_objective_takes_the_budget_proxy() -> None:
     ("sampler.population_size", 10, "sampler.population_size", "remove the key"),
     ("budget.kind", "zero_cost", "objectives[0].metric", 'budget.kind = "proxy"'),
     ("seed", -3, "seed", "write seed = 0"),
+    # a [space] table
+    ("space", {"name": "mobilenetv2-cifar", "fusions": ["fft"]}, "space.fusions",
+     "offered: conv, wht, dct, bft"),
+    ("space", {"name": "mobilenetv2-cifar", "kernels": []}, "space.kernels", "list some of: 3, 5"),
+    ("space", {"name": "mobilenetv2-cifar", "widths": [1.0, 1]}, "space.widths", "remove the duplicate"),
+    ("space", {"name": "mobilenetv2-cifar", "depthwise": "conv"}, "space.depthwise", "write a list"),
+    ("space", {"name": "mobilenetv2-cifar", "kernel": [3]}, "space.kernel", "did you mean 'kernels'?"),
+    ("space", {"fusions": ["conv"]}, "space.name", 'write name = "mobilenetv2-cifar"'),
+    ("space", {"name": "mobilenetv2-cifa", "fusions": ["conv"]}, "space.name", "did you mean 'mobilenetv2-cifar'?"),
 ])
 def test_bad_input_names_the_field_and_the_fix(dotted, value, field, fix) -> None:
     with pytest.raises(StudyConfigError) as info:
@@ -274,6 +283,29 @@ def test_fingerprint_tracks_what_defines_the_search() -> None:
     assert parse(with_change("budget.steps", 21)).fingerprint != base
     assert parse(with_change("budget.rungs", 3)).fingerprint != base
     assert parse(with_change("budget.supernet_steps", 50)).fingerprint == base  # used by kind = "supernet" only
+
+
+def test_fingerprint_of_a_restricted_space() -> None:
+    """Unrestricted studies keep the fingerprint they had before [space] tables existed."""
+    base = parse(VALID)
+    assert base.fingerprint == "8982197e7c40"  # as stored by every study made before
+    assert parse({**VALID, "space": {"name": "mobilenetv2-cifar"}}).fingerprint == base.fingerprint
+    conv = parse({**VALID, "space": {"name": "mobilenetv2-cifar", "fusions": ["conv", "wht"], "widths": [1]}})
+    assert conv.fingerprint != base.fingerprint
+    reordered = parse({**VALID, "space": {"name": "mobilenetv2-cifar", "widths": [1.0], "fusions": ["wht", "conv"]}})
+    assert reordered.fingerprint == conv.fingerprint  # kept in the space's values and order
+    assert conv.to_dict()["space_restriction"] == {"fusions": ["conv", "wht"], "widths": [1.0]}
+    assert base.to_dict()["space_restriction"] is None
+
+
+def test_enqueued_presets_must_lie_inside_the_restriction() -> None:
+    data = {**VALID, "space": {"name": "mobilenetv2-cifar", "fusions": ["bft"]}, "enqueue": ["all-bft", "baseline"]}
+    with pytest.raises(StudyConfigError) as info:
+        parse(data)
+    assert str(info.value) == (
+        "study.toml: enqueue[1]: preset 'baseline' lies outside the [space] lists (fusions = [\"bft\"]): "
+        "head_fusion: 'conv' is not one of bft; remove it from enqueue or widen the [space] lists")
+    assert parse({**data, "enqueue": ["all-bft"]}).search_space().size() < parse(VALID).search_space().size()
 
 
 def test_constraints_violations_and_feasibility_hook() -> None:

@@ -1,8 +1,9 @@
-"""``fusionnas show``: the block table, the reference figures, the JSON document."""
+"""``fusionnas show``: the block table, the reference figures, the JSON document, a study's space."""
 import json
 import subprocess
 import sys
 
+from _studies import ZERO_COST_TOML
 from fusionnas.cli import main
 from fusionnas.spaces import Arch, get_space
 
@@ -56,3 +57,19 @@ def test_show_arch_from_another_space_is_refused(tmp_path, capsys):
     path.write_text(get_space("mobilenetv2-imagenet").baseline().to_json())
     assert main(["show", "mobilenetv2-cifar", "--arch", str(path)]) == 2
     assert "is an architecture of 'mobilenetv2-imagenet', not 'mobilenetv2-cifar'" in capsys.readouterr().err
+
+
+def test_show_a_study_file_prints_what_it_searches(tmp_path, capsys):
+    restricted = tmp_path / "conv.toml"
+    restricted.write_text(ZERO_COST_TOML.replace(
+        'space = "mobilenetv2-cifar"', 'space = { name = "mobilenetv2-cifar", fusions = ["conv"], kernels = [3] }'))
+    assert main(["show", str(restricted)]) == 0
+    out = capsys.readouterr().out
+    space = get_space("mobilenetv2-cifar").restrict(fusions=["conv"], kernels=[3])
+    assert "arch baseline (archid " in out and "study conv searches a subset of mobilenetv2-cifar:" in out
+    assert "\n  fusions: conv\n  depthwise: conv, hadamard\n  expand_ratios: 3, 4, 6\n  kernels: 3\n" in out
+    assert out.endswith(f"space size: {space.size():.3e} architectures ({space.size()})\n")
+    whole = tmp_path / "whole.toml"
+    whole.write_text(ZERO_COST_TOML)
+    assert main(["show", str(whole)]) == 0
+    assert "study whole searches all of mobilenetv2-cifar:" in capsys.readouterr().out

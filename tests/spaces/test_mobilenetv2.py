@@ -1,5 +1,6 @@
-"""MobileNetV2 spaces: reference networks, choices, sampling, models, pretrained weights."""
+"""MobileNetV2 spaces: reference networks, choices, sampling, models, pretrained weights, restriction."""
 import math
+import re
 import warnings
 
 import optuna
@@ -13,6 +14,7 @@ from fusionnas.layers import list_fusions
 from fusionnas.spaces import (
     Arch,
     MobileNetV2Space,
+    RestrictionError,
     create_depthwise,
     get_space,
     list_depthwise,
@@ -292,3 +294,63 @@ def test_space_constructor_checks_its_choices():
     with pytest.raises(ValueError, match=r"setting must be non-empty rows of \(t, c, n, s\)"):
         MobileNetV2Space("x", [(6, 24, 2)], (3, 32, 32), 10)
     assert set(list_fusions()) >= {"conv", "wht", "dct", "bft"}
+
+
+# -- restriction (the study file's [space] lists) -----------------------------------------------
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_every_space_offers_its_choices_for_restriction(name):
+    space = get_space(name)
+    offered = space.restrictions()
+    assert space.restrict() is not space and space.restrict().choices() == space.choices()
+    for key, values in offered.items():
+        narrow = space.restrict(**{key: values[:1]})
+        assert narrow.restrictions()[key] == values[:1]
+        assert narrow.size() < space.size()
+        assert (narrow.name, narrow.version, narrow.presets()) == (space.name, space.version, space.presets())
+
+
+def test_a_restricted_space_samples_only_its_subset():
+    space = get_space("mobilenetv2-cifar")
+    conv = space.restrict(fusions=["conv"], depthwise=["conv"], expand_ratios=[6], kernels=[5])
+    assert set(conv.choices()) == {f"b{i}.width" for i in range(3, 17)}
+    assert conv.size() == 2**14
+    for arch in _random_archs(conv, 10):
+        assert arch.head_fusion == "conv" and arch.space == space.name
+        assert {(b.expand, b.depthwise, b.project, b.kernel) for b in arch.blocks} <= {
+            ("conv", "conv", "conv", 5), (None, "conv", "conv", 5)}
+        assert [b.expand_ratio for b in arch.blocks] == [1] + [6] * 16
+        assert Arch.from_json(arch.to_json()).archid == arch.archid  # an Arch of the space itself
+        conv.validate(arch)
+        assert conv.sample(optuna.trial.FixedTrial(conv.params(arch))) == arch
+
+
+def test_a_restriction_keeps_the_spaces_baseline_presets_and_models():
+    space = get_space("mobilenetv2-cifar")
+    bft = space.restrict(fusions=["bft"], widths=[0.75])
+    assert bft.baseline() == space.baseline() and bft.preset("all-wht") == space.preset("all-wht")
+    with pytest.raises(ValueError, match="head_fusion: 'conv' is not one of bft"):
+        bft.params(bft.baseline())  # outside the subset: not something its sampler can propose
+    assert count_params(bft.build(bft.baseline())) == count_params(space.build(space.baseline()))
+    # where 0.75 rounds to the channels of 1.0, the block keeps 1.0
+    assert [b.width for b in _random_archs(bft, 1)[0].blocks] == [1.0] * 3 + [0.75] * 14
+    assert repr(bft).endswith("restricted)") and space.restrict(widths=[1]).restrictions()["widths"] == (1.0,)
+    narrower = bft.restrict(depthwise=["hadamard"])  # a restriction of a restriction narrows further
+    assert narrower.restrictions()["fusions"] == ("bft",) and narrower.baseline() == space.baseline()
+
+
+@pytest.mark.parametrize(("subsets", "message"), [
+    ({"fusions": ["fft"]}, "fusions: 'fft' is not offered by mobilenetv2-cifar; offered: conv, wht, dct, bft"),
+    ({"kernels": []}, "kernels: is empty, so nothing could be sampled; list some of: 3, 5"),
+    ({"kernels": 3}, "kernels: expected a list, got int 3; write a list of some of: 3, 5"),
+    ({"fusions": "conv"}, "fusions: expected a list, got str 'conv'"),
+    ({"widths": [1, 1.0]}, "widths: repeats 1.0; remove the duplicate"),
+    ({"widths": [True]}, "widths: True is not offered by mobilenetv2-cifar; offered: 0.75, 1.0"),
+    ({"kernels": ["3"]}, "kernels: '3' is not offered"),
+    ({"fusion": ["conv"]}, "fusion: mobilenetv2-cifar has no such choice to restrict; did you mean 'fusions'? "
+                           "restrictable: fusions, depthwise, expand_ratios, kernels, widths"),
+])
+def test_a_bad_restriction_names_the_list(subsets, message):
+    with pytest.raises(RestrictionError, match=re.escape(message)):
+        get_space("mobilenetv2-cifar").restrict(**subsets)
