@@ -12,7 +12,7 @@ from fusionnas import __version__
 from fusionnas.errors import UserError, in_terms_of
 from fusionnas.interrupts import STOP
 from fusionnas.metrics import column_of, cost_metrics
-from fusionnas.runtime_names import RUNTIMES
+from fusionnas.runtime_names import RUNTIMES, check_runtime_device
 
 
 def _cmd_ops(args: argparse.Namespace) -> int:
@@ -90,6 +90,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     space = get_space(args.space)
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.runtime is not None:
+        check_runtime_device(args.runtime, args.device)
     table = LatencyModel.profile_space(
         space, args.device, samples=args.samples, seed=args.seed, runtime=args.runtime, threads=args.threads,
         repeats=args.repeats,
@@ -270,12 +272,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
         best = column_of("latency", args.latency_device)
     row = select_trial(frame, objectives, trial=args.trial, best=best, limits=limits)
     result = export_trial(frame, objectives, row, args.out, weights_dir=artifacts_dir(config, args.storage) / "weights",
-                          study_name=config.name, budget=config.budget.proxy_options(), force=args.force)
+                          study_name=config.name, budget=config.budget.proxy_options(), force=args.force,
+                          batch_size=args.batch)
     weights = "" if result.has_weights else " (no trained weights: the trial was never trained or they are missing)"
+    batch = f"batch {result.batch_size}" if result.batch_size else "dynamic batch"
+    timed = "; ".join(f"in {runtime} it takes {ms['model']:.3f} ms, the all-conv baseline {ms['baseline']:.3f} ms "
+                      f"({ms['baseline'] / ms['model']:.2f}x its speed)" for runtime, ms in result.latencies.items())
     print(f"exported trial {result.trial} ({result.archid}) to {result.out}: {', '.join(result.files)}{weights}; "
-          f"onnxruntime matches torch within {result.onnx_max_error:.1e}; there it takes {result.latency_ms:.3f} ms "
-          f"(1 thread), the all-conv baseline {result.baseline_latency_ms:.3f} ms "
-          f"({result.baseline_latency_ms / result.latency_ms:.2f}x its speed)")
+          f"model.onnx ({batch}) matches torch in onnxruntime within {result.onnx_max_error:.1e}; at batch "
+          f"{result.batch_size or 1}, 1 thread: {timed}")
     return 0
 
 
@@ -320,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--seed", type=int, default=0, help="seed of the random architectures")
     profile.add_argument("--runtime", choices=RUNTIMES,
                          help="where parts and whole networks run: onnxruntime (the exported model; default "
-                         "on cpu) or torch eager (default on cuda)")
+                         "on cpu), openvino (the exported model, cpu only) or torch eager (default on cuda)")
     profile.add_argument("--threads", type=int, default=1, help="CPU threads while measuring, fixed and recorded "
                          "(default 1)")
     profile.add_argument("--repeats", type=int, default=25, help="timed runs per entry (median)")
@@ -364,11 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
         export.add_argument(f"--max-{metric.name}", type=float, metavar=metric.unit.upper(),
                             help=f"with --best: {metric.label} limit")
     export.add_argument("--latency-device", metavar="DEVICE", help="device of --max-latency when several")
+    export.add_argument("--batch", type=int, metavar="N", help="fix model.onnx's batch to N (default: a dynamic "
+                        "batch, any size runs)")
     export.add_argument("--force", action="store_true", help="overwrite files in a non-empty --out")
     export.add_argument("--storage", metavar="URL", help="storage instead of the study file's")
     export.set_defaults(func=_cmd_export, flags={
         "storage": "--storage", "out": "--out", "force": "--force", "trial": "--trial N", "best": "--best METRIC",
-        "limits": "--max-...", "latency_device": "--latency-device"})
+        "limits": "--max-...", "latency_device": "--latency-device", "batch_size": "--batch"})
 
     train = sub.add_parser("train", help="train an exported arch.json fully and save a checkpoint")
     train.add_argument("arch", help="architecture JSON (arch.json from `fusionnas export`)")

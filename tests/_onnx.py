@@ -20,3 +20,12 @@ def assert_onnx_matches(module: torch.nn.Module, x: torch.Tensor, tol: float = 1
     with torch.no_grad():
         expected = module(x).numpy()
     np.testing.assert_allclose(got, expected, atol=tol, rtol=tol)
+
+
+def run_graph(graph: bytes, runtime: str, x: np.ndarray) -> np.ndarray:
+    """The first output of ``graph`` on ``x`` in a graph runtime (``onnxruntime`` or ``openvino``), CPU, 1 thread."""
+    from fusionnas.evaluators.runtimes import onnxruntime_session, openvino_model
+
+    if runtime == "onnxruntime":
+        return onnxruntime_session(graph, "cpu", threads=1).run(None, {"input": x})[0]
+    return openvino_model(graph, "cpu", threads=1)(x)[0]

@@ -1,7 +1,8 @@
 """A model as the ONNX graph a user deploys, checked against torch in onnxruntime.
 
 :func:`to_onnx` is the one export path: ``fusionnas export`` writes its bytes
-and the ``onnxruntime`` runtime times them, so what is measured is what ships.
+and the graph runtimes (onnxruntime, OpenVINO) time them, so what is measured
+is what ships.
 """
 from __future__ import annotations
 
@@ -15,29 +16,37 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ONNX_OPSET", "ONNX_TOLERANCE", "to_onnx", "simplify", "onnx_error", "node_count"]
+__all__ = ["ONNX_OPSET", "ONNX_TOLERANCE", "CHECKED_BATCHES", "to_onnx", "simplify", "onnx_error", "input_batch",
+           "node_count"]
 
 ONNX_OPSET = 17
 ONNX_TOLERANCE = 1e-4  # relative to the largest |logit|: the operators' export forms must match this
+CHECKED_BATCHES = (1, 4)  # a dynamic-batch graph is checked at each: one image, and several folded together
+_BATCH_AXIS = "batch"  # the symbolic batch dimension of a dynamic-batch graph
 
 
-def to_onnx(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1) -> bytes:
+def to_onnx(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1,
+            dynamic_batch: bool = False) -> bytes:
     """``model`` in eval mode as an ONNX graph (opset :data:`ONNX_OPSET`, input ``input``, output ``logits``).
 
     Exported at ``batch_size`` through the TorchScript exporter, which traces
     each operator's export form (``export_forward``, batch norms folded in)
     or its reference form, then simplified by onnxruntime's basic offline
-    optimisation (:func:`simplify`).
+    optimisation (:func:`simplify`). With ``dynamic_batch`` the batch is the
+    symbol ``batch`` instead: one graph runs any batch (traced at ``batch_size``).
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     was_training = model.training
     model.eval()
     x = torch.zeros((batch_size, *(int(d) for d in input_shape[-3:])))
+    axes = {"input": {0: _BATCH_AXIS}, "logits": {0: _BATCH_AXIS}} if dynamic_batch else None
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (x,), buffer, opset_version=ONNX_OPSET, dynamo=False, input_names=["input"],
-                              output_names=["logits"])
+                              output_names=["logits"], dynamic_axes=axes)
     finally:
         model.train(was_training)
     return simplify(buffer.getvalue())
@@ -63,21 +72,23 @@ def simplify(graph: bytes) -> bytes:
 
 def onnx_error(graph: bytes, model: nn.Module, input_shape: Sequence[int], *, seed: int = 0,
                batches: int = 2) -> tuple[float, float]:
-    """(largest |onnxruntime - torch|, the allowed bound) over ``batches`` random inputs.
+    """(largest |onnxruntime - torch|, the allowed bound) over ``batches`` random inputs per batch size.
 
-    The bound is :data:`ONNX_TOLERANCE` times ``1 + max |logit|``.
+    The graph's own batch size, or each of :data:`CHECKED_BATCHES` when its
+    batch is dynamic. The bound is :data:`ONNX_TOLERANCE` times ``1 + max |logit|``.
     """
     import onnxruntime
 
     session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
-    shape = tuple(session.get_inputs()[0].shape)
+    batch = input_batch(graph)
+    sizes = CHECKED_BATCHES if batch is None else (batch,)
     generator = torch.Generator().manual_seed(seed)
     error, bound = 0.0, 0.0
     was_training = model.training
     model.eval()
     try:
-        for _ in range(batches):
-            x = torch.randn((int(shape[0]), *(int(d) for d in input_shape[-3:])), generator=generator)
+        for size in [size for size in sizes for _ in range(batches)]:
+            x = torch.randn((size, *(int(d) for d in input_shape[-3:])), generator=generator)
             (got,) = session.run(None, {"input": x.numpy()})
             with torch.no_grad():
                 expected = model(x).numpy()
@@ -86,6 +97,14 @@ def onnx_error(graph: bytes, model: nn.Module, input_shape: Sequence[int], *, se
     finally:
         model.train(was_training)
     return error, bound
+
+
+def input_batch(graph: bytes) -> int | None:
+    """The batch size the graph's input is fixed to; None when the batch is dynamic."""
+    import onnx
+
+    dim = onnx.load_from_string(graph).graph.input[0].type.tensor_type.shape.dim[0]
+    return dim.dim_value if dim.HasField("dim_value") else None
 
 
 def node_count(graph: bytes) -> int:

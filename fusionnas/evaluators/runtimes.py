@@ -1,14 +1,16 @@
-"""Latency in a named runtime: ``torch`` (eager) or ``onnxruntime`` (the exported graph).
+"""Latency in a named runtime: ``torch`` (eager), ``onnxruntime`` or ``openvino`` (the exported graph).
 
 A model is deployed in a runtime, and runtimes rank architectures
 differently: onnxruntime fuses a conv with its batch norm and activation,
 while an operator made of many small tensor operations pays for each of
-them. So every latency says where it was measured. ``onnxruntime`` times the
-very bytes that ``fusionnas export`` writes (:func:`~fusionnas.evaluators.onnx_export.to_onnx`),
-on the CPU execution provider, or CUDA's on ``device="cuda"``; threads are fixed.
+them. So every latency says where it was measured. The graph runtimes time
+the very bytes that ``fusionnas export`` writes (:func:`~fusionnas.evaluators.onnx_export.to_onnx`):
+``onnxruntime`` on the CPU execution provider, or CUDA's on ``device="cuda"``;
+``openvino`` (Intel's OpenVINO) compiled for the CPU. Threads are fixed.
 """
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -22,10 +24,11 @@ from torch import nn
 from fusionnas.errors import UserError
 from fusionnas.evaluators.onnx_export import to_onnx
 from fusionnas.evaluators.timing import batch_shape
-from fusionnas.runtime_names import RUNTIMES, default_runtime
+from fusionnas.runtime_names import RUNTIMES, check_runtime_device, default_runtime
 
 __all__ = ["RUNTIMES", "Runner", "Runtime", "default_runtime", "export_quietly", "get_runtime", "measure_in_runtime",
-           "measure_side_by_side", "median_ms", "onnxruntime_session", "prepare", "time_session", "torch_threads"]
+           "measure_side_by_side", "median_ms", "onnxruntime_session", "openvino_model", "prepare", "time_session",
+           "torch_threads"]
 
 
 def onnxruntime_session(graph: bytes, device: str = "cpu", threads: int = 1):
@@ -50,11 +53,53 @@ def onnxruntime_session(graph: bytes, device: str = "cpu", threads: int = 1):
     return onnxruntime.InferenceSession(graph, options, providers=providers)
 
 
+@functools.cache
+def _openvino_core():
+    """One OpenVINO ``Core`` per process: it loads the device plugins."""
+    import openvino
+
+    return openvino.Core()
+
+
+def openvino_model(graph: bytes, device: str = "cpu", threads: int = 1, *, batch_size: int | None = None):
+    """``graph`` compiled by OpenVINO for the CPU: ``threads`` inference threads, latency hint, one stream.
+
+    ``batch_size`` fixes a dynamic batch (a compiled static shape is what an
+    application deploys, and faster); a graph exported at another batch is a
+    user error, as OpenVINO would run it wrongly. Inference is in f32 as
+    exported (on a CPU with bf16 units OpenVINO would otherwise compute in
+    bf16), and threads are not pinned to cores, like onnxruntime's and torch's,
+    so that processes side by side do not share pinned cores.
+    """
+    check_runtime_device("openvino", device)
+    import openvino
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    core = _openvino_core()
+    model = core.read_model(graph)
+    shape = model.input(0).get_partial_shape()  # (N, C, H, W), N symbolic in a dynamic-batch export
+    if batch_size is not None and shape[0].is_dynamic:
+        shape[0] = batch_size
+        model.reshape(shape)
+    elif batch_size is not None and shape[0].get_length() != batch_size:
+        raise UserError(f"the graph was exported at batch {shape[0].get_length()}, asked to run batch {batch_size}; "
+                        f"export it at batch {batch_size} or with a dynamic batch")
+    config = {props.inference_num_threads: threads, props.num_streams: 1,
+              hints.performance_mode: hints.PerformanceMode.LATENCY,
+              hints.inference_precision: openvino.Type.f32, hints.enable_cpu_pinning: False}
+    return core.compile_model(model, "CPU", config)
+
+
+def _random_batch(input_shape: Sequence[int], batch_size: int) -> np.ndarray:
+    """The fixed random batch a graph runtime times (the same in every runtime)."""
+    return np.random.default_rng(0).standard_normal(batch_shape(input_shape, batch_size), dtype=np.float32)
+
+
 def time_session(session, input_shape: Sequence[int], *, batch_size: int = 1, warmup: int = 5,
                  repeats: int = 25) -> float:
     """Median milliseconds of one ``session.run`` on a random batch, after ``warmup`` runs."""
-    x = np.random.default_rng(0).standard_normal(batch_shape(input_shape, batch_size), dtype=np.float32)
-    feed = {session.get_inputs()[0].name: x}
+    feed = {session.get_inputs()[0].name: _random_batch(input_shape, batch_size)}
     for _ in range(warmup):
         session.run(None, feed)
     times = []
@@ -78,6 +123,10 @@ class Runtime(Protocol):
 
     name: str
 
+    def version(self) -> str:
+        """The runtime's version, recorded beside what it measured."""
+        ...
+
     def prepare(self, model: nn.Module, input_shape: Sequence[int], device: str = "cpu", *, threads: int = 1,
                 batch_size: int = 1, graph: bytes | None = None) -> Runner: ...
 
@@ -86,6 +135,9 @@ class TorchEager:
     """PyTorch eager mode, ``model`` in eval mode under ``torch.inference_mode`` (the module as built)."""
 
     name = "torch"
+
+    def version(self) -> str:  # noqa: D102
+        return torch.__version__
 
     def prepare(self, model: nn.Module, input_shape: Sequence[int], device: str = "cpu", *, threads: int = 1,
                 batch_size: int = 1, graph: bytes | None = None) -> Runner:
@@ -109,16 +161,40 @@ class OnnxRuntime:
 
     name = "onnxruntime"
 
+    def version(self) -> str:  # noqa: D102
+        import onnxruntime
+
+        return onnxruntime.__version__
+
     def prepare(self, model: nn.Module, input_shape: Sequence[int], device: str = "cpu", *, threads: int = 1,
                 batch_size: int = 1, graph: bytes | None = None) -> Runner:
         session = onnxruntime_session(graph or export_quietly(model, input_shape, batch_size=batch_size),
                                       device, threads)
-        x = np.random.default_rng(0).standard_normal(batch_shape(input_shape, batch_size), dtype=np.float32)
-        feed = {session.get_inputs()[0].name: x}
+        feed = {session.get_inputs()[0].name: _random_batch(input_shape, batch_size)}
         return lambda: session.run(None, feed)
 
 
-_RUNTIME_IMPLEMENTATIONS: dict[str, Runtime] = {r.name: r for r in (TorchEager(), OnnxRuntime())}
+class OpenVINORuntime:
+    """OpenVINO on the graph ``fusionnas export`` writes, compiled for the CPU (:func:`openvino_model`)."""
+
+    name = "openvino"
+
+    def version(self) -> str:  # noqa: D102
+        import openvino
+
+        return openvino.__version__.split("-")[0]  # 2026.4.1, not its build tag
+
+    def prepare(self, model: nn.Module, input_shape: Sequence[int], device: str = "cpu", *, threads: int = 1,
+                batch_size: int = 1, graph: bytes | None = None) -> Runner:
+        check_runtime_device(self.name, device)  # before an export
+        compiled = openvino_model(graph or export_quietly(model, input_shape, batch_size=batch_size), device,
+                                  threads, batch_size=batch_size)
+        request = compiled.create_infer_request()
+        feed = {0: _random_batch(input_shape, batch_size)}
+        return lambda: request.infer(feed, share_inputs=True)
+
+
+_RUNTIME_IMPLEMENTATIONS: dict[str, Runtime] = {r.name: r for r in (TorchEager(), OnnxRuntime(), OpenVINORuntime())}
 
 
 def get_runtime(name: str) -> Runtime:
@@ -199,8 +275,8 @@ def export_quietly(model: nn.Module, input_shape: Sequence[int], *, batch_size: 
 
 
 def measure_side_by_side(models: Mapping[str, nn.Module], input_shape: Sequence[int], runtime: str = "onnxruntime",
-                         device: str = "cpu", *, threads: int = 1, rounds: int = 5,
-                         repeats: int = 10, batch_size: int = 1) -> dict[str, float]:
+                         device: str = "cpu", *, threads: int = 1, rounds: int = 5, repeats: int = 10,
+                         batch_size: int = 1, graphs: Mapping[str, bytes] | None = None) -> dict[str, float]:
     """Milliseconds at ``batch_size`` of each of ``models`` on a quiet machine, timed in interleaved rounds.
 
     Every round times each model once (the median of ``repeats`` runs), so
@@ -209,10 +285,13 @@ def measure_side_by_side(models: Mapping[str, nn.Module], input_shape: Sequence[
     on a shared machine it comes in bursts of seconds that a median over
     consecutive runs cannot remove, so the fastest round is the figure that
     repeats; comparisons (a trial against the baseline) are fair this way.
+    ``graphs``: exported graphs by model name, for a graph runtime to time instead of exporting.
     """
     implementation = get_runtime(runtime)
+    graphs = graphs or {}
     with _eval_mode(*models.values()), torch_threads(threads):
-        runners = {name: implementation.prepare(m, input_shape, device, threads=threads, batch_size=batch_size)
+        runners = {name: implementation.prepare(m, input_shape, device, threads=threads, batch_size=batch_size,
+                                                graph=graphs.get(name))
                    for name, m in models.items()}
         best = {name: float("inf") for name in models}
         for round_ in range(rounds):

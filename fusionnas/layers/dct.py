@@ -288,6 +288,8 @@ class DCTPointwise(nn.Module):
             self._last_size = (h, w)
         if self.training:
             return self._forward_soft(x)
+        if torch.onnx.is_in_onnx_export():
+            return self.export_forward(x)
         bands = self._plan(h, w)
         if self._runs_dense(bands, h, w):
             return F.conv2d(x, self.weight, self.bias)
@@ -307,17 +309,54 @@ class DCTPointwise(nn.Module):
         return y if self.bias is None else y + self.bias.reshape(-1, 1, 1)
 
     def _band_operands(
-        self, bands: list[_Band], device: torch.device
+        self, bands: list[_Band], device: torch.device, weight: torch.Tensor | None = None
     ) -> list[tuple[_Band, torch.Tensor | None, torch.Tensor]]:
-        """(band, channel index, its columns of W) for every band."""
+        """(band, channel index, its columns of ``weight``, by default W) for every band."""
+        weight = self.weight if weight is None else weight
         operands = []
         for band in bands:
             if band.channels is None:
-                operands.append((band, None, self.weight))
+                operands.append((band, None, weight))
             else:
                 index = _outside_trace(lambda: torch.tensor(band.channels, device=device))
-                operands.append((band, index, _take(self.weight, index)))
+                operands.append((band, index, _take(weight, index)))
         return operands
+
+    def export_forward(self, x: torch.Tensor, scale: torch.Tensor | None = None,
+                       shift: torch.Tensor | None = None) -> torch.Tensor:
+        """``scale * layer(x) + shift`` per output channel (eval mode), for any batch: what ONNX export traces.
+
+        :meth:`_forward_hard`'s arithmetic with the batch left symbolic (every
+        reshape infers it) and no in-place update: each band's product is
+        padded to the largest block and added. A following batch norm comes
+        in as ``scale``, folded into W's rows, and ``shift``, added with the
+        bias after the inverse (a constant map is its DC coefficient alone).
+        Where the dense conv is not dearer, one Conv carries all of it.
+        """
+        h, w = int(x.shape[2]), int(x.shape[3])  # the map is fixed; the batch is not
+        c_out = self.out_channels
+        scale = torch.ones(c_out, dtype=x.dtype, device=x.device) if scale is None else scale
+        bias = torch.zeros(c_out, dtype=x.dtype, device=x.device) if shift is None else shift
+        if self.bias is not None:
+            bias = bias + scale * self.bias
+        weight = self.weight * scale[:, None, None, None]
+        bands = self._plan(h, w)
+        if self._runs_dense(bands, h, w):
+            return F.conv2d(x, weight, bias)
+        big = bands[0]
+        dh, dw = dct_matrix(h, x.dtype, x.device), dct_matrix(w, x.dtype, x.device)
+        y = None  # output coefficients (K_w, N, K_h, C_out)
+        for band, index, columns in self._band_operands(bands, x.device, weight):
+            xb = x if index is None else x[:, index]
+            c_b = int(columns.shape[1])
+            a = torch.matmul(dw[: band.k_w], xb.reshape(-1, w).t())  # (k_w, N*C_b*H): along W
+            z = torch.matmul(dh[: band.k_h], a.reshape(-1, c_b, h).transpose(1, 2))  # (k_w*N, k_h, C_b)
+            p = torch.matmul(z, columns.reshape(c_out, c_b).t()).reshape(band.k_w, -1, band.k_h, c_out)
+            p = F.pad(p, (0, 0, 0, big.k_h - band.k_h, 0, 0, 0, big.k_w - band.k_w))
+            y = p if y is None else y + p
+        t = torch.matmul(y.reshape(-1, big.k_h, c_out).transpose(1, 2), dh[: big.k_h])  # (K_w*N, C_out, H)
+        y = torch.matmul(t.reshape(big.k_w, -1).t(), dw[: big.k_w])  # (N*C_out*H, W): along W
+        return y.reshape(-1, c_out, h, w) + bias.reshape(1, -1, 1, 1)
 
     def _forward_hard(
         self,
@@ -325,7 +364,7 @@ class DCTPointwise(nn.Module):
         operands: list[tuple[_Band, torch.Tensor | None, torch.Tensor]],
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Hard-masked DCT path; the only one the FLOP counter and ONNX see."""
+        """Hard-masked DCT path; the one the FLOP counter sees (ONNX export traces :meth:`export_forward`)."""
         n, _, h, w = (int(d) for d in x.shape)
         c_out = self.out_channels
         dh, dw = dct_matrix(h, x.dtype, x.device), dct_matrix(w, x.dtype, x.device)

@@ -2,9 +2,11 @@
 
 The trial is named by number or chosen by a rule (:func:`select_trial`:
 the best by one metric among feasible completed trials under optional
-limits). ``model.onnx`` (opset 17, batch 1) is run in onnxruntime
-on random inputs and must match torch within ``1e-4``, else nothing is
-written. Files appear in ``out`` only once all of them are ready.
+limits). ``model.onnx`` (opset 17, a dynamic batch unless one is fixed) is
+run in onnxruntime on random inputs (at batch 1 and 4 when dynamic) and must
+match torch within ``1e-4``, else nothing is written. The card gives its
+latency in each of :data:`DEPLOYED_RUNTIMES` beside the all-conv baseline's.
+Files appear in ``out`` only once all of them are ready.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import math
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +24,15 @@ import pandas as pd
 import torch
 
 from fusionnas.errors import UserError
-from fusionnas.evaluators.onnx_export import onnx_error, to_onnx
-from fusionnas.evaluators.runtimes import measure_side_by_side
+from fusionnas.evaluators.onnx_export import CHECKED_BATCHES, onnx_error, to_onnx
+from fusionnas.evaluators.runtimes import get_runtime, measure_side_by_side
 from fusionnas.metrics import natural_direction
 from fusionnas.results.pareto import compact_ops, ops_legend
 from fusionnas.spaces import Arch, get_space
 
-__all__ = ["ExportResult", "select_trial", "export_trial", "export_onnx", "resolve_metric"]
+__all__ = ["DEPLOYED_RUNTIMES", "ExportResult", "select_trial", "export_trial", "export_onnx", "resolve_metric"]
 
+DEPLOYED_RUNTIMES = ("onnxruntime", "openvino")  # where the card times model.onnx on this cpu
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class ExportResult:
     has_weights: bool
     latency_ms: float = float("nan")  # model.onnx in onnxruntime on this cpu, 1 thread
     baseline_latency_ms: float = float("nan")  # the space's all-conv baseline, measured beside it
+    batch_size: int | None = None  # the batch model.onnx is fixed to; None: dynamic
+    # runtime -> {"model": ms, "baseline": ms}, each pair timed side by side, for every DEPLOYED_RUNTIMES
+    latencies: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
 def resolve_metric(frame: pd.DataFrame, name: str) -> str:
@@ -103,14 +109,16 @@ def select_trial(frame: pd.DataFrame, objectives: Mapping[str, str], *, trial: i
     return ties.sort_values(["is_pareto", "number"], ascending=[False, True]).iloc[0]
 
 
-def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path, seed: int = 0) -> float:
+def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path, seed: int = 0, *,
+                batch_size: int | None = None) -> float:
     """Write ``model`` as ONNX (see :func:`~fusionnas.evaluators.onnx_export.to_onnx`) and return the
     largest |onnxruntime - torch| on random inputs.
 
-    Raises UserError when that exceeds :data:`~fusionnas.evaluators.onnx_export.ONNX_TOLERANCE` (relative
-    to the logits).
+    ``batch_size``: the batch the graph is fixed to; None (default), a dynamic batch.
+    Raises UserError when the error exceeds :data:`~fusionnas.evaluators.onnx_export.ONNX_TOLERANCE`
+    (relative to the logits).
     """
-    graph = to_onnx(model, input_shape)
+    graph = _graph(model, input_shape, batch_size)
     error, bound = onnx_error(graph, model, input_shape, seed=seed)
     if not error <= bound:
         raise UserError(f"the ONNX model differs from torch by {error:.3g} (> {bound:.3g}); "
@@ -119,11 +127,21 @@ def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path
     return error
 
 
+def _graph(model: torch.nn.Module, input_shape: tuple[int, ...], batch_size: int | None) -> bytes:
+    """``model`` exported at ``batch_size``, or with a dynamic batch when it is None."""
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"`batch_size` must be a positive integer, got {batch_size}; or leave it out for a "
+                        f"dynamic batch")
+    return to_onnx(model, input_shape, batch_size=batch_size or 1, dynamic_batch=batch_size is None)
+
+
 def export_trial(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Series, out: str | Path, *,
                  weights_dir: Path | None, study_name: str = "", budget: Mapping[str, Any] | None = None,
-                 force: bool = False, num_classes: int | None = None) -> ExportResult:
+                 force: bool = False, num_classes: int | None = None, batch_size: int | None = None) -> ExportResult:
     """Write ``row``'s trial to ``out``: arch.json, weights.pt (when trained), model.onnx, MODEL_CARD.md.
 
+    ``model.onnx`` has a dynamic batch, or is fixed to ``batch_size``; it is
+    timed at that batch (1 when dynamic) in every :data:`DEPLOYED_RUNTIMES`.
     An existing non-empty ``out`` is an error unless ``force`` (then those files are replaced).
     """
     out = Path(out)
@@ -149,13 +167,18 @@ def export_trial(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Ser
         (staging / "arch.json").write_text(arch.to_json(indent=2) + "\n", encoding="utf-8")
         if state is not None:
             torch.save(state, staging / "weights.pt")
-        error = export_onnx(model, tuple(space.input_shape), staging / "model.onnx")
+        input_shape = tuple(space.input_shape)
+        error = export_onnx(model, input_shape, staging / "model.onnx", batch_size=batch_size)
         baseline = space.build(space.baseline(), num_classes=model.classifier[-1].out_features)
-        latency = measure_side_by_side({"model": model, "baseline": baseline}, space.input_shape, "onnxruntime",
-                                       threads=1, rounds=5)
+        models = {"model": model, "baseline": baseline}
+        graphs = {"model": (staging / "model.onnx").read_bytes(),
+                  "baseline": _graph(baseline, input_shape, batch_size)}
+        latency = {runtime: measure_side_by_side(models, input_shape, runtime, threads=1, rounds=5,
+                                                 batch_size=batch_size or 1, graphs=graphs)
+                   for runtime in DEPLOYED_RUNTIMES}
         card = model_card(frame, objectives, row, arch, study_name=study_name, budget=budget,
-                          has_weights=state is not None, onnx_error=error, input_shape=space.input_shape,
-                          num_classes=model.classifier[-1].out_features, latency_ms=latency)
+                          has_weights=state is not None, onnx_error=error, input_shape=input_shape,
+                          num_classes=model.classifier[-1].out_features, latency_ms=latency, batch_size=batch_size)
         (staging / "MODEL_CARD.md").write_text(card, encoding="utf-8")
         out.mkdir(parents=True, exist_ok=True)
         files = []
@@ -165,7 +188,7 @@ def export_trial(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Ser
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(int(row["number"]), arch.archid, out, tuple(files), error, state is not None,
-                        latency["model"], latency["baseline"])
+                        latency["onnxruntime"]["model"], latency["onnxruntime"]["baseline"], batch_size, latency)
 
 
 def _value(column: str, value: Any) -> str:
@@ -199,35 +222,43 @@ def frontier_position(frame: pd.DataFrame, objectives: Mapping[str, str], row: p
     return f"Not on the frontier: dominated by trial(s) {', '.join(dominating) or '?'}."
 
 
-def _latency_section(latency_ms: Mapping[str, float] | None) -> list[str]:
+_RUNTIME_SETTINGS = {"onnxruntime": "CPU execution provider", "openvino": "CPU, latency hint, 1 stream, f32"}
+
+
+def _latency_section(latency_ms: Mapping[str, Mapping[str, float]] | None, batch_size: int | None) -> list[str]:
     if not latency_ms:
         return []
     import platform
 
-    import onnxruntime
-
-    model, baseline = latency_ms["model"], latency_ms["baseline"]
-    return [
+    lines = [
         "## Latency as deployed", "",
-        f"`model.onnx` in onnxruntime {onnxruntime.__version__} (CPU execution provider, 1 thread, batch 1, "
-        f"{platform.processor() or platform.machine()}), measured side by side with the space's all-conv "
-        f"baseline exported the same way:", "",
-        "| model | ms | speed vs baseline |", "|---|---|---|",
-        f"| this | {model:.3f} | {baseline / model:.2f}x |", f"| baseline | {baseline:.3f} | 1.00x |", "",
-        "Measured on the exporting machine; on another device, `fusionnas profile` there.", "",
+        f"`model.onnx` at batch {batch_size or 1}, 1 thread, on {platform.processor() or platform.machine()}; "
+        f"in each runtime measured side by side with the space's all-conv baseline exported the same way:", "",
+        "| runtime | this model, ms | baseline, ms | speed vs baseline |", "|---|---|---|---|",
     ]
+    for runtime, times in latency_ms.items():
+        name = f"{runtime} {get_runtime(runtime).version()} ({_RUNTIME_SETTINGS.get(runtime, 'CPU')})"
+        model, baseline = times["model"], times["baseline"]
+        lines.append(f"| {name} | {model:.3f} | {baseline:.3f} | {baseline / model:.2f}x |")
+    return [*lines, "", "Measured on the exporting machine; on another device, `fusionnas profile` there.", ""]
 
 
 def model_card(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Series, arch: Arch, *,
                study_name: str, budget: Mapping[str, Any] | None, has_weights: bool, onnx_error: float,
-               input_shape: tuple[int, ...], num_classes: int, latency_ms: Mapping[str, float] | None = None) -> str:
-    """The MODEL_CARD.md text of an exported trial; ``latency_ms``: ``model`` and ``baseline`` measured
-    side by side in onnxruntime."""
+               input_shape: tuple[int, ...], num_classes: int,
+               latency_ms: Mapping[str, Mapping[str, float]] | None = None, batch_size: int | None = None) -> str:
+    """The MODEL_CARD.md text of an exported trial.
+
+    ``latency_ms``: per runtime, ``model`` and ``baseline`` measured side by side;
+    ``batch_size``: the batch model.onnx is fixed to (None: dynamic), also the timed one.
+    """
     costs = [c for c in row.index if c in ("accuracy", "flops", "params", "memory_mb")
              or c.startswith("latency_ms@") or c in objectives]
     files = "`arch.json` (rebuild: `get_space(arch.space).build(Arch.from_json(text))`), "
     files += "`weights.pt` (state_dict after proxy training), " if has_weights else ""
-    files += f"`model.onnx` (opset 17, batch 1; onnxruntime matches torch within {onnx_error:.1e})"
+    checked = " and ".join(map(str, CHECKED_BATCHES))
+    batch = f"batch {batch_size}" if batch_size else f"dynamic batch, checked at batch {checked}"
+    files += f"`model.onnx` (opset 17, {batch}; onnxruntime matches torch within {onnx_error:.1e})"
     if has_weights:
         training = (f"Accuracy is the validation accuracy after proxy training ({json.dumps(dict(budget or {}))}): "
                     "a ranking signal, not what full training reaches; "
@@ -240,7 +271,7 @@ def model_card(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Serie
         f"{num_classes} classes.", "", f"Files: {files}.", "",
         "## Costs and accuracy", "", "| metric | value |", "|---|---|",
         *[f"| {c}{' (objective)' if c in objectives else ''} | {_value(c, row[c])} |" for c in dict.fromkeys(costs)],
-        "", training, "", *_latency_section(latency_ms),
+        "", training, "", *_latency_section(latency_ms, batch_size),
         "## Where it sits", "", frontier_position(frame, objectives, row), "",
         "## Architecture", "", f"`{compact_ops(row['arch'])}`", "", ops_legend(), "", "```",
         *[f"b{i:<2} {block.describe()}" for i, block in enumerate(arch.blocks)],

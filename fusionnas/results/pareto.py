@@ -5,8 +5,10 @@ One row per trial: ``number``, ``state``, ``archid``, ``arch`` (JSON),
 its metric name (``accuracy``, ``flops``, ``latency_ms@jetson-nano``, ...:
 measured values only, NaN where a trial was not trained), every recorded cost
 (``params``, ``flops``, ``memory_mb``, ``latency_ms@<device>``, with
-``latency_source@<device>`` and ``latency_runtime@<device>``: measured or
-estimated, in which runtime), ``feasible``,
+``latency_source@<device>`` and ``latency_runtime@<device>``: measured whole,
+predicted by the part table, or estimated, in which runtime; for a network
+measured whole also ``latency_estimate_ms@<device>``, ``latency_ratio@<device>``
+and ``latency_reference_ms@<device>``), ``feasible``,
 ``failure_reason``, ``reused_from``, ``train_seconds``, ``rung`` and
 ``promoted_from`` (multi-fidelity studies, :mod:`fusionnas.search.rungs`), and
 ``is_pareto``: the trial is COMPLETE, feasible, at the highest rung any
@@ -73,6 +75,11 @@ def pareto_front(frame: pd.DataFrame, objectives: Mapping[str, str]) -> pd.Serie
     return mask
 
 
+# Per-device latency figures of a trial (fusionnas.search.costs): the one an objective uses, the
+# table's estimate before training, the ratio to the baseline measured beside it, and its time.
+_LATENCY_NUMBERS = ("latency_ms@", "latency_estimate_ms@", "latency_ratio@", "latency_reference_ms@")
+
+
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial of ``study`` (see the module docstring), sorted by number."""
     objectives = objectives_of(study)
@@ -84,7 +91,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         for name in objectives:
             row[name] = _number(attrs.get(attribute_of_column(name)))
         for key, value in attrs.items():
-            if key in ("params", "flops", "memory_mb") or key.startswith("latency_ms@"):
+            if key in ("params", "flops", "memory_mb") or key.startswith(_LATENCY_NUMBERS):
                 row[key] = _number(value)
             elif key.startswith(("latency_source@", "latency_runtime@")):
                 row[key] = value

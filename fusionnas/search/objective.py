@@ -56,7 +56,7 @@ from fusionnas.search.coordination import claim_archid, fail_stale_trials, study
 from fusionnas.search.costs import COST_KEYS, LATENCY_PREFIXES, CostEvaluator, one_thread
 from fusionnas.search.rungs import Rungs, rung_of
 from fusionnas.search.shared_weights import StudySupernet
-from fusionnas.spaces import Arch, get_space
+from fusionnas.spaces import Arch
 
 if TYPE_CHECKING:
     from fusionnas.evaluators.data import DataSplits
@@ -98,7 +98,7 @@ class SearchObjective:
                  device: str = "auto", duplicate_wait_s: float = 900.0, poll_s: float = 2.0,
                  train: Trainer = train_proxy) -> None:
         self.config = config
-        self.space = get_space(config.space)
+        self.space = config.search_space()
         self.data = data
         self.artifacts = Path(artifacts) if artifacts is not None else None
         self.device = device

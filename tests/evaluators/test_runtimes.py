@@ -1,12 +1,18 @@
 """Latency in a named runtime, on the very ONNX graph that `fusionnas export` writes."""
+import numpy as np
 import onnx
 import pytest
+import torch
 from torch import nn
 
+from _onnx import run_graph
 from fusionnas.errors import UserError
-from fusionnas.evaluators.onnx_export import node_count, onnx_error, to_onnx
-from fusionnas.evaluators.runtimes import RUNTIMES, measure_in_runtime, onnxruntime_session, time_session
+from fusionnas.evaluators.onnx_export import input_batch, node_count, onnx_error, to_onnx
+from fusionnas.evaluators.runtimes import (RUNTIMES, get_runtime, measure_in_runtime, measure_side_by_side,
+                                           onnxruntime_session, openvino_model, prepare, time_session)
 from fusionnas.spaces import get_space
+
+GRAPH_RUNTIMES = [r for r in RUNTIMES if r != "torch"]
 
 
 def small() -> nn.Module:
@@ -32,10 +38,49 @@ def test_a_preset_runs_in_onnxruntime_like_torch():
     assert error <= bound
 
 
+@pytest.mark.parametrize("batch_size", [1, 4])
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_latency_in_each_runtime(runtime):
-    ms = measure_in_runtime(small(), (3, 8, 8), runtime, threads=1, warmup=1, repeats=3)
+def test_latency_in_each_runtime(runtime, batch_size):
+    ms = measure_in_runtime(small(), (3, 8, 8), runtime, threads=1, warmup=1, repeats=3, batch_size=batch_size)
     assert 0 < ms < 1000
+    assert get_runtime(runtime).version()[0].isdigit()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_runner_runs_its_batch(runtime):
+    out = prepare(small(), (3, 8, 8), runtime, batch_size=4)()  # a tensor, or the graph's outputs
+    assert tuple((out if isinstance(out, torch.Tensor) else out[0]).shape) == (4, 4)
+
+
+@pytest.mark.parametrize("runtime", GRAPH_RUNTIMES)
+def test_a_dynamic_batch_preset_runs_batch_4_like_torch(runtime):
+    space = get_space("mobilenetv2-cifar")
+    model = space.build(space.preset("all-bft"), num_classes=10).eval()
+    graph = to_onnx(model, space.input_shape, dynamic_batch=True)
+    x = torch.randn(4, *space.input_shape)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(run_graph(graph, runtime, x.numpy()), expected, rtol=1e-4, atol=1e-4)
+    assert measure_side_by_side({"m": model}, space.input_shape, runtime, rounds=1, repeats=1, batch_size=4,
+                                graphs={"m": graph})["m"] > 0
+
+
+def test_a_dynamic_batch_graph_is_checked_at_several_batches():
+    class BatchBaked(nn.Module):  # the batch read as a Python int: a constant in the graph
+        def forward(self, x):
+            return x * int(x.shape[0])
+
+    graph = to_onnx(BatchBaked(), (2, 3, 3), dynamic_batch=True)
+    assert input_batch(graph) is None and input_batch(to_onnx(BatchBaked(), (2, 3, 3), batch_size=3)) == 3
+    error, bound = onnx_error(graph, BatchBaked(), (2, 3, 3))  # right at batch 1, wrong at batch 4
+    assert error > bound
+
+
+def test_openvino_runs_on_the_cpu_only_and_its_graph_at_its_batch():
+    with pytest.raises(UserError, match="runtime openvino runs on the cpu only, got device 'cuda'; use device cpu"):
+        measure_in_runtime(small(), (3, 8, 8), "openvino", "cuda")
+    with pytest.raises(UserError, match="exported at batch 1, asked to run batch 4; export it at batch 4 or"):
+        openvino_model(to_onnx(small(), (3, 8, 8)), batch_size=4)
 
 
 def test_a_session_has_fixed_threads_and_times_a_batch():
@@ -44,7 +89,7 @@ def test_a_session_has_fixed_threads_and_times_a_batch():
 
 
 def test_an_unknown_runtime_is_a_user_error():
-    with pytest.raises(UserError, match="unknown runtime 'tvm'; known: torch, onnxruntime"):
+    with pytest.raises(UserError, match="unknown runtime 'tvm'; known: torch, onnxruntime, openvino"):
         measure_in_runtime(small(), (3, 8, 8), "tvm")
 
 

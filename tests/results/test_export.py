@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnxruntime
@@ -10,7 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
+from fusionnas.evaluators.onnx_export import input_batch
+from fusionnas.evaluators.runtimes import get_runtime
 from fusionnas.results import export_trial, objectives_of, select_trial, trials_frame
+from fusionnas.results.export import DEPLOYED_RUNTIMES
 from fusionnas.spaces import Arch, get_space
 
 SPACE = get_space("mobilenetv2-cifar")
@@ -72,18 +76,22 @@ def test_export_writes_checked_onnx_weights_and_card(tmp_path) -> None:
     assert sorted(result.files) == ["MODEL_CARD.md", "arch.json", "model.onnx", "weights.pt"]
     assert Arch.from_json((out / "arch.json").read_text()) == arch and result.onnx_max_error < 1e-4
     session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    x = torch.randn(1, *SPACE.input_shape)
+    x = torch.randn(3, *SPACE.input_shape)  # a dynamic batch by default
     model.load_state_dict(torch.load(out / "weights.pt", weights_only=True))
     with torch.no_grad():
         expected = model.eval()(x).numpy()
     np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, atol=1e-4, rtol=1e-4)
     card = (out / "MODEL_CARD.md").read_text()
     assert "On the Pareto frontier" in card and "| accuracy (objective) | 0.9 |" in card
-    assert "b16 e6 k3 bft/dw/bft" in card
-    # Latency as deployed: the exported model beside the baseline, in onnxruntime, as a ratio.
-    assert result.latency_ms > 0 and result.baseline_latency_ms > 0
-    assert "## Latency as deployed" in card and "onnxruntime" in card
-    assert f"| this | {result.latency_ms:.3f} | {result.baseline_latency_ms / result.latency_ms:.2f}x |" in card
+    assert "b16 e6 k3 bft/dw/bft" in card and "dynamic batch, checked at batch 1 and 4" in card
+    # Latency as deployed: the exported model beside the baseline, in each graph runtime, as a ratio.
+    assert result.batch_size is None and list(result.latencies) == list(DEPLOYED_RUNTIMES)
+    assert result.latency_ms == result.latencies["onnxruntime"]["model"] > 0 and result.baseline_latency_ms > 0
+    assert "## Latency as deployed" in card and "`model.onnx` at batch 1, 1 thread" in card
+    for runtime, ms in result.latencies.items():
+        name = f"{runtime} {get_runtime(runtime).version()}"
+        assert re.search(rf"\| {re.escape(name)} \(.*\) \| {ms['model']:.3f} \| {ms['baseline']:.3f} \| "
+                         rf"{ms['baseline'] / ms['model']:.2f}x \|", card), card
 
     with pytest.raises(ValueError, match="exists and is not empty; .* use `force`"):
         export_trial(frame, objectives, select_trial(frame, objectives, trial=1), out, weights_dir=weights)
@@ -93,6 +101,19 @@ def test_export_writes_checked_onnx_weights_and_card(tmp_path) -> None:
     assert not again.has_weights and json.loads((out / "arch.json").read_text())["head_fusion"] == "conv"
     assert "freshly initialised" in (out / "MODEL_CARD.md").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export")]  # no staging left
+
+
+def test_export_at_a_fixed_batch(tmp_path) -> None:
+    study = study_with(ROWS[:1])
+    frame, objectives = trials_frame(study), objectives_of(study)
+    result = export_trial(frame, objectives, select_trial(frame, objectives, trial=0), tmp_path / "m",
+                          weights_dir=None, batch_size=2)
+    assert result.batch_size == 2 and input_batch((tmp_path / "m" / "model.onnx").read_bytes()) == 2
+    card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    assert "(opset 17, batch 2;" in card and "`model.onnx` at batch 2" in card
+    with pytest.raises(ValueError, match="`batch_size` must be a positive integer, got 0"):
+        export_trial(frame, objectives, select_trial(frame, objectives, trial=0), tmp_path / "n",
+                     weights_dir=None, batch_size=0)
 
 
 def test_measure_trials_times_whole_networks_beside_the_baseline() -> None:

@@ -57,8 +57,6 @@ def test_a_conv_only_study_samples_only_conv(tmp_path) -> None:
     assert choices_fingerprint(space) != choices_fingerprint(base)
 
 
-@pytest.mark.xfail(strict=True, reason="SearchObjective samples get_space(config.space) until it calls "
-                                       "config.search_space(); remove this marker with that change")
 def test_a_restricted_study_runs_and_records_its_choices(tmp_path) -> None:
     config = study_config(tmp_path, ZERO_COST, space=CONV_ONLY, n_trials=3, enqueue=["baseline"])
     study = run_study(config, progress=False)

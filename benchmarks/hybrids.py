@@ -1,0 +1,193 @@
+"""Does offering the transforms find networks that are faster as deployed at equal accuracy?
+
+Run: ``python -m benchmarks.hybrids [--study studies/latency-cpu.toml] [--minutes 6] [--seeds 3]
+[--workers 2] [--check 30]``.
+
+For every seed, the study (accuracy against latency measured whole on this
+CPU) runs twice for the same wall-clock time, each time by ``--workers``
+processes on a fresh SQLite file: over its whole space, and over the same
+space restricted to the conv (``[space] fusions = ["conv"], depthwise =
+["conv"]``; presets it lacks are not enqueued). The order of the two
+alternates between seeds, so a slow phase of the machine hurts both alike.
+Printed per seed: trials, architectures, the hypervolume of each frontier
+(accuracy in [0, 1] maximised, latency minimised, reference point at
+accuracy 0 and ``--reference`` times the all-conv baseline's latency) and
+their ratio, how many frontier points use a transform, and how many of
+those dominate a point of the conv-only frontier.
+
+Then, on the idle machine, ``--check`` trained networks of every run (its
+frontier first, then a seeded sample) are measured again whole with their
+trained weights (:func:`~fusionnas.evaluators.runtimes.measure_side_by_side`:
+each network's fastest of 5 rounds interleaved with the others), and the
+latency recorded during the study is compared with it: the share within
++-10 % says whether measuring while another worker trains holds.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import torch
+
+from benchmarks.sampler import hypervolume_2d, one_run
+from fusionnas.evaluators.runtimes import measure_side_by_side
+from fusionnas.search import SpaceRestriction, StudyConfig, artifacts_dir, load_study_config
+from fusionnas.spaces import Arch, get_space
+
+CONV_ONLY = {"fusions": ("conv",), "depthwise": ("conv",)}
+
+
+def variants(base: StudyConfig, seed: int, minutes: float) -> dict[str, StudyConfig]:
+    """The study over its whole space and restricted to the conv, for one seed."""
+    common = dict(seed=seed, n_trials=None, timeout_s=minutes * 60,
+                  sampler=dataclasses.replace(base.sampler, seed=seed))
+    space = get_space(base.space)
+    restricted = SpaceRestriction(base.space, CONV_ONLY)
+    conv_presets = tuple(p for p in base.enqueue if _in_space(restricted, space.preset(p)))
+    return {
+        "full": dataclasses.replace(base, name=f"hybrids-{seed}-full", **common),
+        "conv": dataclasses.replace(base, name=f"hybrids-{seed}-conv", space_restriction=restricted,
+                                    enqueue=conv_presets, **common),
+    }
+
+
+def _in_space(restriction: SpaceRestriction, arch: Arch) -> bool:
+    try:
+        restriction.space().validate(arch)
+    except ValueError:
+        return False
+    return True
+
+
+def uses_transform(arch_json: str) -> bool:
+    """True when an architecture has any operator other than the conv."""
+    arch = json.loads(arch_json)
+    ops = [arch["head_fusion"], *(b[k] for b in arch["blocks"] for k in ("expand", "depthwise", "project"))]
+    return any(op not in (None, "conv") for op in ops)
+
+
+def frontier(frame: pd.DataFrame, latency: str) -> pd.DataFrame:
+    """The run's own frontier (feasible, top rung, non-dominated), most accurate first."""
+    return frame[frame["is_pareto"]].sort_values(["accuracy", latency], ascending=[False, True])
+
+
+def hypervolume(front: pd.DataFrame, latency: str, reference_ms: float) -> float:
+    """Area dominated by ``front`` in accuracy [0, 1] x latency [0, reference_ms], normalised to 1."""
+    points = np.column_stack([1 - front["accuracy"].to_numpy(float), front[latency].to_numpy(float) / reference_ms])
+    return hypervolume_2d(points)
+
+
+def dominating_hybrids(front: pd.DataFrame, conv_front: pd.DataFrame, latency: str) -> int:
+    """How many of ``front``'s transform networks dominate at least one point of ``conv_front``."""
+    count = 0
+    conv = conv_front[["accuracy", latency]].to_numpy(float)
+    for _, row in front[front["arch"].map(uses_transform)].iterrows():
+        acc, ms = row["accuracy"], row[latency]
+        if np.any((acc >= conv[:, 0]) & (ms <= conv[:, 1]) & ((acc > conv[:, 0]) | (ms < conv[:, 1]))):
+            count += 1
+    return count
+
+
+def idle_check(config: StudyConfig, url: str, frame: pd.DataFrame, latency: str, count: int,
+               seed: int) -> pd.DataFrame:
+    """Up to ``count`` trained networks of the run (frontier first) measured again whole with their
+    weights, beside the baseline: recorded and idle milliseconds per network."""
+    space = get_space(config.space)
+    whole = frame[(frame["state"] == "COMPLETE") & frame[latency].notna()
+                  & frame.get(f"latency_source@{latency.split('@')[1]}", pd.Series(dtype=object)).eq("whole")]
+    whole = whole.drop_duplicates("archid")
+    chosen = pd.concat([whole[whole["is_pareto"]], whole[~whole["is_pareto"]].sample(frac=1, random_state=seed)])
+    chosen = chosen.head(count)
+    weights = artifacts_dir(config, url) / "weights"
+    models = {}
+    for _, row in chosen.iterrows():
+        model = space.build(Arch.from_json(row["arch"]), num_classes=int(row["num_classes"]))
+        if isinstance(row.get("weights"), str) and (weights / row["weights"]).is_file():
+            model.load_state_dict(torch.load(weights / row["weights"], map_location="cpu", weights_only=True))
+        models[str(int(row["number"]))] = model
+    runtime = str(chosen[f"latency_runtime@{latency.split('@')[1]}"].iloc[0]) if len(chosen) else "onnxruntime"
+    measured = measure_side_by_side(models, space.input_shape, runtime, threads=1, rounds=5) if models else {}
+    return pd.DataFrame({"trial": list(models), "recorded_ms": chosen[latency].to_numpy(float),
+                         "idle_ms": [measured[k] for k in models]})
+
+
+def main() -> None:  # noqa: D103
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default="studies/latency-cpu.toml")
+    parser.add_argument("--minutes", type=float, default=6.0, help="wall-clock time of every run")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes per study, cores split")
+    parser.add_argument("--reference", type=float, default=1.5,
+                        help="hypervolume reference latency, in multiples of the baseline's")
+    parser.add_argument("--check", type=int, default=30, help="networks per run measured again on the idle machine")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    torch.set_num_threads(2)
+    base = load_study_config(args.study)
+    latency = next(o.name for o in base.objectives if o.metric == "latency")
+    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, optuna {optuna.__version__}; "
+          f"{args.minutes:g} min per run, {args.workers} worker(s), {args.seeds} seeds, accuracy (max) vs {latency} "
+          f"(min, measured whole during the study), {args.study}", flush=True)
+    rows, checks = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(args.seeds):
+            configs = variants(base, seed, args.minutes)
+            frames: dict[str, pd.DataFrame] = {}
+            for name in (("full", "conv") if seed % 2 == 0 else ("conv", "full")):
+                start = time.perf_counter()
+                folder = Path(tmp) / f"{seed}-{name}"
+                folder.mkdir()
+                frames[name] = one_run(configs[name], folder, args.minutes * 60, args.workers)
+                print(f"seed {seed} {name:<4} {len(frames[name])} trials, {frames[name]['archid'].nunique()} "
+                      f"architectures in {time.perf_counter() - start:.0f} s", flush=True)
+                url = f"sqlite:///{folder / (configs[name].name + '.db')}"
+                check = idle_check(configs[name], url, frames[name], latency, args.check, seed)
+                checks.append(check.assign(seed=seed, space=name))
+            rows.append(compare(seed, frames, latency, args.reference))
+    report(pd.DataFrame(rows), pd.concat(checks, ignore_index=True), args.reference)
+
+
+def compare(seed: int, frames: dict[str, pd.DataFrame], latency: str, reference: float) -> dict:
+    """One seed's row: hypervolumes, their ratio, transform networks on the full space's frontier."""
+    fronts = {name: frontier(frame, latency) for name, frame in frames.items()}
+    baseline = pd.concat(frames.values())
+    baseline = baseline[(baseline["preset"] == "baseline") & baseline[latency].notna()][latency]
+    reference_ms = reference * float(baseline.median())
+    hv = {name: hypervolume(front, latency, reference_ms) for name, front in fronts.items()}
+    full = fronts["full"]
+    return {"seed": seed, "trials full/conv": f"{len(frames['full'])}/{len(frames['conv'])}",
+            "archs full/conv": f"{frames['full']['archid'].nunique()}/{frames['conv']['archid'].nunique()}",
+            "baseline_ms": float(baseline.median()), "hv_full": hv["full"], "hv_conv": hv["conv"],
+            "hv_ratio": hv["full"] / hv["conv"] if hv["conv"] else np.nan,
+            "frontier full (transform)": f"{len(full)} ({int(full['arch'].map(uses_transform).sum())})",
+            "dominating hybrids": dominating_hybrids(full, fronts["conv"], latency),
+            "best full": _best(full, latency), "best conv": _best(fronts["conv"], latency)}
+
+
+def _best(front: pd.DataFrame, latency: str) -> str:
+    return " ".join(f"{a:.3f}@{ms:.2f}" for a, ms in zip(front["accuracy"], front[latency]))
+
+
+def report(table: pd.DataFrame, checks: pd.DataFrame, reference: float) -> None:
+    """The per-seed table, and how the latencies recorded during the studies compare with idle ones."""
+    print(f"\nhypervolume: accuracy x latency up to {reference:g}x the baseline's (goal: hv_ratio >= 1.1 on "
+          f"every seed, with hybrids on the full space's frontier that dominate conv-only points)")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    error = checks["recorded_ms"] / checks["idle_ms"] - 1
+    print(f"\nrecorded during the studies vs measured again idle ({len(checks)} networks): "
+          f"{(error.abs() <= 0.10).mean():.0%} within +-10 % (goal >= 95 %), median |error| "
+          f"{error.abs().median():.1%}, Kendall tau {checks['recorded_ms'].corr(checks['idle_ms'], method='kendall'):.3f}")
+    print(checks.assign(error=error).groupby(["seed", "space"])["error"].describe()[["count", "mean", "min", "max"]]
+          .to_string(float_format=lambda v: f"{v:.3f}"))
+
+
+if __name__ == "__main__":
+    main()
