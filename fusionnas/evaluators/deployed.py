@@ -68,7 +68,7 @@ def time_against(run: Runner, reference: Runner, *, pairs: int = 30, warmup: int
     return statistics.median(ratios)
 
 
-def calibrate_reference(reference: Runner, *, rounds: int = 12, repeats: int = 10, gap_s: float = 0.2) -> float:
+def calibrate_reference(reference: Runner, *, rounds: int = 30, repeats: int = 10, gap_s: float = 0.3) -> float:
     """The reference's milliseconds in the machine's fast state: its fastest median of ``repeats``
     runs over ``rounds`` rounds, ``gap_s`` apart (a slow state lasts seconds; a round is short)."""
     best = float("inf")
