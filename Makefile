@@ -20,11 +20,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # A search of 45-130 architectures (as many as the machine trains in its window) on the bundled
-# digits by $(WORKERS) worker processes, then its Pareto frontier. A second run resumes the same
+# digits by $(WORKERS) worker processes, then its Pareto frontier, each point measured whole as
+# deployed on this CPU (onnxruntime) beside the all-conv baseline. A second run resumes the same
 # study (studies/quickstart.db).
 quickstart: $(STAMP)
 	$(BIN)/fusionnas search studies/quickstart.toml --workers $(WORKERS)
-	$(BIN)/fusionnas pareto studies/quickstart.toml
+	$(BIN)/fusionnas pareto studies/quickstart.toml --measure
 
 # One test process per core (pytest-xdist), a test file's tests in one process so that its
 # module fixtures (a three-worker study, a PostgreSQL cluster) are built once.

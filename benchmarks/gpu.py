@@ -4,7 +4,9 @@ Run on a machine with a CUDA GPU: ``python -m benchmarks.gpu [--rounds 20]``.
 For both spaces, batch 1 and 32: torch eager, and the same model replayed
 from a captured CUDA graph (what a deployment without Python overhead
 sees), each synchronised, median over interleaved rounds; "x" is the speed
-relative to the all-conv baseline in the same mode. Then proxy training of
+relative to the all-conv baseline in the same mode; then every preset
+exported as ``fusionnas export`` writes it and timed whole in onnxruntime's
+CUDA provider (when ``onnxruntime-gpu`` is installed). Then proxy training of
 the baseline and every preset of the CIFAR space on CUDA with mixed
 precision (the proxy's default there), with and without channels-last
 convolutions: images per second and trials per hour at the quickstart's
@@ -25,6 +27,7 @@ import torch
 
 from fusionnas.evaluators import get_dataset, train_proxy
 from fusionnas.evaluators.proxy import ProxyBudget
+from fusionnas.evaluators.runtimes import median_ms, prepare
 from fusionnas.evaluators.supernet import SuperNet, score, train_supernet
 from fusionnas.search import load_study_config
 from fusionnas.spaces import get_space, random_archs
@@ -73,6 +76,26 @@ def cuda_table(space_name: str, batch: int, rounds: int) -> list[dict]:
     return [{"arch": n, "eager ms": ms[(n, "eager")], "eager x": ms[("baseline", "eager")] / ms[(n, "eager")],
              "graph ms": ms[(n, "graph")], "graph x": ms[("baseline", "graph")] / ms[(n, "graph")]}
             for n in names]
+
+
+def exported_cuda_table(space_name: str, batch: int, rounds: int) -> list[dict] | None:
+    """One row per preset: the exported ONNX graph in onnxruntime's CUDA provider at ``batch``, ms and
+    speed relative to the baseline (interleaved rounds, each the median of 5 runs); None without
+    the provider (``pip install onnxruntime-gpu``)."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return None
+    space = get_space(space_name)
+    names = ["baseline", *(n for n in space.presets() if n != "baseline")]
+    runs = {n: prepare(space.build(space.preset(n)), space.input_shape, "onnxruntime", "cuda", batch_size=batch)
+            for n in names}
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for round_ in range(rounds):
+        for name, run in runs.items():
+            samples[name].append(median_ms(run, warmup=5 if round_ == 0 else 1, repeats=5))
+    ms = {name: statistics.median(values) for name, values in samples.items()}
+    return [{"arch": n, "ms": ms[n], "x": ms["baseline"] / ms[n]} for n in names]
 
 
 def _channels_last(model: torch.nn.Module) -> torch.nn.Module:
@@ -138,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
             for row in cuda_table(space, batch, args.rounds):
                 print(f"| {row['arch']} | {row['eager ms']:.3f} | {row['eager x']:.2f} | {row['graph ms']:.3f} | "
                       f"{row['graph x']:.2f} |", flush=True)
+            exported = exported_cuda_table(space, batch, args.rounds)
+            if exported is None:
+                print("(exported graphs: onnxruntime has no CUDA provider here; the CUDA graph column is the "
+                      "deployed form)")
+                continue
+            print("\n| arch | exported ONNX, onnxruntime CUDA ms | x |\n|---|---|---|")
+            for row in exported:
+                print(f"| {row['arch']} | {row['ms']:.3f} | {row['x']:.2f} |", flush=True)
     print("\n## proxy training, mobilenetv2-cifar, batch 128, AMP; trials/h at the quickstart's budget")
     print("| arch | img/s | trials/h | channels-last img/s | channels-last trials/h |\n|---|---|---|---|---|")
     for row in training_table():

@@ -4,15 +4,17 @@ Run: ``python -m benchmarks.hybrids [--study studies/latency-cpu.toml] [--minute
 [--workers 2] [--check 30]``.
 
 For every seed, the study (accuracy against latency measured whole on this
-CPU) runs twice for the same wall-clock time, each time by ``--workers``
-processes on a fresh SQLite file: over its whole space, and over the same
-space restricted to the conv (``[space] fusions = ["conv"], depthwise =
-["conv"]``; presets it lacks are not enqueued). The order of the two
-alternates between seeds, so a slow phase of the machine hurts both alike.
-Printed per seed: trials, architectures, the hypervolume of each frontier
-(accuracy in [0, 1] maximised, latency minimised, reference point at
-accuracy 0 and ``--reference`` times the all-conv baseline's latency) and
-their ratio, how many frontier points use a transform, and how many of
+CPU) runs for the same wall-clock time, each time by ``--workers`` processes
+on a fresh SQLite file: over its whole space as the file draws it (``full``);
+when the file draws the operators as network defaults, also drawing them
+layer by layer (``per-layer``); and over the space restricted to the conv
+(``conv``: ``[space] fusions = ["conv"], depthwise = ["conv"]``; presets it
+lacks are not enqueued). The order of the runs alternates between seeds, so
+a slow phase of the machine hurts all alike. Printed per run: trials,
+architectures, the hypervolume of its frontier (accuracy in [0, 1]
+maximised, latency minimised, reference point at accuracy 0 and
+``--reference`` times the all-conv baseline's latency) and its ratio to the
+conv-only run's, how many frontier points use a transform, and how many of
 those dominate a point of the conv-only frontier.
 
 Then, on the idle machine, ``--check`` trained networks of every run (its
@@ -47,17 +49,22 @@ CONV_ONLY = {"fusions": ("conv",), "depthwise": ("conv",)}
 
 
 def variants(base: StudyConfig, seed: int, minutes: float) -> dict[str, StudyConfig]:
-    """The study over its whole space and restricted to the conv, for one seed."""
+    """For one seed: the study as written (``full``), the same drawing its operators layer by layer
+    when the file asks for network defaults (``per-layer``), and the study restricted to the conv."""
     common = dict(seed=seed, n_trials=None, timeout_s=minutes * 60,
                   sampler=dataclasses.replace(base.sampler, seed=seed))
     space = get_space(base.space)
     restricted = SpaceRestriction(base.space, CONV_ONLY)
     conv_presets = tuple(p for p in base.enqueue if _in_space(restricted, space.preset(p)))
-    return {
-        "full": dataclasses.replace(base, name=f"hybrids-{seed}-full", **common),
-        "conv": dataclasses.replace(base, name=f"hybrids-{seed}-conv", space_restriction=restricted,
-                                    enqueue=conv_presets, **common),
-    }
+    runs = {"full": dataclasses.replace(base, name=f"hybrids-{seed}-full", **common)}
+    if base.space_restriction is not None and base.space_restriction.network_defaults:
+        per_layer = dataclasses.replace(base.space_restriction, network_defaults=False)
+        runs["per-layer"] = dataclasses.replace(
+            base, name=f"hybrids-{seed}-per-layer",
+            space_restriction=per_layer if per_layer.subsets else None, **common)
+    runs["conv"] = dataclasses.replace(base, name=f"hybrids-{seed}-conv", space_restriction=restricted,
+                                       enqueue=conv_presets, **common)
+    return runs
 
 
 def _in_space(restriction: SpaceRestriction, arch: Arch) -> bool:
@@ -149,7 +156,7 @@ def main() -> None:  # noqa: D103
         for seed in range(args.seeds):
             configs = variants(base, seed, args.minutes)
             frames: dict[str, pd.DataFrame] = {}
-            for name in (("full", "conv") if seed % 2 == 0 else ("conv", "full")):
+            for name in (list(configs) if seed % 2 == 0 else list(configs)[::-1]):
                 start = time.perf_counter()
                 folder = Path(tmp) / f"{seed}-{name}"
                 folder.mkdir()
@@ -159,25 +166,27 @@ def main() -> None:  # noqa: D103
                 url = f"sqlite:///{folder / (configs[name].name + '.db')}"
                 check = idle_check(configs[name], url, frames[name], latency, args.check, seed)
                 checks.append(check.assign(seed=seed, space=name))
-            rows.append(compare(seed, frames, latency, args.reference))
+            rows += compare(seed, frames, latency, args.reference)
     report(pd.DataFrame(rows), pd.concat(checks, ignore_index=True), args.reference)
 
 
-def compare(seed: int, frames: dict[str, pd.DataFrame], latency: str, reference: float) -> dict:
-    """One seed's row: hypervolumes, their ratio, transform networks on the full space's frontier."""
+def compare(seed: int, frames: dict[str, pd.DataFrame], latency: str, reference: float) -> list[dict]:
+    """One row per run of a seed: hypervolume and its ratio to the conv-only run's, transform networks on
+    its frontier and how many of them dominate a conv-only frontier point."""
     fronts = {name: frontier(frame, latency) for name, frame in frames.items()}
     baseline = pd.concat(frames.values())
     baseline = baseline[(baseline["preset"] == "baseline") & baseline[latency].notna()][latency]
     reference_ms = reference * float(baseline.median())
     hv = {name: hypervolume(front, latency, reference_ms) for name, front in fronts.items()}
-    full = fronts["full"]
-    return {"seed": seed, "trials full/conv": f"{len(frames['full'])}/{len(frames['conv'])}",
-            "archs full/conv": f"{frames['full']['archid'].nunique()}/{frames['conv']['archid'].nunique()}",
-            "baseline_ms": float(baseline.median()), "hv_full": hv["full"], "hv_conv": hv["conv"],
-            "hv_ratio": hv["full"] / hv["conv"] if hv["conv"] else np.nan,
-            "frontier full (transform)": f"{len(full)} ({int(full['arch'].map(uses_transform).sum())})",
-            "dominating hybrids": dominating_hybrids(full, fronts["conv"], latency),
-            "best full": _best(full, latency), "best conv": _best(fronts["conv"], latency)}
+    rows = []
+    for name, front in fronts.items():
+        rows.append({"seed": seed, "space": name, "trials": len(frames[name]),
+                     "archs": frames[name]["archid"].nunique(), "baseline_ms": float(baseline.median()),
+                     "hv": hv[name], "hv/conv": hv[name] / hv["conv"] if hv["conv"] else np.nan,
+                     "frontier (transform)": f"{len(front)} ({int(front['arch'].map(uses_transform).sum())})",
+                     "dominating hybrids": dominating_hybrids(front, fronts["conv"], latency) if name != "conv" else 0,
+                     "frontier acc@ms": _best(front, latency)})
+    return rows
 
 
 def _best(front: pd.DataFrame, latency: str) -> str:
@@ -186,9 +195,11 @@ def _best(front: pd.DataFrame, latency: str) -> str:
 
 def report(table: pd.DataFrame, checks: pd.DataFrame, reference: float) -> None:
     """The per-seed table, and how the latencies recorded during the studies compare with idle ones."""
-    print(f"\nhypervolume: accuracy x latency up to {reference:g}x the baseline's (goal: hv_ratio >= 1.1 on "
+    print(f"\nhypervolume: accuracy x latency up to {reference:g}x the baseline's (goal: full hv/conv >= 1.1 on "
           f"every seed, with hybrids on the full space's frontier that dominate conv-only points)")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\nmean hv/conv: " + ", ".join(f"{k} {v:.3f}" for k, v in table.groupby("space", sort=False)["hv/conv"]
+                                        .mean().items()))
     error = checks["recorded_ms"] / checks["idle_ms"] - 1
     ratio_error = checks["recorded_ratio"] / checks["idle_ratio"] - 1
     print(f"\nrecorded during the studies vs measured again idle ({len(checks)} networks, trained weights):\n"

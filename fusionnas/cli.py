@@ -94,7 +94,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         check_runtime_device(args.runtime, args.device)
     table = LatencyModel.profile_space(
         space, args.device, samples=args.samples, seed=args.seed, runtime=args.runtime, threads=args.threads,
-        repeats=args.repeats,
+        repeats=args.repeats, batch_size=args.batch,
     )
     table.save(args.out)
     baseline = table.predict(space.baseline())
@@ -222,6 +222,7 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
         plot_frontier,
         trials_frame,
     )
+    from fusionnas.search import artifacts_dir
     from fusionnas.spaces import get_space
 
     if args.threads < 1:
@@ -243,7 +244,9 @@ def _cmd_pareto(args: argparse.Namespace) -> int:
         rows = frame if args.all else frame[frame["is_pareto"]]
         rows = rows[rows["state"] == "COMPLETE"]
         print(f"\nmeasuring {len(rows)} trials and the baseline whole ...", flush=True)
-        table = measure_trials(rows, config.latency_runtimes, threads=args.threads)
+        table = measure_trials(rows, config.latency_runtimes, threads=args.threads,
+                               batch_sizes=config.latency_batch_sizes,
+                               weights_dir=artifacts_dir(config, args.storage) / "weights")
         print(format_measurements(table, args.threads))
     if args.csv:
         frame.to_csv(args.csv, index=False)
@@ -329,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--threads", type=int, default=1, help="CPU threads while measuring, fixed and recorded "
                          "(default 1)")
     profile.add_argument("--repeats", type=int, default=25, help="timed runs per entry (median)")
+    profile.add_argument("--batch", type=int, default=1, metavar="N", help="images per run (default 1; a study's "
+                         "latency objective with batch_size = N uses a table of batch N)")
     profile.set_defaults(func=_cmd_profile, flags={"device": "--device"})
 
     search = sub.add_parser("search", help="run or resume a search study (Ctrl-C stops; run again to resume)")

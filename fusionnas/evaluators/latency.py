@@ -45,7 +45,7 @@ from fusionnas.evaluators.deployed import DeployedLatencyMeter
 from fusionnas.evaluators.latency_fit import Calibration, fit_calibration, operator_counts
 from fusionnas.evaluators.memory import peak_activation_bytes
 from fusionnas.evaluators.parts import Part, model_parts
-from fusionnas.evaluators.runtimes import RUNTIMES, default_runtime, measure_in_runtime
+from fusionnas.evaluators.runtimes import RUNTIMES, default_runtime, get_runtime, measure_in_runtime
 from fusionnas.evaluators.timing import measure_latency
 
 if TYPE_CHECKING:
@@ -82,10 +82,8 @@ def host_description(runtime: str) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
     }
-    if runtime == "onnxruntime":
-        import onnxruntime
-
-        host["onnxruntime"] = onnxruntime.__version__
+    if runtime != "torch":
+        host[runtime] = get_runtime(runtime).version()
     return host
 
 
@@ -118,6 +116,7 @@ class LatencyModel:
         source: str | None = None,
         threads: int = 1,
         repeats: int = 25,
+        batch_size: int = 1,
         host: dict[str, Any] | None = None,
         measure_missing: bool | None = None,
         calibration: Calibration | tuple[float, float] = Calibration(),
@@ -130,6 +129,8 @@ class LatencyModel:
             raise UserError(f"unknown runtime {self.runtime!r}; known: {', '.join(RUNTIMES)}")
         if threads < 1:
             raise UserError(f"threads must be >= 1, got {threads}")
+        if batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
         self.space = space
         self.device = device
         self.entries: dict[str, float] = dict(entries or {})
@@ -138,6 +139,7 @@ class LatencyModel:
             raise ValueError(f"source must be 'measured' or 'estimated', got {self.source!r}")
         self.threads = threads
         self.repeats = repeats
+        self.batch_size = batch_size
         self._exported: dict[str, bytes] | None = None  # part graphs kept while profile() runs
         self.host = host or host_description(self.runtime)
         if measure_missing is None:
@@ -170,7 +172,7 @@ class LatencyModel:
         """Milliseconds of ``module`` (the part ``key``) here, in the table's runtime and threads."""
         device = self.device if self.device in MEASURABLE_DEVICES else "cpu"
         return measure_in_runtime(module, input_shape, self.runtime, device, threads=self.threads,
-                                  repeats=self.repeats, exported=self._exported, key=key)
+                                  repeats=self.repeats, exported=self._exported, key=key, batch_size=self.batch_size)
 
     def _lookup(self, part: Part) -> float:
         if part.key in self.entries:
@@ -197,7 +199,7 @@ class LatencyModel:
         return {part.name: self._lookup(part) for part in model_parts(model, self.space.input_shape)}
 
     def predict(self, arch: Arch) -> float:
-        """Predicted latency of ``arch`` in milliseconds at batch 1.
+        """Predicted latency of ``arch`` in milliseconds at the table's batch size (1 unless set).
 
         The sum of its parts, corrected by the table's :class:`~fusionnas.evaluators.latency_fit.Calibration`
         (none unless :meth:`calibrate` fitted one on whole networks measured on the device).
@@ -229,7 +231,7 @@ class LatencyModel:
         """Milliseconds of ``archs`` as whole networks here, each timed against the space's baseline."""
         device = self.device if self.device in MEASURABLE_DEVICES else "cpu"
         meter = DeployedLatencyMeter(self.space.build(self.space.baseline()), self.space.input_shape, self.runtime,
-                                     device, threads=self.threads)
+                                     device, threads=self.threads, batch_size=self.batch_size)
         return [meter.measure(self.space.build(arch)).ms for arch in archs]
 
     def profile(self, archs: Iterable[Arch], passes: int = 3) -> int:
@@ -292,7 +294,7 @@ class LatencyModel:
             "runtime": self.runtime,
             "threads": self.threads,
             "source": self.source,
-            "batch_size": 1,
+            "batch_size": self.batch_size,
             "calibration": self.calibration.to_json(),
             "host": self.host,
             **({"host_rates": dataclasses.asdict(self.host_rates)} if self.host_rates else {}),
@@ -308,7 +310,7 @@ class LatencyModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], space: Space | None = None, device: str | None = None,
-             runtime: str | None = None) -> LatencyModel:
+             runtime: str | None = None, batch_size: int | None = None) -> LatencyModel:
         """Read a table written by :meth:`save` (``fusionnas profile``).
 
         ``device`` renames the table's device, e.g. a table measured with
@@ -336,6 +338,11 @@ class LatencyModel:
             raise UserError(f"latency table {str(path)!r} was measured in {stored_runtime}, not {runtime}; "
                             f"profile one with `fusionnas profile --runtime {runtime}` or set runtime = "
                             f'"{stored_runtime}"')
+        stored_batch = int(data.get("batch_size", 1))
+        if batch_size is not None and batch_size != stored_batch:
+            raise UserError(f"latency table {str(path)!r} was measured at batch {stored_batch}, not {batch_size}; "
+                            f"profile one with `fusionnas profile --batch {batch_size}` or set batch_size = "
+                            f"{stored_batch}")
         entries = {str(k): float(v) for k, v in data["entries"].items()}
         source = data.get("source", "measured")
         device = device or data["device"]
@@ -347,4 +354,4 @@ class LatencyModel:
         calibration = Calibration.from_json(data.get("calibration", (1.0, 0.0)))
         rates = HostRates(**data["host_rates"]) if "host_rates" in data else None
         return cls(space, device, entries, runtime=stored_runtime, source=source, threads=threads, host=host,
-                   measure_missing=measure, calibration=calibration, host_rates=rates)
+                   measure_missing=measure, calibration=calibration, host_rates=rates, batch_size=stored_batch)

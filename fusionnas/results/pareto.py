@@ -123,6 +123,8 @@ def _fmt(column: str, value: Any) -> str:
         return f"{value:.3f}"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if column.startswith("x_baseline@"):
+        return f"{value:.2f}x"
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
     return str(value)
@@ -136,7 +138,13 @@ def format_frontier(frame: pd.DataFrame, objectives: Mapping[str, str], *, all_t
     first = next(iter(objectives), "number")
     rows = rows.sort_values(first, ascending=objectives.get(first) != "maximize", na_position="last")
     costs = [c for c in ("accuracy", "flops", "params") if c in frame.columns]
-    costs += [c for c in frame.columns if c.startswith("latency_ms@") or c == "memory_mb"]
+    for column in (c for c in frame.columns if c.startswith("latency_ms@")):
+        costs.append(column)
+        ratio = f"latency_ratio@{column.split('@', 1)[1]}"
+        if ratio in rows.columns and rows[ratio].notna().any():  # measured whole beside the baseline
+            rows = rows.assign(**{f"x_baseline@{column.split('@', 1)[1]}": 1 / rows[ratio]})
+            costs.append(f"x_baseline@{column.split('@', 1)[1]}")
+    costs += [c for c in frame.columns if c == "memory_mb"]
     costs += [c for c in objectives if c not in costs]
     columns = ["number", "archid", *costs, "feasible", "ops"]
     header = {"number": "trial", "flops": "FLOPs", "params": "params"}
@@ -144,7 +152,10 @@ def format_frontier(frame: pd.DataFrame, objectives: Mapping[str, str], *, all_t
     table += [[_fmt(c, row[c]) for c in columns] for _, row in rows.iterrows()]
     widths = [max(len(r[i]) for r in table) for i in range(len(columns) - 1)]
     lines = ["  ".join([*(cell.rjust(w) for cell, w in zip(r[:-1], widths)), r[-1]]) for r in table]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], "", ops_legend(), *latency_notes(rows)])
+    notes = latency_notes(rows)
+    if any(c.startswith("x_baseline@") for c in costs):
+        notes.append("x_baseline: speed relative to the all-conv baseline, measured beside it (> 1: faster)")
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], "", ops_legend(), *notes])
 
 
 def latency_notes(frame: pd.DataFrame) -> list[str]:

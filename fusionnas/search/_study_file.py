@@ -265,7 +265,8 @@ def parse_study_config(
     problems += _name_problems(names, known, space)
     restriction = None
     if lists and not any(_root(p.field) == "space" for p in problems):
-        restriction = _build(SpaceRestriction, {"name": space, "subsets": lists}, "space.", problems)
+        options = {"network_defaults": lists.pop("network_defaults")} if "network_defaults" in lists else {}
+        restriction = _build(SpaceRestriction, {"name": space, "subsets": lists, **options}, "space.", problems)
 
     # Whole-study checks run even when a part failed (with a stand-in for it); only
     # their problems about fields not already reported are kept.
@@ -288,7 +289,7 @@ def parse_study_config(
 
 
 def _space_table(value: Any, problems: list) -> tuple[str | None, dict[str, Any]]:
-    """A study's ``space``: its name (None if missing), and the lists of a ``[space]`` table."""
+    """A study's ``space``: its name (None if missing), and the other keys of a ``[space]`` table."""
     if not isinstance(value, Mapping):
         return value, {}
     lists = {key: values for key, values in value.items() if key != "name"}

@@ -28,7 +28,8 @@ next one (``[sampler]``)::
     [[objectives]]
     metric = "latency"
     device = "cpu"
-    runtime = "onnxruntime"      # the default on cpu; "torch" times eager PyTorch
+    runtime = "onnxruntime"      # the default on cpu; "torch" times eager PyTorch, "openvino" OpenVINO
+    batch_size = 8               # optional (cpu, cuda): images per run; default 1
 
     [constraints]
     max_latency_ms = 12.0
@@ -67,7 +68,8 @@ from typing import TYPE_CHECKING, Any
 
 from fusionnas.metrics import METRICS as METRIC_RECORDS
 from fusionnas.metrics import ZERO_COST_PROXIES, column_of
-from fusionnas.runtime_names import RUNTIMES, default_runtime
+from fusionnas.errors import UserError
+from fusionnas.runtime_names import RUNTIMES, check_runtime_device, default_runtime
 from fusionnas.search.problems import StudyConfigError, StudyConfigProblem, choice, positive, raise_if, study_key
 from fusionnas.search.sampler_config import SAMPLERS, SamplerConfig
 from fusionnas.search.space_config import SpaceRestriction
@@ -86,6 +88,7 @@ logger = logging.getLogger(__name__)
 
 METRICS = tuple(METRIC_RECORDS)
 DIRECTIONS = ("maximize", "minimize")
+MEASURABLE = ("cpu", "cuda")  # latency devices this machine times; the others are estimates at batch 1
 BUDGET_KINDS = ("proxy", "zero_cost", "supernet")
 
 
@@ -121,6 +124,12 @@ def _runtime_problems(problems: list[StudyConfigProblem], owner: Any, key: str, 
             object.__setattr__(owner, key, default_runtime(str(device)))
     elif runtime not in RUNTIMES:
         problems.append(choice(key, runtime, RUNTIMES, "runtime"))
+    elif device in MEASURABLE:
+        try:
+            check_runtime_device(runtime, device)
+        except UserError as error:
+            problem, _, fix = str(error).partition("; ")
+            problems.append(StudyConfigProblem(key, problem, fix))
 
 
 @dataclass(frozen=True)
@@ -132,11 +141,19 @@ class Objective:
     direction: str | None = study_key('"maximize"', None)  # None: maximize accuracy/zero_cost, minimize costs
     device: str | None = study_key('"jetson-nano"', None)
     proxy: str | None = study_key('"synflow"', None)
-    # latency only; None: the device's default (onnxruntime on cpu)
+    # latency only; None: the device's default (onnxruntime on cpu); or "torch", "openvino"
     runtime: str | None = study_key('"onnxruntime"', None)
+    # latency on cpu/cuda only: images per run (also that device's limit's); None: 1
+    batch_size: int | None = study_key('8', None)
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
+        positive(problems, "batch_size", self.batch_size, "write batch_size = 8 or remove it")
+        if self.batch_size is not None and not (self.metric == "latency" and self.device in MEASURABLE):
+            problems.append(StudyConfigProblem(
+                "batch_size", f"only latency objectives on {' or '.join(MEASURABLE)} take a batch size, not "
+                f"{self.metric!r}{f' on {self.device}' if self.device else ''} (estimates are at batch 1)",
+                "remove the batch_size key"))
         if self.metric not in METRICS:
             problems.append(choice("metric", self.metric, METRICS, "metric"))
         if self.direction is None:
@@ -385,6 +402,13 @@ class StudyConfig:
         return runtimes
 
     @property
+    def latency_batch_sizes(self) -> dict[str, int]:
+        """Device -> images per run of its latency (an objective's ``batch_size``, else 1)."""
+        return {device: next((int(o.batch_size) for o in self.objectives
+                              if o.metric == "latency" and o.device == device and o.batch_size), 1)
+                for device in self.latency_runtimes}
+
+    @property
     def metric_names(self) -> list[str]:
         """Objective display names, for ``study.set_metric_names``."""
         return [o.name for o in self.objectives]
@@ -408,7 +432,8 @@ class StudyConfig:
         data["latency_tables"] = dict(self.latency_tables)
         restriction = self.space_restriction
         data["space_restriction"] = None if restriction is None else {
-            key: list(values) for key, values in restriction.subsets.items()}
+            **{key: list(values) for key, values in restriction.subsets.items()},
+            **({"network_defaults": True} if restriction.network_defaults else {})}
         return data
 
     @property
@@ -433,6 +458,8 @@ class StudyConfig:
         for objective in data["objectives"]:
             if objective.get("runtime") in (None, "torch"):
                 del objective["runtime"]
+            if objective.get("batch_size") is None:
+                del objective["batch_size"]
         keys = ("space", "dataset", "objectives", "budget")
         keys += ("latency_tables",) if self.latency_tables else ()
         keys += ("space_restriction",) if self.space_restriction is not None else ()

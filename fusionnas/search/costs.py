@@ -146,15 +146,16 @@ class CostEvaluator:
         key = f"{device}/{num_classes}"
         if key in self._meters:
             return self._meters[key]
-        runtime = self.config.latency_runtimes[device]
+        runtime, batch = self.config.latency_runtimes[device], self.config.latency_batch_sizes[device]
         reference = self.space.build(self.space.baseline(), num_classes=num_classes)
-        record = {"device": device, "runtime": runtime, "threads": 1, "batch_size": 1,
+        record = {"device": device, "runtime": runtime, "threads": 1, "batch_size": batch,
                   "reference": self.space.baseline().archid, "num_classes": num_classes,
                   "host": host_description(runtime)}
-        path = self.artifacts / f"latency-reference-{device}-{runtime}.json" if self.artifacts else None
+        path = self.artifacts / f"latency-reference-{self._table_name(device)}.json" if self.artifacts else None
         stored = _read_json(path) if path is not None else None
         known_ms = stored["ms"] if stored and {k: stored.get(k) for k in record} == record else None
-        meter = DeployedLatencyMeter(reference, self.space.input_shape, runtime, device, reference_ms=known_ms)
+        meter = DeployedLatencyMeter(reference, self.space.input_shape, runtime, device, batch_size=batch,
+                                     reference_ms=known_ms)
         if path is not None and known_ms is None:
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text(json.dumps({**record, "ms": meter.reference_ms}, indent=1) + "\n")
@@ -208,17 +209,18 @@ class CostEvaluator:
             return self._tables[device]
         runtime = self.config.latency_runtimes[device]
         table_path = self.config.latency_tables.get(device)
+        batch = self.config.latency_batch_sizes[device]
         if table_path is not None:
-            model = LatencyModel.load(table_path, self.space, device, runtime)
+            model = LatencyModel.load(table_path, self.space, device, runtime, batch)
         elif device in MEASURABLE_DEVICES and self.artifacts is not None:
             path = self._artifact_table(device)
-            model = LatencyModel.load(path, self.space, device, runtime) if path.is_file() else None
+            model = LatencyModel.load(path, self.space, device, runtime, batch) if path.is_file() else None
             if model is not None and not model.measure_missing:
                 logger.warning("%s was measured on another machine; measuring afresh", path)
                 model = None
-            model = model or LatencyModel(self.space, device, runtime=runtime)
+            model = model or LatencyModel(self.space, device, runtime=runtime, batch_size=batch)
         else:
-            model = LatencyModel(self.space, device, runtime=runtime)
+            model = LatencyModel(self.space, device, runtime=runtime, batch_size=batch)
         if model.is_estimate:
             logger.warning("%s", model.describe())
         else:
@@ -229,7 +231,12 @@ class CostEvaluator:
 
     def _artifact_table(self, device: str) -> Path:
         assert self.artifacts is not None
-        return self.artifacts / f"latency-{device}-{self.config.latency_runtimes[device]}.json"
+        return self.artifacts / f"latency-{self._table_name(device)}.json"
+
+    def _table_name(self, device: str) -> str:
+        """``<device>-<runtime>``, with ``-b<N>`` at a batch size other than 1."""
+        batch = self.config.latency_batch_sizes[device]
+        return f"{device}-{self.config.latency_runtimes[device]}{f'-b{batch}' if batch != 1 else ''}"
 
     def save_tables(self) -> None:
         """Persist measured tables that grew, merged with what other workers saved."""

@@ -11,6 +11,10 @@ only the listed values of the space's restrictable choices
     expand_ratios = [6]
     kernels = [3, 5]
     widths = [1.0]
+    network_defaults = true    # operators: a network default, then per-layer overrides
+
+``network_defaults`` changes how the operators are drawn, not which
+architectures exist (:mod:`fusionnas.spaces.operator_defaults`).
 
 The restricted space (:meth:`~fusionnas.spaces.Space.restrict`) keeps the
 space's name, presets, baseline and archids, so what reads a study's
@@ -40,6 +44,8 @@ class SpaceRestriction:
 
     name: str
     subsets: Mapping[str, tuple[Any, ...]]  # restrictable choice -> the values kept
+    # operators drawn as a network default with per-layer overrides (fusionnas.spaces.operator_defaults)
+    network_defaults: bool = False
 
     def __post_init__(self) -> None:
         from fusionnas.spaces import RestrictionError, get_space, list_spaces, restricted_choices
@@ -47,6 +53,14 @@ class SpaceRestriction:
         if self.name not in list_spaces():
             raise_if([choice("name", self.name, list_spaces(), "space")])
         space = get_space(self.name)
+        if not isinstance(self.network_defaults, bool):
+            raise_if([StudyConfigProblem(
+                "network_defaults", f"expected true or false, got {self.network_defaults!r}",
+                "write network_defaults = true")])
+        if self.network_defaults and not callable(getattr(space, "with_network_defaults", None)):
+            raise_if([StudyConfigProblem(
+                "network_defaults", f"space {self.name} cannot draw network defaults (no with_network_defaults)",
+                "remove network_defaults")])
         if not all(callable(getattr(space, method, None)) for method in ("restrictions", "restrict")):
             raise_if([StudyConfigProblem(
                 "name", f"space {self.name} cannot be restricted (it has no restrictions or restrict method)",
@@ -65,7 +79,9 @@ class SpaceRestriction:
         """The registered space, offering only these lists to the sampler."""
         from fusionnas.spaces import get_space
 
-        return get_space(self.name).restrict(**self.subsets)
+        space = get_space(self.name)
+        space = space.restrict(**self.subsets) if self.subsets else space
+        return space.with_network_defaults() if self.network_defaults else space
 
     def enqueue_problems(self, presets: Sequence[str]) -> list[StudyConfigProblem]:
         """An ``enqueue[i]`` problem for each preset that lies outside the restricted space."""

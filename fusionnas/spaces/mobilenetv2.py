@@ -21,6 +21,9 @@ plus ``head_fusion``, the operator of the final 1x1 layer (320 -> 1280).
 Strides are fixed by the table, so they are not choices. The baseline
 (t = 6, k = 3, width 1.0, all conv) is in every space.
 
+``space.with_network_defaults()`` draws the same architectures with their
+operators as a network default and per-layer overrides
+(:mod:`fusionnas.spaces.operator_defaults`).
 ``space.restrict(fusions=["conv"], kernels=[3])`` is the same space sampling
 only a subset (see :meth:`MobileNetV2Space.restrict`); its architectures keep
 the space's name and archids, and its baseline is the space's, inside the
@@ -39,6 +42,7 @@ from fusionnas.layers import list_fusions
 from fusionnas.spaces.arch import Arch, BlockChoice, format_choices
 from fusionnas.spaces.blocks import list_depthwise
 from fusionnas.spaces.network import BlockConfig, FusionMobileNetV2, make_divisible, walk_shapes
+from fusionnas.spaces.operator_defaults import operator_params, operator_parameters, sample_operators
 from fusionnas.spaces.registry import register_space, restricted_choices
 
 if TYPE_CHECKING:
@@ -178,6 +182,7 @@ class MobileNetV2Space:
         self._expand_ratios, self._kernels = tuple(expand_ratios), tuple(kernels)
         self._widths = tuple(sorted(float(w) for w in widths))
         self._base = self  # the unrestricted space (see restrict)
+        self._network_defaults = False  # see with_network_defaults
         self._slot_cache: tuple[tuple[tuple[str, ...], tuple[str, ...]], list[_BlockSlot]] | None = None
         self._presets: dict[str, tuple[_Rule, str]] = {}
 
@@ -245,26 +250,33 @@ class MobileNetV2Space:
     # -- architectures -------------------------------------------------------------------
 
     def sample(self, trial: optuna.trial.BaseTrial) -> Arch:
-        """Draw an Arch: one ``suggest_categorical`` per offered choice (``b3.project``, ``head.fusion``)."""
-
-        offered = self.choices()
-
-        def pick(name: str, fixed: Any) -> Any:
-            return trial.suggest_categorical(name, offered[name]) if name in offered else fixed
-
+        """Draw an Arch: one ``suggest_categorical`` per offered choice (``b3.project``, ``head.fusion``),
+        or, with :meth:`with_network_defaults`, the operators as a network default with overrides."""
+        layers = self._layer_choices()
+        if self._network_defaults:
+            values = sample_operators(trial, layers)
+        else:
+            values = {name: trial.suggest_categorical(name, options) for name, options in layers.items()}
         blocks = [
-            BlockChoice(**{field: pick(f"b{i}.{field}", options[0]) for field, options in slot.choices().items()})
+            BlockChoice(**{field: values.get(f"b{i}.{field}", options[0]) for field, options in slot.choices().items()})
             for i, slot in enumerate(self._slots)
         ]
-        return self._arch(blocks, pick("head.fusion", self.fusions[0]))
+        return self._arch(blocks, values.get("head.fusion", self.fusions[0]))
 
     def choices(self) -> dict[str, list[Any]]:
         """Optuna parameter name -> offered values, for every choice with more than one value.
 
         A block leaves out what it cannot take: ``b0.expand`` and
         ``b0.expand_ratio`` (MobileNetV2's first block has no expansion) and
-        ``b{i}.width`` where 0.75 rounds to the same width as 1.0.
+        ``b{i}.width`` where 0.75 rounds to the same width as 1.0. With network
+        defaults the operators' parameters are those of
+        :func:`~fusionnas.spaces.operator_defaults.operator_parameters`.
         """
+        layers = self._layer_choices()
+        return operator_parameters(layers) if self._network_defaults else layers
+
+    def _layer_choices(self) -> dict[str, list[Any]]:
+        """Layer-by-layer choice -> offered values (the parameters without network defaults)."""
         offered = {
             f"b{i}.{field}": list(options)
             for i, slot in enumerate(self._slots)
@@ -281,7 +293,17 @@ class MobileNetV2Space:
         values = {f"b{i}.{field}": getattr(block, field)
                   for i, block in enumerate(arch.blocks) for field in _FIELDS}
         values["head.fusion"] = arch.head_fusion
-        return {name: values[name] for name in self.choices()}
+        layers = self._layer_choices()
+        if self._network_defaults:
+            return operator_params(values, layers)
+        return {name: values[name] for name in layers}
+
+    def with_network_defaults(self) -> MobileNetV2Space:
+        """This space drawing its operators as a network-wide default with per-layer overrides
+        (:mod:`fusionnas.spaces.operator_defaults`): the same architectures, parameterised otherwise."""
+        space = copy.copy(self)
+        space._network_defaults = True
+        return space
 
     def baseline(self) -> Arch:
         """The reference network: torchvision's MobileNetV2 (all conv, t = 6, k = 3, width 1.0),
@@ -322,7 +344,7 @@ class MobileNetV2Space:
 
     def size(self) -> int:
         """Number of architectures: the product of the number of offered values of every choice."""
-        return math.prod(len(values) for values in self.choices().values())
+        return math.prod(len(values) for values in self._layer_choices().values())
 
     def validate(self, arch: Arch) -> None:
         """Raise ``ValueError`` naming the first field of ``arch`` this space does not allow."""

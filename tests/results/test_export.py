@@ -124,7 +124,7 @@ def test_measure_trials_times_whole_networks_beside_the_baseline() -> None:
     rows = frame[frame["state"] == "COMPLETE"]
     table = measure_trials(rows, {"jetson-nano": "onnxruntime"}, rounds=2, repeats=2)
     assert list(table["trial"]) == ["0", "1", "baseline"]
-    assert list(table["latency_ms@jetson-nano (predicted)"].iloc[:2]) == [14.0, 12.0]
+    assert list(table["latency_ms@jetson-nano (study)"].iloc[:2]) == [14.0, 12.0]
     measured = table["measured_ms@cpu/onnxruntime"]  # a Jetson latency is measured on this cpu
     assert (measured > 0).all()
     assert table["vs_baseline@cpu/onnxruntime"].iloc[-1] == 1.0

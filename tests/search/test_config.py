@@ -345,6 +345,13 @@ def test_latency_names_its_runtime() -> None:
     ("objectives.0.runtime", "torch", "objectives[0].runtime", "only latency objectives take a runtime"),
     ("constraints.latency_runtime", "torch", "constraints.latency_runtime",
      "jetson-nano latency is measured in 'onnxruntime' elsewhere in the study, not 'torch'"),
+    ("objectives.1", {"metric": "latency", "device": "cuda", "runtime": "openvino"}, "objectives[1].runtime",
+     "runtime openvino runs on the cpu only, got device 'cuda'"),
+    ("objectives.1.batch_size", 4, "objectives[1].batch_size",
+     "only latency objectives on cpu or cuda take a batch size, not 'latency' on jetson-nano"),
+    ("objectives.0.batch_size", 4, "objectives[0].batch_size", "not 'accuracy'"),
+    ("objectives.1", {"metric": "latency", "device": "cpu", "batch_size": 0}, "objectives[1].batch_size",
+     "must be > 0"),
 ])
 def test_bad_runtimes_are_named(dotted, value, where, problem) -> None:
     with pytest.raises(StudyConfigError) as info:
@@ -365,6 +372,7 @@ def test_studies_trained_without_bn_recalibration_resume_with_it_off() -> None:
         del data["budget"][key]
     for objective in data["objectives"]:
         objective.pop("runtime", None) if objective.get("runtime") in (None, "torch") else None
+        objective.pop("batch_size")  # None: left out, as before the key existed
     canonical = json.dumps({k: data[k] for k in ("space", "dataset", "objectives", "budget")},
                            sort_keys=True, separators=(",", ":"))
     assert off.fingerprint == hashlib.sha256(canonical.encode()).hexdigest()[:12]
@@ -380,7 +388,7 @@ def test_fingerprint_of_a_latency_study_names_a_new_runtime_only() -> None:
     assert onnx.fingerprint != eager.fingerprint
     data = onnx.to_dict()
     for objective in data["objectives"]:
-        del objective["runtime"]
+        del objective["runtime"], objective["batch_size"]
     for key in NEWER_BUDGET_KEYS:  # keys added later, left out of the fingerprint at their defaults
         del data["budget"][key]
     canonical = json.dumps({k: data[k] for k in ("space", "dataset", "objectives", "budget")},
@@ -388,3 +396,13 @@ def test_fingerprint_of_a_latency_study_names_a_new_runtime_only() -> None:
     import hashlib
 
     assert eager.fingerprint == hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def test_a_latency_objective_names_its_batch_size() -> None:
+    batched = parse(with_change("objectives.1", {"metric": "latency", "device": "cpu", "batch_size": 8}))
+    assert batched.latency_batch_sizes == {"cpu": 8, "jetson-nano": 1}  # the limit's device: batch 1
+    single = parse(with_change("objectives.1", {"metric": "latency", "device": "cpu"}))
+    assert single.latency_batch_sizes == {"cpu": 1, "jetson-nano": 1}
+    assert batched.fingerprint != single.fingerprint
+    openvino = parse(with_change("objectives.1", {"metric": "latency", "device": "cpu", "runtime": "openvino"}))
+    assert openvino.latency_runtimes["cpu"] == "openvino"

@@ -51,3 +51,13 @@ def test_flops_counted_part_by_part_equal_fvcore_on_the_whole_network(tmp_path, 
     assert len(traced) == len(set(pieces)) < 0.8 * len(pieces)  # each traced once; stages recur
     before = len(traced)
     assert evaluator.flops(space.build(space.preset("all-dct"), num_classes=10)) > 0 and len(traced) == before
+
+
+def test_a_latency_objective_s_batch_size_reaches_its_table_and_its_files(tmp_path) -> None:
+    objectives = [{"metric": "accuracy"}, {"metric": "latency", "device": "cpu", "batch_size": 2}]
+    evaluator = CostEvaluator(study_config(tmp_path, PROXY, objectives=objectives), tmp_path / "artifacts")
+    table = evaluator.latency_table("cpu")
+    assert table.batch_size == 2 and table.to_dict()["batch_size"] == 2
+    table.entries["stem@3x32x32"] = 0.1  # as if measured: the table has grown
+    evaluator.save_tables()
+    assert [p.name for p in (tmp_path / "artifacts").iterdir()] == ["latency-cpu-onnxruntime-b2.json"]
