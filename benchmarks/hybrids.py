@@ -42,6 +42,7 @@ import torch
 
 from benchmarks.sampler import hypervolume_2d, one_run
 from fusionnas.evaluators.runtimes import measure_side_by_side
+from fusionnas.results import trials_frame
 from fusionnas.search import SpaceRestriction, StudyConfig, artifacts_dir, load_study_config
 from fusionnas.spaces import Arch, get_space
 
@@ -87,9 +88,9 @@ def frontier(frame: pd.DataFrame, latency: str) -> pd.DataFrame:
     return frame[frame["is_pareto"]].sort_values(["accuracy", latency], ascending=[False, True])
 
 
-def hypervolume(front: pd.DataFrame, latency: str, reference_ms: float) -> float:
-    """Area dominated by ``front`` in accuracy [0, 1] x latency [0, reference_ms], normalised to 1."""
-    points = np.column_stack([1 - front["accuracy"].to_numpy(float), front[latency].to_numpy(float) / reference_ms])
+def hypervolume(front: pd.DataFrame, column: str, reference: float) -> float:
+    """Area dominated by ``front`` in accuracy [0, 1] x ``column`` [0, reference], normalised to 1."""
+    points = np.column_stack([1 - front["accuracy"].to_numpy(float), front[column].to_numpy(float) / reference])
     return hypervolume_2d(points)
 
 
@@ -143,6 +144,8 @@ def main() -> None:  # noqa: D103
     parser.add_argument("--reference", type=float, default=1.5,
                         help="hypervolume reference latency, in multiples of the baseline's")
     parser.add_argument("--check", type=int, default=30, help="networks per run measured again on the idle machine")
+    parser.add_argument("--keep", metavar="DIR", help="keep every run's storage and artifacts in DIR")
+    parser.add_argument("--analyse", metavar="DIR", help="report on the runs kept in DIR (no runs, no idle check)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     torch.set_num_threads(2)
@@ -156,10 +159,16 @@ def main() -> None:  # noqa: D103
         for seed in range(args.seeds):
             configs = variants(base, seed, args.minutes)
             frames: dict[str, pd.DataFrame] = {}
+            if args.analyse:
+                for name, config in configs.items():
+                    url = f"sqlite:///{Path(args.analyse) / f'{seed}-{name}' / (config.name + '.db')}"
+                    frames[name] = trials_frame(optuna.load_study(study_name=config.name, storage=url))
+                rows += compare(seed, frames, latency, args.reference)
+                continue
             for name in (list(configs) if seed % 2 == 0 else list(configs)[::-1]):
                 start = time.perf_counter()
-                folder = Path(tmp) / f"{seed}-{name}"
-                folder.mkdir()
+                folder = Path(args.keep or tmp) / f"{seed}-{name}"
+                folder.mkdir(parents=True)
                 frames[name] = one_run(configs[name], folder, args.minutes * 60, args.workers)
                 print(f"seed {seed} {name:<4} {len(frames[name])} trials, {frames[name]['archid'].nunique()} "
                       f"architectures in {time.perf_counter() - start:.0f} s", flush=True)
@@ -167,25 +176,30 @@ def main() -> None:  # noqa: D103
                 check = idle_check(configs[name], url, frames[name], latency, args.check, seed)
                 checks.append(check.assign(seed=seed, space=name))
             rows += compare(seed, frames, latency, args.reference)
-    report(pd.DataFrame(rows), pd.concat(checks, ignore_index=True), args.reference)
+    report(pd.DataFrame(rows), pd.concat(checks, ignore_index=True) if checks else None, args.reference)
 
 
 def compare(seed: int, frames: dict[str, pd.DataFrame], latency: str, reference: float) -> list[dict]:
     """One row per run of a seed: hypervolume and its ratio to the conv-only run's, transform networks on
-    its frontier and how many of them dominate a conv-only frontier point."""
-    fronts = {name: frontier(frame, latency) for name, frame in frames.items()}
-    baseline = pd.concat(frames.values())
-    baseline = baseline[(baseline["preset"] == "baseline") & baseline[latency].notna()][latency]
-    reference_ms = reference * float(baseline.median())
-    hv = {name: hypervolume(front, latency, reference_ms) for name, front in fronts.items()}
+    its frontier and how many of them dominate a conv-only frontier point.
+
+    Latency is taken relative to the baseline measured beside each network (``latency_ratio@``): each
+    run calibrates its own reference time, and on these VMs two calibrations minutes apart differ by
+    up to ~10 %, which would tilt a comparison in milliseconds between runs.
+    """
+    ratio = f"latency_ratio@{latency.split('@', 1)[1]}"
+    fronts = {name: frontier(frame, latency).dropna(subset=[ratio]) for name, frame in frames.items()}
+    hv = {name: hypervolume(front, ratio, reference) for name, front in fronts.items()}
     rows = []
     for name, front in fronts.items():
+        baseline = frames[name]
+        baseline = baseline[(baseline["preset"] == "baseline") & baseline[latency].notna()][latency]
         rows.append({"seed": seed, "space": name, "trials": len(frames[name]),
                      "archs": frames[name]["archid"].nunique(), "baseline_ms": float(baseline.median()),
                      "hv": hv[name], "hv/conv": hv[name] / hv["conv"] if hv["conv"] else np.nan,
                      "frontier (transform)": f"{len(front)} ({int(front['arch'].map(uses_transform).sum())})",
-                     "dominating hybrids": dominating_hybrids(front, fronts["conv"], latency) if name != "conv" else 0,
-                     "frontier acc@ms": _best(front, latency)})
+                     "dominating hybrids": dominating_hybrids(front, fronts["conv"], ratio) if name != "conv" else 0,
+                     "frontier accuracy@x_baseline_time": _best(front, ratio)})
     return rows
 
 
@@ -193,13 +207,15 @@ def _best(front: pd.DataFrame, latency: str) -> str:
     return " ".join(f"{a:.3f}@{ms:.2f}" for a, ms in zip(front["accuracy"], front[latency]))
 
 
-def report(table: pd.DataFrame, checks: pd.DataFrame, reference: float) -> None:
+def report(table: pd.DataFrame, checks: pd.DataFrame | None, reference: float) -> None:
     """The per-seed table, and how the latencies recorded during the studies compare with idle ones."""
     print(f"\nhypervolume: accuracy x latency up to {reference:g}x the baseline's (goal: full hv/conv >= 1.1 on "
           f"every seed, with hybrids on the full space's frontier that dominate conv-only points)")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("\nmean hv/conv: " + ", ".join(f"{k} {v:.3f}" for k, v in table.groupby("space", sort=False)["hv/conv"]
                                         .mean().items()))
+    if checks is None:
+        return
     error = checks["recorded_ms"] / checks["idle_ms"] - 1
     ratio_error = checks["recorded_ratio"] / checks["idle_ratio"] - 1
     print(f"\nrecorded during the studies vs measured again idle ({len(checks)} networks, trained weights):\n"

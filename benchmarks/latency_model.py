@@ -1,6 +1,6 @@
 """How well the per-part latency table predicts whole networks on this machine, per runtime.
 
-Run: ``python -m benchmarks.latency_model [--runtime onnxruntime|torch|both] [--archs 30]
+Run: ``python -m benchmarks.latency_model [--runtime onnxruntime|torch|openvino|all] [--archs 30]
 [--calibration-archs 40] [--space mobilenetv2-cifar] [--threads 1]``.
 
 A table is profiled part by part (stem, blocks, head; each part's fastest
@@ -29,6 +29,7 @@ import torch
 
 from fusionnas.evaluators.latency import LatencyModel
 from fusionnas.evaluators.latency_fit import fit_line, operator_counts
+from fusionnas.runtime_names import RUNTIMES
 from fusionnas.spaces import get_space, random_archs
 
 
@@ -67,7 +68,8 @@ def summary_row(runtime: str, frame: pd.DataFrame, predicted: str, error: str, l
 def main() -> None:  # noqa: D103
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="mobilenetv2-cifar")
-    parser.add_argument("--runtime", choices=("onnxruntime", "torch", "both"), default="both")
+    parser.add_argument("--runtime", choices=(*RUNTIMES, "all"), default="onnxruntime",
+                        help="the runtime to validate in, or all of them one after the other")
     parser.add_argument("--archs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=25)
@@ -78,7 +80,7 @@ def main() -> None:  # noqa: D103
     torch.set_num_threads(args.threads)
     print(f"# {platform.machine()} {platform.processor()}, torch {torch.__version__}, onnxruntime "
           f"{onnxruntime.__version__}, {args.threads} thread(s), batch 1")
-    runtimes = ("onnxruntime", "torch") if args.runtime == "both" else (args.runtime,)
+    runtimes = RUNTIMES if args.runtime == "all" else (args.runtime,)
     summary = []
     for runtime in runtimes:
         table, frame = validate(args.space, runtime, args.archs, args.seed, args.repeats, args.threads,
