@@ -46,8 +46,8 @@ def test_search_pareto_export_onnx_train(tmp_path) -> None:
     assert len(frame) == 3 and frame["is_pareto"].any()
     assert (tmp_path / "front.png").read_bytes().startswith(b"\x89PNG")
     header = next(line for line in shown.splitlines() if line.split()[:1] == ["trial"] and "measured" in line)
-    assert header.split()[2:] == ["measured_ms@cpu/onnxruntime", "vs_baseline@cpu/onnxruntime"]
-    assert re.search(r"^\s*baseline\s+\w{12}\s+[\d.]+\s+1\.000$", shown, re.M), shown
+    assert header.split()[2:] == ["accuracy", "MFLOPs", "measured_ms@cpu/onnxruntime", "vs_baseline@cpu/onnxruntime"]
+    assert re.search(r"^\s*baseline\s+\w{12}\s+\S+\s+\S+\s+[\d.]+\s+1\.000$", shown, re.M), shown
 
     exported = cli("export", "tiny.toml", "--best", "accuracy", "--out", "model", cwd=tmp_path).stdout
     number = int(re.match(r"exported trial (\d+) ", exported).group(1))
