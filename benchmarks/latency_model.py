@@ -3,11 +3,12 @@
 Run: ``python -m benchmarks.latency_model [--runtime onnxruntime|torch|openvino|all] [--archs 30]
 [--calibration-archs 40] [--space mobilenetv2-cifar] [--threads 1]``.
 
-A table is profiled part by part (stem, blocks, head; each part's fastest
-of three passes) for the calibration networks (the presets and random
-ones) and for the validation networks (other random ones). Every network is
-also measured whole as deployed (exported whole, for a graph runtime),
-against the space's baseline run beside it
+A table is profiled part by part (stem, blocks, head) for the calibration
+networks (the presets and random ones) and for the validation networks
+(other random ones). Every network is also measured whole as deployed
+(exported whole, for a graph runtime). Parts and wholes alike are timed
+against the space's baseline network run beside them, the median ratio of
+alternating runs times the baseline's calibrated time
 (:class:`~fusionnas.evaluators.deployed.DeployedLatencyMeter`). The
 correction from the sum of parts to the whole is fitted on the calibration
 networks two ways: a line on the sums (the table's calibration before

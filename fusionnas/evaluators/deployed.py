@@ -99,30 +99,43 @@ class DeployedLatencyMeter:
         self.input_shape = tuple(int(d) for d in input_shape)
         self.runtime, self.device = runtime, device
         self.threads, self.batch_size, self.pairs = threads, batch_size, pairs
-        with torch_threads(threads):
-            self._reference = self._prepare(reference)
+        self._reference_model = reference
+        self._reference: Runner | None = None  # prepared on first use: an export costs seconds
         self._reference_ms = reference_ms
 
-    def _prepare(self, model: nn.Module) -> Runner:
-        return prepare(model, self.input_shape, self.runtime, self.device, threads=self.threads,
-                       batch_size=self.batch_size)
+    def _prepare(self, model: nn.Module, input_shape: Sequence[int], graph: bytes | None = None) -> Runner:
+        return prepare(model, input_shape, self.runtime, self.device, threads=self.threads,
+                       batch_size=self.batch_size, graph=graph)
+
+    def _reference_runner(self) -> Runner:
+        if self._reference is None:
+            with torch_threads(self.threads):
+                self._reference = self._prepare(self._reference_model, self.input_shape)
+        return self._reference
 
     @property
     def reference_ms(self) -> float:
         """The reference's calibrated milliseconds (:func:`calibrate_reference`, measured once)."""
         if self._reference_ms is None:
+            reference = self._reference_runner()
             with torch_threads(self.threads):
-                self._reference_ms = calibrate_reference(self._reference)
+                self._reference_ms = calibrate_reference(reference)
         return self._reference_ms
 
-    def measure(self, model: nn.Module) -> WholeLatency:
-        """``model``'s latency as deployed: exported (graph runtimes), then timed against the reference."""
+    def measure(self, model: nn.Module, *, input_shape: Sequence[int] | None = None,
+                graph: bytes | None = None) -> WholeLatency:
+        """``model``'s latency as deployed: exported (graph runtimes), then timed against the reference.
+
+        ``model`` may be a part of a network (a latency table's entry) that takes ``input_shape``
+        (default: the reference's); ``graph``: its exported ONNX bytes, when the caller has them.
+        """
         was_training = model.training
+        reference = self._reference_runner()
+        reference_ms = self.reference_ms
         try:
             with torch_threads(self.threads):
-                run = self._prepare(model)
-                reference_ms = self.reference_ms
-                ratio = time_against(run, self._reference, pairs=self.pairs)
+                run = self._prepare(model, input_shape or self.input_shape, graph)
+                ratio = time_against(run, reference, pairs=self.pairs)
         finally:
             model.train(was_training)
         return WholeLatency(ratio, reference_ms)

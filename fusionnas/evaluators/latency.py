@@ -7,7 +7,10 @@ Every table belongs to one device and one runtime (``torch`` eager or
 ``onnxruntime``, the exported graph; see :mod:`fusionnas.evaluators.runtimes`)
 and is measured at a fixed number of threads, all three recorded in the
 file. Tables are filled by measuring on the machine that runs the search
-(``cpu``, ``cuda``), or on the target device itself (``fusionnas profile``
+(``cpu``, ``cuda``; each part timed against the space's baseline network run
+beside it, the protocol of :mod:`fusionnas.evaluators.deployed`, so that a
+part timed in the VM's slow state or beside a training worker reads the same
+as one timed on an idle machine), or on the target device itself (``fusionnas profile``
 run on a Jetson writes a table that searches elsewhere load). For the Jetson
 Nano without such a table, each part measured here is scaled to the board
 by a :class:`DeviceProfile`; those figures are estimates and every report
@@ -67,7 +70,7 @@ __all__ = [
     "host_description",
 ]
 
-TABLE_FORMAT = 3  # 3: a calibration with per-operator terms; 2 added runtime and threads (1: torch eager)
+TABLE_FORMAT = 4  # 4: parts timed against the baseline (reference_ms); 3: per-operator terms; 2 added runtime and threads (1: torch eager)
 
 
 class MissingLatencyEntry(UserError):
@@ -103,7 +106,10 @@ class LatencyModel:
         runtime: ``torch`` or ``onnxruntime`` (default: the device's, onnxruntime on cpu).
         source: ``"measured"`` or ``"estimated"``.
         threads: CPU threads while measuring, fixed and recorded.
-        repeats: timed runs per part.
+        repeats: alternating pairs (part, reference network) per measured part; timed runs per part
+            for an estimate.
+        reference_ms: the calibrated milliseconds of the space's baseline that the table's entries
+            were timed against (measured on first use when not given, then saved with the table).
     """
 
     def __init__(
@@ -121,6 +127,7 @@ class LatencyModel:
         measure_missing: bool | None = None,
         calibration: Calibration | tuple[float, float] = Calibration(),
         host_rates: HostRates | None = None,
+        reference_ms: float | None = None,
     ) -> None:
         if device not in list_devices():
             raise UserError(f"unknown device {device!r}; known: {', '.join(list_devices())}")
@@ -140,7 +147,6 @@ class LatencyModel:
         self.threads = threads
         self.repeats = repeats
         self.batch_size = batch_size
-        self._exported: dict[str, bytes] | None = None  # part graphs kept while profile() runs
         self.host = host or host_description(self.runtime)
         if measure_missing is None:
             measure_missing = self.source == "measured" and device in MEASURABLE_DEVICES
@@ -149,6 +155,8 @@ class LatencyModel:
         self.measure_missing = measure_missing
         self.calibration = calibration if isinstance(calibration, Calibration) else Calibration.from_json(calibration)
         self.host_rates = host_rates
+        self.reference_ms = reference_ms
+        self._meter: DeployedLatencyMeter | None = None
 
     @property
     def is_estimate(self) -> bool:
@@ -168,17 +176,37 @@ class LatencyModel:
         return (f"latency on {self.device}: part table measured in {where}, {len(self.entries)} entries "
                 f"({self.host.get('processor')}): the estimate that decides limits before training")
 
-    def _measure(self, module: torch.nn.Module, input_shape: Sequence[int], key: str | None = None) -> float:
-        """Milliseconds of ``module`` (the part ``key``) here, in the table's runtime and threads."""
-        device = self.device if self.device in MEASURABLE_DEVICES else "cpu"
-        return measure_in_runtime(module, input_shape, self.runtime, device, threads=self.threads,
-                                  repeats=self.repeats, exported=self._exported, key=key, batch_size=self.batch_size)
+    def _measure(self, module: torch.nn.Module, input_shape: Sequence[int]) -> float:
+        """Milliseconds of ``module`` here, in the table's runtime and threads.
+
+        On a measurable device the part is timed against the space's baseline network run beside it,
+        as whole networks are (:class:`~fusionnas.evaluators.deployed.DeployedLatencyMeter`): its
+        milliseconds are the median ratio times the baseline's calibrated time, which neither this
+        VM's slow states nor a neighbour's load move. An estimate scales an absolute timing here.
+        """
+        if self.device not in MEASURABLE_DEVICES:
+            return measure_in_runtime(module, input_shape, self.runtime, "cpu", threads=self.threads,
+                                      repeats=self.repeats, batch_size=self.batch_size)
+        with torch.no_grad():
+            whole = self.meter.measure(module, input_shape=input_shape)
+        self.reference_ms = whole.reference_ms
+        return whole.ms
+
+    @property
+    def meter(self) -> DeployedLatencyMeter:
+        """What times parts and whole networks here against the space's baseline (measurable devices)."""
+        if self._meter is None:
+            self._meter = DeployedLatencyMeter(self.space.build(self.space.baseline()), self.space.input_shape,
+                                               self.runtime, self.device, threads=self.threads,
+                                               batch_size=self.batch_size, pairs=self.repeats,
+                                               reference_ms=self.reference_ms)
+        return self._meter
 
     def _lookup(self, part: Part) -> float:
         if part.key in self.entries:
             return self.entries[part.key]
         if self.measure_missing:
-            ms = self._measure(part.module, part.input_shape, part.key)
+            ms = self._measure(part.module, part.input_shape)
         elif self.is_estimate:
             if self.host_rates is None:
                 self.host_rates = measure_host_rates(self.runtime, self.threads)
@@ -229,38 +257,16 @@ class LatencyModel:
 
     def measure_whole(self, archs: Sequence[Arch]) -> list[float]:
         """Milliseconds of ``archs`` as whole networks here, each timed against the space's baseline."""
-        device = self.device if self.device in MEASURABLE_DEVICES else "cpu"
-        meter = DeployedLatencyMeter(self.space.build(self.space.baseline()), self.space.input_shape, self.runtime,
-                                     device, threads=self.threads, batch_size=self.batch_size)
-        return [meter.measure(self.space.build(arch)).ms for arch in archs]
+        if self.device not in MEASURABLE_DEVICES:
+            raise UserError(f"whole networks cannot be measured on {self.device!r} from here")
+        return [self.meter.measure(self.space.build(arch)).ms for arch in archs]
 
-    def profile(self, archs: Iterable[Arch], passes: int = 3) -> int:
-        """Fill the table for every part of ``archs``; returns how many entries were added.
-
-        Every further pass measures each of those parts again, minutes later,
-        and keeps its faster time (see :func:`~fusionnas.evaluators.runtimes.measure_side_by_side`):
-        this project's 2-vCPU machine switches between a fast and a ~40 %
-        slower state every few seconds, and three passes find the fast one for
-        ~7 parts in 8 where one pass finds it for half of them.
-        """
-        archs = list(archs)
+    def profile(self, archs: Iterable[Arch]) -> int:
+        """Fill the table for every part of ``archs``; returns how many entries were added."""
         before = len(self.entries)
-        self._exported = {}  # onnxruntime: each part exported once, for all passes
-        try:
-            for arch in archs:
-                self.part_latencies(arch)
-            added = len(self.entries) - before
-            for _ in range(passes - 1 if self.measure_missing else 0):
-                remeasured: set[str] = set()
-                for arch in archs:
-                    for part in model_parts(self.space.build(arch), self.space.input_shape):
-                        if part.key not in remeasured:
-                            remeasured.add(part.key)
-                            self.entries[part.key] = min(self.entries[part.key],
-                                                         self._measure(part.module, part.input_shape, part.key))
-        finally:
-            self._exported = None
-        return added
+        for arch in archs:
+            self.part_latencies(arch)
+        return len(self.entries) - before
 
     @classmethod
     def profile_space(
@@ -296,6 +302,7 @@ class LatencyModel:
             "source": self.source,
             "batch_size": self.batch_size,
             "calibration": self.calibration.to_json(),
+            **({"reference_ms": self.reference_ms} if self.reference_ms is not None else {}),
             "host": self.host,
             **({"host_rates": dataclasses.asdict(self.host_rates)} if self.host_rates else {}),
             "entries": dict(sorted(self.entries.items())),
@@ -327,7 +334,7 @@ class LatencyModel:
             raise UserError(f"latency table {str(path)!r} does not exist; write it with `fusionnas profile`") from None
         except json.JSONDecodeError as error:
             raise UserError(f"latency table {str(path)!r} is not valid JSON: {error}") from None
-        if not isinstance(data, dict) or data.get("format") not in (1, 2, TABLE_FORMAT) or "entries" not in data:
+        if not isinstance(data, dict) or data.get("format") not in (1, 2, 3, TABLE_FORMAT) or "entries" not in data:
             raise UserError(f"latency table {str(path)!r} is not a fusionnas table (format {TABLE_FORMAT})")
         if space is None:
             space = get_space(data["space"])
@@ -354,4 +361,5 @@ class LatencyModel:
         calibration = Calibration.from_json(data.get("calibration", (1.0, 0.0)))
         rates = HostRates(**data["host_rates"]) if "host_rates" in data else None
         return cls(space, device, entries, runtime=stored_runtime, source=source, threads=threads, host=host,
-                   measure_missing=measure, calibration=calibration, host_rates=rates, batch_size=stored_batch)
+                   measure_missing=measure, calibration=calibration, host_rates=rates, batch_size=stored_batch,
+                   reference_ms=data.get("reference_ms"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -225,21 +225,11 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 def measure_in_runtime(model: nn.Module, input_shape: Sequence[int], runtime: str = "onnxruntime",
                        device: str = "cpu", *, threads: int = 1, warmup: int = 5, repeats: int = 25,
-                       exported: MutableMapping[str, bytes] | None = None, key: str | None = None,
                        batch_size: int = 1) -> float:
-    """Median latency in milliseconds of ``model`` at ``batch_size`` in ``runtime`` on ``device``.
-
-    In a graph runtime, given ``exported`` and ``key``, the exported graph is kept in
-    ``exported[key]`` and taken from there next time: an export costs more than the timing.
-    """
-    implementation = get_runtime(runtime)
-    graph = None
-    if implementation.name != "torch" and exported is not None and key is not None:
-        if key not in exported:
-            exported[key] = export_quietly(model, input_shape, batch_size=batch_size)
-        graph = exported[key]
+    """Median latency in milliseconds of ``model`` at ``batch_size`` in ``runtime`` on ``device``
+    (timed alone: :mod:`fusionnas.evaluators.deployed` times a network against a reference)."""
     with _eval_mode(model), torch_threads(threads):
-        run = implementation.prepare(model, input_shape, device, threads=threads, batch_size=batch_size, graph=graph)
+        run = prepare(model, input_shape, runtime, device, threads=threads, batch_size=batch_size)
         return median_ms(run, warmup=warmup, repeats=repeats)
 
 

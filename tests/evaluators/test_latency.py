@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from fusionnas.evaluators import latency
+from fusionnas.evaluators.deployed import DeployedLatencyMeter, WholeLatency
 from fusionnas.evaluators.device_profiles import HostRates
 from fusionnas.evaluators.latency_fit import Calibration, fit_calibration, operator_counts
 from fusionnas.evaluators.latency import (
@@ -81,11 +82,11 @@ def test_same_block_configuration_shares_a_key(space):
 def test_lookup_table_measures_lazily_and_round_trips(space, tmp_path, monkeypatch):
     calls = []
 
-    def fake_measure(module, input_shape, runtime, device="cpu", **options):
-        calls.append((input_shape, runtime, options["threads"]))
-        return 0.5
+    def fake_measure(meter, module, *, input_shape=None):
+        calls.append((input_shape, meter.runtime, meter.threads))
+        return WholeLatency(0.25, 2.0)
 
-    monkeypatch.setattr(latency, "measure_in_runtime", fake_measure)
+    monkeypatch.setattr(DeployedLatencyMeter, "measure", fake_measure)
     model = LatencyModel(space, "cpu")
     assert model.runtime == "onnxruntime" and model.threads == 1  # what an exported model runs in
     arch = space.baseline()
@@ -100,7 +101,7 @@ def test_lookup_table_measures_lazily_and_round_trips(space, tmp_path, monkeypat
     path = tmp_path / "lut.json"
     model.save(path)
     stored = json.loads(path.read_text())
-    assert (stored["device"], stored["runtime"], stored["threads"]) == ("cpu", "onnxruntime", 1)
+    assert (stored["device"], stored["runtime"], stored["threads"], stored["reference_ms"]) == ("cpu", "onnxruntime", 1, 2.0)
     loaded = LatencyModel.load(path)
     assert loaded.entries == model.entries and loaded.measure_missing and loaded.runtime == "onnxruntime"
     assert loaded.predict(arch) == pytest.approx(0.5 * parts)
@@ -147,7 +148,7 @@ def test_table_keeps_its_runtime(space, tmp_path):
 
 def test_onnxruntime_table_times_exported_parts(space):
     arch = space.baseline()
-    model = LatencyModel(space, "cpu", runtime="onnxruntime", repeats=3)
+    model = LatencyModel(space, "cpu", runtime="onnxruntime", repeats=3, reference_ms=2.0)
     parts = model.part_latencies(arch)
     assert set(parts) == {"stem", *(f"b{i}" for i in range(17)), "head"}
     assert all(ms > 0 for ms in parts.values())
@@ -211,7 +212,8 @@ def test_calibration_learns_a_term_per_operator_that_an_extreme_network_cannot_t
     from fusionnas.spaces import random_archs
 
     archs = random_archs(space, 30, seed=3)
-    monkeypatch.setattr(latency, "measure_in_runtime", lambda module, shape, *a, **o: 0.01 * sum(shape) ** 0.5)
+    monkeypatch.setattr(DeployedLatencyMeter, "measure",
+                        lambda meter, module, input_shape: WholeLatency(0.01 * sum(input_shape) ** 0.5, 1.0))
     table = LatencyModel(space, "cpu")
     sums = [table.predict(arch) for arch in archs]  # uncalibrated: the sum of the parts
     assert len(set(sums)) > 12

@@ -91,16 +91,3 @@ def test_a_session_has_fixed_threads_and_times_a_batch():
 def test_an_unknown_runtime_is_a_user_error():
     with pytest.raises(UserError, match="unknown runtime 'tvm'; known: torch, onnxruntime, openvino"):
         measure_in_runtime(small(), (3, 8, 8), "tvm")
-
-
-def test_a_kept_export_is_timed_again_without_exporting(monkeypatch):
-    import fusionnas.evaluators.runtimes as runtimes
-
-    exports = []
-    monkeypatch.setattr(runtimes, "to_onnx", lambda model, shape, **o: exports.append(shape) or to_onnx(model, shape, **o))
-    kept: dict[str, bytes] = {}
-    for _ in range(3):
-        assert measure_in_runtime(small(), (3, 8, 8), "onnxruntime", repeats=2, exported=kept, key="small") > 0
-    assert len(exports) == 1 and set(kept) == {"small"}
-    measure_in_runtime(small(), (3, 8, 8), "onnxruntime", repeats=2)  # nothing kept without a key
-    assert len(exports) == 2 and set(kept) == {"small"}
