@@ -19,11 +19,12 @@ those dominate a point of the conv-only frontier.
 
 Then, on the idle machine, ``--check`` trained networks of every run (its
 frontier first, then a seeded sample) are measured again whole with their
-trained weights (:func:`~fusionnas.evaluators.runtimes.measure_side_by_side`:
-each network's fastest of 10 rounds interleaved with the others and the baseline), and the
-latency recorded during the study is compared with it: the share within
-+-10 % says whether measuring while another worker trains holds (in milliseconds,
-and in the ratio to the baseline, which leaves out the VM's drift between the two).
+trained weights, by the study's own protocol
+(:class:`~fusionnas.evaluators.deployed.DeployedLatencyMeter`, its reference
+calibrated afresh), and the latency recorded during the study is compared
+with it: the share within +-10 % says whether measuring beside other workers
+holds (in milliseconds, and in the ratio to the baseline, which leaves out
+the reference's calibration drift between the two).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ import pandas as pd
 import torch
 
 from benchmarks.sampler import hypervolume_2d, one_run
-from fusionnas.evaluators.runtimes import measure_side_by_side
+from fusionnas.evaluators.deployed import DeployedLatencyMeter
 from fusionnas.results import trials_frame
 from fusionnas.search import SpaceRestriction, StudyConfig, artifacts_dir, load_study_config
 from fusionnas.spaces import Arch, get_space
@@ -106,33 +107,33 @@ def dominating_hybrids(front: pd.DataFrame, conv_front: pd.DataFrame, latency: s
 
 
 def idle_check(config: StudyConfig, url: str, frame: pd.DataFrame, latency: str, count: int,
-               seed: int, rounds: int = 10) -> pd.DataFrame:
+               seed: int) -> pd.DataFrame:
     """Up to ``count`` trained networks of the run (frontier first) measured again whole with their
-    weights, beside the baseline (each one's fastest of ``rounds`` interleaved rounds): recorded and
-    idle milliseconds per network, and both ratios to the baseline."""
+    weights, as the study measured them: recorded and idle milliseconds per network, and both ratios
+    to the baseline."""
     space = get_space(config.space)
+    device = latency.split("@")[1]
     whole = frame[(frame["state"] == "COMPLETE") & frame[latency].notna()
-                  & frame.get(f"latency_source@{latency.split('@')[1]}", pd.Series(dtype=object)).eq("whole")]
+                  & frame.get(f"latency_source@{device}", pd.Series(dtype=object)).eq("whole")]
     whole = whole.drop_duplicates("archid")
     chosen = pd.concat([whole[whole["is_pareto"]], whole[~whole["is_pareto"]].sample(frac=1, random_state=seed)])
     chosen = chosen.head(count)
+    if chosen.empty:
+        return pd.DataFrame()
     weights = artifacts_dir(config, url) / "weights"
-    models = {}
+    classes = int(chosen["num_classes"].iloc[0])
+    meter = DeployedLatencyMeter(space.build(space.baseline(), num_classes=classes), space.input_shape,
+                                 str(chosen[f"latency_runtime@{device}"].iloc[0]), device,
+                                 batch_size=config.latency_batch_sizes[device])
+    rows = []
     for _, row in chosen.iterrows():
-        model = space.build(Arch.from_json(row["arch"]), num_classes=int(row["num_classes"]))
+        model = space.build(Arch.from_json(row["arch"]), num_classes=classes)
         if isinstance(row.get("weights"), str) and (weights / row["weights"]).is_file():
             model.load_state_dict(torch.load(weights / row["weights"], map_location="cpu", weights_only=True))
-        models[str(int(row["number"]))] = model
-    device = latency.split("@")[1]
-    runtime = str(chosen[f"latency_runtime@{device}"].iloc[0]) if len(chosen) else "onnxruntime"
-    if not models:
-        return pd.DataFrame()
-    models["baseline"] = space.build(space.baseline(), num_classes=int(chosen["num_classes"].iloc[0]))
-    measured = measure_side_by_side(models, space.input_shape, runtime, threads=1, rounds=rounds)
-    return pd.DataFrame({"trial": list(models)[:-1], "recorded_ms": chosen[latency].to_numpy(float),
-                         "idle_ms": [measured[k] for k in list(models)[:-1]],
-                         "recorded_ratio": chosen[f"latency_ratio@{device}"].to_numpy(float),
-                         "idle_ratio": [measured[k] / measured["baseline"] for k in list(models)[:-1]]})
+        idle = meter.measure(model)
+        rows.append({"trial": int(row["number"]), "recorded_ms": float(row[latency]), "idle_ms": idle.ms,
+                     "recorded_ratio": float(row[f"latency_ratio@{device}"]), "idle_ratio": idle.ratio})
+    return pd.DataFrame(rows)
 
 
 def main() -> None:  # noqa: D103

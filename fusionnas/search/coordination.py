@@ -46,8 +46,8 @@ from optuna.trial import TrialState
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["LOCK_SUFFIX", "study_lock", "storage_lock", "file_lock", "fail_stale_trials", "heartbeat", "Claim",
-           "claim_archid"]
+__all__ = ["LOCK_SUFFIX", "study_lock", "storage_lock", "file_lock", "flock_wait", "fail_stale_trials", "heartbeat",
+           "Claim", "claim_archid"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,9 +153,27 @@ def _advisory_lock(storage: optuna.storages.RDBStorage, name: str) -> Iterator[N
             connection.commit()  # ends the transaction, which releases the lock
 
 
+def flock_wait(fd: int, operation: int, poll: Callable[[], None] | None = None) -> None:
+    """``flock(fd, operation)`` (``fcntl.LOCK_EX`` or ``LOCK_SH``), waited for without polling, or
+    with ``poll`` every 0.1 s while another holder has it (``poll`` may raise to stop waiting)."""
+    import fcntl
+
+    if poll is None:
+        fcntl.flock(fd, operation)
+        return
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            poll()
+            time.sleep(0.1)
+
+
 @contextmanager
-def file_lock(path: str | os.PathLike[str], *, poll: Callable[[], None] | None = None) -> Iterator[None]:
-    """An exclusive ``flock`` on the lock file beside ``path``.
+def file_lock(path: str | os.PathLike[str], *, poll: Callable[[], None] | None = None,
+              shared: bool = False) -> Iterator[None]:
+    """An exclusive (or ``shared``) ``flock`` on the lock file beside ``path``.
 
     Waited for without polling, or with ``poll`` every 0.1 s while another
     holder has it (for a wait that may last minutes: ``poll`` may raise to
@@ -167,16 +185,7 @@ def file_lock(path: str | os.PathLike[str], *, poll: Callable[[], None] | None =
 
     fd = os.open(os.fspath(path) + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        if poll is None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        else:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    poll()
-                    time.sleep(0.1)
+        flock_wait(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, poll)
         try:
             yield
         finally:

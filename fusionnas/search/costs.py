@@ -13,7 +13,8 @@ the runner for its checks before the first trial. Latency comes twice:
   whole trained network as deployed (exported, in the study's runtime),
   timed against the space's baseline beside it
   (:mod:`fusionnas.evaluators.deployed`; source ``whole``), one measurement at a
-  time per machine (a lock in the artifacts folder). The table's figure is
+  time per machine while every worker on it pauses its training
+  (:class:`~fusionnas.search.quiet_host.QuietHost`). The table's figure is
   kept as ``latency_estimate_ms@<device>``, the ratio to the baseline as
   ``latency_ratio@<device>``.
 """
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ from fusionnas.evaluators.deployed import DeployedLatencyMeter
 from fusionnas.evaluators.latency import MEASURABLE_DEVICES, LatencyModel, host_description, peak_activation_bytes
 from fusionnas.evaluators.parts import model_parts
 from fusionnas.interrupts import STOP
-from fusionnas.search.coordination import file_lock
+from fusionnas.search.quiet_host import QuietHost
 from fusionnas.spaces import Arch, InvertedResidual, get_space
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class CostEvaluator:
         self._saved_entries: dict[str, int] = {}
         self._part_flops: dict[str, int] = {}
         self._meters: dict[str, DeployedLatencyMeter] = {}
+        self.host = QuietHost(self.artifacts, poll=STOP.check)
 
     @property
     def names(self) -> list[str]:
@@ -102,7 +104,8 @@ class CostEvaluator:
         for device in self.latency_devices:
             if f"latency_ms@{device}" not in known:
                 table = self.latency_table(device)
-                costs[f"latency_ms@{device}"] = table.predict(arch)
+                with self.host.measuring() if table.will_measure(arch) else nullcontext():
+                    costs[f"latency_ms@{device}"] = table.predict(arch)
                 costs[f"latency_source@{device}"] = "estimated" if table.is_estimate else "table"
                 costs[f"latency_runtime@{device}"] = table.runtime
         return costs
@@ -120,7 +123,7 @@ class CostEvaluator:
         measured: dict[str, Any] = {}
         for device in self.measured_devices:
             model.to(device)
-            with self._measuring():
+            with self.host.measuring():
                 whole = self._meter(device, num_classes).measure(model)
             estimate = known.get(f"latency_ms@{device}")
             if known.get(f"latency_source@{device}") != "whole" and estimate is not None:
@@ -129,16 +132,6 @@ class CostEvaluator:
                              f"latency_ratio@{device}": whole.ratio,
                              f"latency_reference_ms@{device}": whole.reference_ms})
         return measured
-
-    @contextmanager
-    def _measuring(self) -> Iterator[None]:
-        """One whole-network measurement at a time on this machine: two at once would share its cores."""
-        if self.artifacts is None:
-            yield
-            return
-        self.artifacts.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.artifacts / "latency-measurement", poll=STOP.check):
-            yield
 
     def _meter(self, device: str, num_classes: int) -> DeployedLatencyMeter:
         """The meter of ``device``, its reference the space's baseline with ``num_classes`` classes;

@@ -285,7 +285,8 @@ class SearchObjective:
             steps, resumed = steps - int(parent.user_attrs.get("proxy_steps", 0)), parent.number
         options = {**self.config.budget.proxy_options(), **({"steps": steps} if steps else {})}
         proxy_budget = ProxyBudget(**options, seed=self.config.seed, device=self.device)
-        trained = self.train(model, self.data, proxy_budget, on_step=lambda step: STOP.check())
+        with self.costs.host.training() as pause_point:
+            trained = self.train(model, self.data, proxy_budget, on_step=lambda step: (STOP.check(), pause_point()))
         total = trained.steps + (int(parent.user_attrs.get("proxy_steps", 0)) if resumed is not None else 0)
         result = dict(val_accuracy=trained.val_accuracy, val_loss=trained.val_loss,
                       train_seconds=trained.train_seconds, proxy_steps=total, evaluated=True)

@@ -18,6 +18,7 @@ from fusionnas.evaluators.proxy import ProxyBudget
 from fusionnas.evaluators.supernet import SuperNet, train_supernet
 from fusionnas.interrupts import STOP
 from fusionnas.search.coordination import file_lock
+from fusionnas.search.quiet_host import QuietHost
 
 if TYPE_CHECKING:
     from fusionnas.evaluators.data import DataSplits
@@ -40,6 +41,7 @@ class StudySupernet:
         self.device = device
         self.checkpoint = artifacts / f"supernet-{config.fingerprint}.pt" if artifacts is not None else None
         self._supernet: SuperNet | None = None
+        self._host = QuietHost(artifacts, poll=STOP.check)
 
     @property
     def budget(self) -> ProxyBudget:
@@ -66,7 +68,8 @@ class StudySupernet:
         if self.checkpoint is None or not self.checkpoint.is_file():
             logger.warning("training the study's supernet: %d steps, once; the trials then take about a second",
                            steps)
-        done = train_supernet(supernet, self.data, self.budget, checkpoint=self.checkpoint,
-                              on_step=lambda step: STOP.check())
+        with self._host.training() as pause_point:
+            done = train_supernet(supernet, self.data, self.budget, checkpoint=self.checkpoint,
+                                  on_step=lambda step: (STOP.check(), pause_point()))
         if done["seconds"] > 1:
             logger.warning("supernet trained: %d steps in %.0f s", steps, done["seconds"])
