@@ -127,6 +127,25 @@ class DeployedLatencyMeter:
                 self._reference_ms = calibrate_reference(reference)
         return self._reference_ms
 
+    def prepare(self, model: nn.Module, *, input_shape: Sequence[int] | None = None,
+                graph: bytes | None = None) -> Runner:
+        """``model`` ready to run in the meter's runtime (exported, for a graph runtime): the slow half
+        of :meth:`measure`, which a caller may do before it asks the machine to be quiet."""
+        was_training = model.training
+        try:
+            with torch_threads(self.threads):
+                return self._prepare(model, input_shape or self.input_shape, graph)
+        finally:
+            model.train(was_training)
+
+    def time(self, run: Runner) -> WholeLatency:
+        """A prepared network (:meth:`prepare`) timed against the reference."""
+        reference = self._reference_runner()
+        reference_ms = self.reference_ms
+        with torch_threads(self.threads):
+            ratio = time_against(run, reference, pairs=self.pairs)
+        return WholeLatency(ratio, reference_ms)
+
     def measure(self, model: nn.Module, *, input_shape: Sequence[int] | None = None,
                 graph: bytes | None = None) -> WholeLatency:
         """``model``'s latency as deployed: exported (graph runtimes), then timed against the reference.
@@ -134,13 +153,4 @@ class DeployedLatencyMeter:
         ``model`` may be a part of a network (a latency table's entry) that takes ``input_shape``
         (default: the reference's); ``graph``: its exported ONNX bytes, when the caller has them.
         """
-        was_training = model.training
-        reference = self._reference_runner()
-        reference_ms = self.reference_ms
-        try:
-            with torch_threads(self.threads):
-                run = self._prepare(model, input_shape or self.input_shape, graph)
-                ratio = time_against(run, reference, pairs=self.pairs)
-        finally:
-            model.train(was_training)
-        return WholeLatency(ratio, reference_ms)
+        return self.time(self.prepare(model, input_shape=input_shape, graph=graph))

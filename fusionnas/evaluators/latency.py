@@ -226,13 +226,6 @@ class LatencyModel:
         model = self.space.build(arch)
         return {part.name: self._lookup(part) for part in model_parts(model, self.space.input_shape)}
 
-    def will_measure(self, arch: Arch) -> bool:
-        """True when predicting ``arch`` measures parts the table lacks, here and now."""
-        if not self.measure_missing:
-            return False
-        return any(part.key not in self.entries
-                   for part in model_parts(self.space.build(arch), self.space.input_shape))
-
     def predict(self, arch: Arch) -> float:
         """Predicted latency of ``arch`` in milliseconds at the table's batch size (1 unless set).
 

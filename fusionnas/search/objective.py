@@ -108,7 +108,7 @@ class SearchObjective:
         self.current_trial: optuna.Trial | None = None
         self.costs = CostEvaluator(config, self.artifacts)
         self.rungs = Rungs.of(config.budget)
-        self.supernet = StudySupernet(config, self.space, data, self.artifacts, device)
+        self.supernet = StudySupernet(config, self.space, data, self.artifacts, device, host=self.costs.host)
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # -- the trial ---------------------------------------------------------------------
@@ -116,7 +116,8 @@ class SearchObjective:
     def __call__(self, trial: optuna.Trial) -> list[float]:
         self.current_trial = trial
         try:
-            return self._run(trial)
+            with self.costs.host.working():  # a measurement by another worker waits for a pause point
+                return self._run(trial)
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:
@@ -153,7 +154,7 @@ class SearchObjective:
         model = None
         if not all(k in attrs for k in self.costs.names):
             STOP.check()
-            model = self.space.build(arch, num_classes=self.data.num_classes)
+            model = self._build(arch)
             attrs.update(self.costs.costs(arch, model, attrs))
         violations = self._limits(attrs)
         evaluate = attrs["feasible"] and not attrs.get("evaluated")
@@ -166,7 +167,7 @@ class SearchObjective:
         _set_all(trial, attrs)
         if evaluate:
             STOP.check()
-            model = model or self.space.build(arch, num_classes=self.data.num_classes)
+            model = model or self._build(arch)
             try:
                 evaluation = self._evaluate(trial, arch, model, parent)
                 if measure_whole:
@@ -182,6 +183,13 @@ class SearchObjective:
                 _set_all(trial, {k: attrs[k] for k in ("feasible", "constraint_violations")})
             _report(trial, violations, later)
         return self._values(attrs)
+
+    def _build(self, arch: Arch) -> torch.nn.Module:
+        """``arch``'s network with initial weights drawn from the study's seed, whatever ran before in this
+        process (other trials, other studies), so that a seeded study repeats its accuracies."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            return self.space.build(arch, num_classes=self.data.num_classes)
 
     def _limits(self, attrs: dict[str, Any]) -> dict[str, float]:
         """Every limit's excess (<= 0: within it); sets ``feasible`` and ``constraint_violations`` in ``attrs``."""
@@ -227,7 +235,8 @@ class SearchObjective:
                 return claim.reuse or claim.costed
             logger.info("trial %d: archid %s is being evaluated by trial %d; waiting", trial.number, archid,
                         claim.wait_for.number)
-            _sleep(self.poll_s)
+            with self.costs.host.paused():
+                _sleep(self.poll_s)
             with study_lock(trial.study):
                 fail_stale_trials(trial.study)
             if time.monotonic() > deadline:
@@ -285,8 +294,8 @@ class SearchObjective:
             steps, resumed = steps - int(parent.user_attrs.get("proxy_steps", 0)), parent.number
         options = {**self.config.budget.proxy_options(), **({"steps": steps} if steps else {})}
         proxy_budget = ProxyBudget(**options, seed=self.config.seed, device=self.device)
-        with self.costs.host.training() as pause_point:
-            trained = self.train(model, self.data, proxy_budget, on_step=lambda step: (STOP.check(), pause_point()))
+        trained = self.train(model, self.data, proxy_budget,
+                             on_step=lambda step: (STOP.check(), self.costs.host.pause_point()))
         total = trained.steps + (int(parent.user_attrs.get("proxy_steps", 0)) if resumed is not None else 0)
         result = dict(val_accuracy=trained.val_accuracy, val_loss=trained.val_loss,
                       train_seconds=trained.train_seconds, proxy_steps=total, evaluated=True)

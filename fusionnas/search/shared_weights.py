@@ -34,14 +34,14 @@ class StudySupernet:
     """The supernet of one study, trained or loaded on first use (see the module docstring)."""
 
     def __init__(self, config: StudyConfig, space: MobileNetV2Space, data: DataSplits, artifacts: Path | None,
-                 device: str) -> None:
+                 device: str, host: QuietHost | None = None) -> None:
         self.config = config
         self.space = space
         self.data = data
         self.device = device
         self.checkpoint = artifacts / f"supernet-{config.fingerprint}.pt" if artifacts is not None else None
         self._supernet: SuperNet | None = None
-        self._host = QuietHost(artifacts, poll=STOP.check)
+        self._host = host or QuietHost(None)  # the worker's: its training pauses while another measures
 
     @property
     def budget(self) -> ProxyBudget:
@@ -59,7 +59,7 @@ class StudySupernet:
                 self._train(supernet, steps)
             else:
                 self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                with file_lock(self.checkpoint, poll=STOP.check):
+                with file_lock(self.checkpoint, poll=lambda: (STOP.check(), self._host.pause_point())):
                     self._train(supernet, steps)
             self._supernet = supernet
         return self._supernet
@@ -68,8 +68,7 @@ class StudySupernet:
         if self.checkpoint is None or not self.checkpoint.is_file():
             logger.warning("training the study's supernet: %d steps, once; the trials then take about a second",
                            steps)
-        with self._host.training() as pause_point:
-            done = train_supernet(supernet, self.data, self.budget, checkpoint=self.checkpoint,
-                                  on_step=lambda step: (STOP.check(), pause_point()))
+        done = train_supernet(supernet, self.data, self.budget, checkpoint=self.checkpoint,
+                              on_step=lambda step: (STOP.check(), self._host.pause_point()))
         if done["seconds"] > 1:
             logger.warning("supernet trained: %d steps in %.0f s", steps, done["seconds"])

@@ -227,21 +227,17 @@ def test_a_trained_network_s_cpu_latency_is_measured_whole(tmp_path, digits) -> 
     assert reference["ms"] == attrs["latency_reference_ms@cpu"] and reference["reference"] == SPACE.baseline().archid
 
 
-def fake_meter(whole: WholeLatency, measured: list | None = None):
-    """``DeployedLatencyMeter.measure`` that times every table part at 0.05 ms and every whole network
-    (appended to ``measured``) at ``whole``."""
-    def measure(self, model, *, input_shape=None):
-        if input_shape is not None:
-            return WholeLatency(0.05, 1.0)
-        if measured is not None:
-            measured.append(model)
-        return whole
-    return measure
+def fake_meter(monkeypatch, whole: WholeLatency, measured: list | None = None) -> None:
+    """Every table part timed at 0.05 ms, every whole network (appended to ``measured``) at ``whole``."""
+    monkeypatch.setattr(DeployedLatencyMeter, "measure", lambda self, model, **options: WholeLatency(0.05, 1.0))
+    monkeypatch.setattr(DeployedLatencyMeter, "prepare", lambda self, model, **options: model)
+    monkeypatch.setattr(DeployedLatencyMeter, "time",
+                        lambda self, model: (measured.append(model) if measured is not None else None) or whole)
 
 
 def test_the_limits_are_checked_again_on_the_measured_latency(tmp_path, digits, monkeypatch) -> None:
     calls: list = []
-    monkeypatch.setattr(DeployedLatencyMeter, "measure", fake_meter(WholeLatency(4.0, 1000.0)))
+    fake_meter(monkeypatch, WholeLatency(4.0, 1000.0))
     config = study_config(tmp_path, PROXY, constraints={"max_latency_ms": 500.0, "latency_device": "cpu"})
     study = new_study(config)
     study.enqueue_trial(SPACE.params(SPACE.baseline()))
@@ -257,7 +253,7 @@ def test_the_limits_are_checked_again_on_the_measured_latency(tmp_path, digits, 
 def test_a_reused_architecture_keeps_its_measured_latency(tmp_path, digits, monkeypatch) -> None:
     calls: list = []
     measures: list = []
-    monkeypatch.setattr(DeployedLatencyMeter, "measure", fake_meter(WholeLatency(1.5, 2.0), measures))
+    fake_meter(monkeypatch, WholeLatency(1.5, 2.0), measures)
     objectives = [{"metric": "accuracy"}, {"metric": "latency", "device": "cpu"}]
     config = study_config(tmp_path, PROXY, objectives=objectives)
     study = new_study(config)

@@ -1,4 +1,4 @@
-"""Training pauses while a worker measures: no training step overlaps a measurement."""
+"""Workers pause while one of them measures: no step of another worker's work overlaps a measurement."""
 import threading
 import time
 
@@ -7,48 +7,56 @@ import pytest
 from fusionnas.search.quiet_host import QuietHost
 
 
-def _trainer(folder, step_s, log, started, done):
-    """Optimiser steps of ``step_s`` until ``done`` is set, each logged as (begin, end)."""
-    with QuietHost(folder).training() as pause_point:
+def _worker(folder, step_s, log, started, done, measure_at=None, windows=None):
+    """Steps of ``step_s`` until ``done`` is set, each logged as (begin, end); measures after step
+    ``measure_at`` (in ``windows``) without leaving its work."""
+    host = QuietHost(folder)
+    with host.working():
         while not done.is_set():
             begin = time.monotonic()
             time.sleep(step_s)
             log.append((begin, time.monotonic()))
             if len(log) == 3:
                 started.release()
-            pause_point()
+            if len(log) == measure_at:
+                with host.measuring():
+                    windows.append((time.monotonic(), time.sleep(0.05) or time.monotonic()))
+            host.pause_point()
 
 
-def test_no_training_step_of_any_worker_overlaps_a_measurement(tmp_path):
-    logs, threads = [[], []], []
+def test_no_step_of_another_worker_overlaps_a_measurement(tmp_path):
+    logs, threads, windows = [[], [], []], [], []
     started, done = threading.Semaphore(0), threading.Event()
-    for log in logs:
-        threads.append(threading.Thread(target=_trainer, args=(tmp_path, 0.01, log, started, done)))
+    for i, log in enumerate(logs):  # the third worker measures in the midst of its own work
+        measure_at = 10 if i == 2 else None
+        threads.append(threading.Thread(target=_worker, args=(tmp_path, 0.01, log, started, done, measure_at, windows)))
         threads[-1].start()
     for _ in logs:
-        started.acquire()  # both workers are training
-    windows = []
+        started.acquire()  # every worker is working
     for _ in range(3):
-        with QuietHost(tmp_path).measuring():
-            begin = time.monotonic()
-            time.sleep(0.05)
-            windows.append((begin, time.monotonic()))
-    time.sleep(0.1)
+        with QuietHost(tmp_path).measuring():  # a worker between trials
+            windows.append((time.monotonic(), time.sleep(0.05) or time.monotonic()))
+    deadline = time.monotonic() + 30
+    while len(windows) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    last = max(end for _, end in windows)
+    while not all(log[-1][0] > last for log in logs) and time.monotonic() < deadline:
+        time.sleep(0.01)
     done.set()
     for thread in threads:
         thread.join(timeout=60)
+    assert len(windows) == 4
     for log in logs:
-        assert log[-1][0] > windows[-1][1]  # the worker went on training after the measurements
+        assert log[-1][0] > max(end for _, end in windows)  # every worker went on after the measurements
+    for i, log in enumerate(logs):
         for begin, end in windows:
-            assert not [s for s in log if s[0] < end and s[1] > begin], "a step ran during a measurement"
-        # every measurement fell inside this worker's training, so it waited out each of them
-        assert sum(b - a > 0.04 for (a, _), (b, _) in zip(log, log[1:])) >= 1
+            assert not [s for s in log if s[0] < end and s[1] > begin], f"worker {i} stepped during a measurement"
 
 
-def test_a_worker_without_folder_never_waits(tmp_path):
+def test_a_worker_without_folder_never_waits():
     host = QuietHost(None)
-    with host.training() as pause_point, host.measuring():
-        pause_point()
+    with host.working(), host.measuring(), host.paused():
+        host.pause_point()
 
 
 def test_waiting_for_a_measurement_can_be_stopped(tmp_path):
@@ -59,5 +67,5 @@ def test_waiting_for_a_measurement_can_be_stopped(tmp_path):
         raise Stop
 
     with QuietHost(tmp_path).measuring():
-        with pytest.raises(Stop), QuietHost(tmp_path, poll=stop).training():
+        with pytest.raises(Stop), QuietHost(tmp_path, poll=stop).working():
             pass
