@@ -58,6 +58,10 @@ def test_search_pareto_export_onnx_train(tmp_path) -> None:
     session = onnxruntime.InferenceSession(str(tmp_path / "model" / "model.onnx"), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"input": np.random.default_rng(0).standard_normal((1, 3, 32, 32), np.float32)})
     assert logits.shape == (1, 10) and np.isfinite(logits).all()
+    card = (tmp_path / "model" / "MODEL_CARD.md").read_text()
+    assert "- Dataset: digits; 10 classes, output i is class i: 0, 1, 2" in card and "(x - mean) / std" in card
+    assert "3x32x32 images (the space's input); its accuracy was measured on images resized bilinearly to 8x8" in card
+    assert "after proxy training for 2 optimiser steps (batch 8, peak lr 0.05, 10% of the training split" in card
 
     trained = cli("train", "model/arch.json", "--dataset", "digits", "--epochs", "0.05", "--batch-size", "16",
                   "--resolution", "8", "--out", "model/full.pt", cwd=tmp_path).stdout

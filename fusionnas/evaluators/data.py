@@ -101,6 +101,12 @@ class DataSplits:
         c, h, w = self.x_train.shape[1:]
         return (int(c), int(h), int(w))
 
+    def describe(self) -> dict[str, Any]:
+        """What a deployed model needs to know of its data, JSON-able: ``name``, ``classes`` (output i is
+        class i), ``mean`` and ``std`` (per channel, 0-1 scale) and ``image_shape`` (C, H, W)."""
+        return {"name": self.name, "classes": list(self.classes), "mean": list(self.mean), "std": list(self.std),
+                "image_shape": list(self.input_shape)}
+
     def __repr__(self) -> str:
         test = "" if self.x_test is None else f", test={len(self.x_test)}"
         return (

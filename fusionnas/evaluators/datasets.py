@@ -183,7 +183,7 @@ def _load_cifar(root: Path | None, spec: _CifarFormat, download: bool) -> RawDat
         raise DatasetUnavailableError(
             f"{spec.title} not found in {folder} (missing: {', '.join(missing)}); download the "
             f"python version from https://www.cs.toronto.edu/~kriz/cifar.html and extract it into "
-            f"{folder.parent}, or pass download=True where the network allows"
+            f"{folder.parent}, or pass `download` where the network allows"
         )
     x, y = _read_cifar(folder, spec, spec.train_files)
     x_test, y_test = _read_cifar(folder, spec, spec.test_files)

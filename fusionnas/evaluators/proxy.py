@@ -46,6 +46,7 @@ __all__ = [
     "TrainingDiverged",
     "OutOfMemory",
     "train_proxy",
+    "planned_steps",
     "resolve_device",
     "validate",
     "eval_batch_size",
@@ -221,6 +222,18 @@ def train_proxy(
     )
 
 
+def planned_steps(data: DataSplits, budget: ProxyBudget) -> tuple[int, int]:
+    """(optimiser steps in all, steps per epoch) that :func:`train_proxy` takes on ``data`` within ``budget``."""
+    return _schedule(len(data.subsample(budget.data_fraction, seed=budget.seed).y_train), budget)
+
+
+def _schedule(n_train: int, budget: ProxyBudget) -> tuple[int, int]:
+    per_epoch = n_train // min(budget.batch_size, n_train)
+    if budget.steps is not None:
+        return budget.steps, per_epoch
+    return max(1, round((budget.epochs or 1.0) * per_epoch)), per_epoch
+
+
 def cosine_with_warmup(total: int, warmup_fraction: float) -> Callable[[int], float]:
     """The lr multiplier per step: a linear warm-up over ``warmup_fraction`` of ``total``, then a cosine."""
     warmup = min(total - 1, math.ceil(total * warmup_fraction)) if warmup_fraction > 0 else 0
@@ -264,11 +277,7 @@ def _train(
     train = data.subsample(budget.data_fraction, seed=budget.seed)
     n_train = len(train.x_train)
     batch_size = min(budget.batch_size, n_train)  # whole batches only: BN needs > 1 sample
-    per_epoch = n_train // batch_size
-    if budget.steps is not None:
-        total = budget.steps
-    else:
-        total = max(1, round((budget.epochs or 1.0) * per_epoch))
+    total, per_epoch = _schedule(n_train, budget)
     augment = data.augment if budget.augment is None else budget.augment
     amp_dtype = _amp_dtype(device, budget.amp)
 

@@ -12,8 +12,8 @@ from fusionnas.results.pareto import (
     pareto_mask,
     trials_frame,
 )
-from fusionnas.results.plot import plot_frontier
-from fusionnas.results.train import TrainResult, read_arch, train_arch
+from fusionnas.results.plot import check_plot_path, plot_frontier
+from fusionnas.results.train import TrainProgress, TrainResult, read_arch, train_arch
 
 __all__ = [
     "trials_frame",
@@ -26,11 +26,13 @@ __all__ = [
     "measure_trials",
     "format_measurements",
     "plot_frontier",
+    "check_plot_path",
     "ExportResult",
     "export_trial",
     "export_onnx",
     "resolve_metric",
     "select_trial",
+    "TrainProgress",
     "TrainResult",
     "read_arch",
     "train_arch",

@@ -10,7 +10,6 @@ Files appear in ``out`` only once all of them are ready.
 """
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ import torch
 
 from fusionnas.errors import UserError
 from fusionnas.evaluators.onnx_export import CHECKED_BATCHES, onnx_error, to_onnx
+from fusionnas.evaluators.proxy import ProxyBudget
 from fusionnas.evaluators.runtimes import get_runtime, measure_side_by_side
 from fusionnas.metrics import natural_direction
 from fusionnas.results.pareto import compact_ops, ops_legend
@@ -53,10 +53,11 @@ class ExportResult:
 
 
 def resolve_metric(frame: pd.DataFrame, name: str) -> str:
-    """The frame column meant by ``name``: ``latency`` is the one ``latency_ms@<device>`` column."""
+    """The frame column meant by ``name``: ``latency`` (or ``latency_ms``, no device named) is the one
+    ``latency_ms@<device>`` column, the default of a study that measures one device."""
     if name in frame.columns and name not in ("number", "state", "archid", "arch", "ops"):
         return name
-    aliases = {"latency": "latency_ms@", "memory": "memory_mb"}
+    aliases = {"latency": "latency_ms@", "latency_ms": "latency_ms@", "memory": "memory_mb"}
     if name in aliases:
         matches = [c for c in frame.columns if c.startswith(aliases[name])]
         if len(matches) == 1:
@@ -137,8 +138,13 @@ def _graph(model: torch.nn.Module, input_shape: tuple[int, ...], batch_size: int
 
 def export_trial(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Series, out: str | Path, *,
                  weights_dir: Path | None, study_name: str = "", budget: Mapping[str, Any] | None = None,
-                 force: bool = False, num_classes: int | None = None, batch_size: int | None = None) -> ExportResult:
+                 force: bool = False, num_classes: int | None = None, batch_size: int | None = None,
+                 data: Mapping[str, Any] | None = None) -> ExportResult:
     """Write ``row``'s trial to ``out``: arch.json, weights.pt (when trained), model.onnx, MODEL_CARD.md.
+
+    ``budget``: the study's budget (``Budget`` fields: kind, steps or epochs, batch_size, lr, resolution,
+    data_fraction, rungs); ``data``: the dataset's name, classes, mean, std and image_shape
+    (``DataSplits.describe()``); the card states both.
 
     ``model.onnx`` has a dynamic batch, or is fixed to ``batch_size``; it is
     timed at that batch (1 when dynamic) in every :data:`DEPLOYED_RUNTIMES`.
@@ -178,7 +184,8 @@ def export_trial(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Ser
                    for runtime in DEPLOYED_RUNTIMES}
         card = model_card(frame, objectives, row, arch, study_name=study_name, budget=budget,
                           has_weights=state is not None, onnx_error=error, input_shape=input_shape,
-                          num_classes=model.classifier[-1].out_features, latency_ms=latency, batch_size=batch_size)
+                          num_classes=model.classifier[-1].out_features, latency_ms=latency, batch_size=batch_size,
+                          data=data)
         (staging / "MODEL_CARD.md").write_text(card, encoding="utf-8")
         out.mkdir(parents=True, exist_ok=True)
         files = []
@@ -243,14 +250,72 @@ def _latency_section(latency_ms: Mapping[str, Mapping[str, float]] | None, batch
     return [*lines, "", "Measured on the exporting machine; on another device, `fusionnas profile` there.", ""]
 
 
+def _resolution(budget: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+    """The side images had while the accuracy was measured: the budget's, else the dataset's own."""
+    if budget.get("resolution"):
+        return f"{budget['resolution']}x{budget['resolution']}"
+    shape = data.get("image_shape")
+    return f"{shape[1]}x{shape[2]}" if shape else "the dataset's own size"
+
+
+def _inputs_section(data: Mapping[str, Any], budget: Mapping[str, Any], input_shape: tuple[int, ...]) -> list[str]:
+    """What an image must look like for this model: dataset, classes, normalisation, resolution."""
+    channels, height, width = input_shape
+    if "classes" in data:
+        classes = (f"{len(data['classes'])} classes, output i is class i: "
+                   f"{', '.join(str(c) for c in data['classes'])}")
+        scale = ", ".join(f"{v:.4f}" for v in data["mean"]), ", ".join(f"{v:.4f}" for v in data["std"])
+        norm = (f"{'RGB' if channels == 3 else f'{channels}-channel'} pixel values scaled to 0-1, then per channel "
+                f"(x - mean) / std with mean ({scale[0]}) and std ({scale[1]})")
+    else:
+        classes = "classes not recorded with the study, and its files are not on this machine"
+        norm = "not recorded with the study (its mean and std come from the dataset's training split)"
+    trained = _resolution(budget, data)
+    if trained == f"{height}x{width}" or not trained[0].isdigit():
+        measured = f", and its accuracy was measured at {trained}."
+    else:
+        measured = (f"; its accuracy was measured on images resized bilinearly to {trained} (the study's training "
+                    f"resolution) before normalising, so at {height}x{width} it may differ: `fusionnas train "
+                    f"--init weights.pt` trains on at {height}x{width}.")
+    return [
+        "## Data and inputs", "",
+        f"- Dataset: {data.get('name', 'not recorded')}; {classes}.",
+        f"- Input normalisation: {norm}.",
+        f"- Input resolution: `model.onnx` takes {channels}x{height}x{width} images (the space's input){measured}",
+        "",
+    ]
+
+
+def _accuracy_budget(row: pd.Series, budget: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+    """How much training the accuracy reflects: proxy steps and rung, or the supernet's steps."""
+    rung, rungs = int(row.get("rung", 0) or 0), int(budget.get("rungs", 1) or 1)
+    supernet = row.get("supernet_steps")
+    if isinstance(supernet, (int, float)) and math.isfinite(supernet) and rung == 0:
+        return (f"of weights inherited from the study's weight-sharing supernet ({int(supernet)} training steps), "
+                f"batch norm recalibrated, at {_resolution(budget, data)}")
+    steps = row.get("proxy_steps")
+    if isinstance(steps, (int, float)) and math.isfinite(steps) and steps > 0:
+        amount = f"{int(steps)} optimiser steps"
+    elif budget.get("steps") or budget.get("epochs"):
+        amount = f"{budget['steps']} optimiser steps" if budget.get("steps") else f"{budget['epochs']:g} epochs"
+    else:
+        amount = "the study's budget"
+    where = f", rung {rung} of {rungs}" if rungs > 1 else ""
+    return (f"after proxy training for {amount}{where} (batch {budget.get('batch_size') or ProxyBudget.batch_size}, "
+            f"peak lr {budget.get('lr') or ProxyBudget.lr:g}, {float(budget.get('data_fraction', 1.0)):.0%} of the "
+            f"training split, at {_resolution(budget, data)})")
+
+
 def model_card(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Series, arch: Arch, *,
                study_name: str, budget: Mapping[str, Any] | None, has_weights: bool, onnx_error: float,
                input_shape: tuple[int, ...], num_classes: int,
-               latency_ms: Mapping[str, Mapping[str, float]] | None = None, batch_size: int | None = None) -> str:
+               latency_ms: Mapping[str, Mapping[str, float]] | None = None, batch_size: int | None = None,
+               data: Mapping[str, Any] | None = None) -> str:
     """The MODEL_CARD.md text of an exported trial.
 
     ``latency_ms``: per runtime, ``model`` and ``baseline`` measured side by side;
-    ``batch_size``: the batch model.onnx is fixed to (None: dynamic), also the timed one.
+    ``batch_size``: the batch model.onnx is fixed to (None: dynamic), also the timed one;
+    ``budget`` and ``data``: see :func:`export_trial`.
     """
     costs = [c for c in row.index if c in ("accuracy", "flops", "params", "memory_mb")
              or c.startswith("latency_ms@") or c in objectives]
@@ -259,16 +324,19 @@ def model_card(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Serie
     checked = " and ".join(map(str, CHECKED_BATCHES))
     batch = f"batch {batch_size}" if batch_size else f"dynamic batch, checked at batch {checked}"
     files += f"`model.onnx` (opset 17, {batch}; onnxruntime matches torch within {onnx_error:.1e})"
+    budget = dict(budget or {})
+    data = dict(data or {})
     if has_weights:
-        training = (f"Accuracy is the validation accuracy after proxy training ({json.dumps(dict(budget or {}))}): "
-                    "a ranking signal, not what full training reaches; "
-                    "`fusionnas train arch.json --dataset DATASET --epochs E` trains it fully.")
+        training = (f"Accuracy is the validation accuracy {_accuracy_budget(row, budget, data)}: a ranking "
+                    f"signal, not what full training reaches; `fusionnas train arch.json --dataset "
+                    f"{data.get('name', 'DATASET')} --epochs E --init weights.pt` trains it on from these weights.")
     else:
         training = "No trained weights: the ONNX model holds freshly initialised weights."
     lines = [
         f"# {arch.space} {arch.archid}", "",
         f"Study {study_name}, trial {int(row['number'])}. Input {tuple(input_shape)} per image, "
         f"{num_classes} classes.", "", f"Files: {files}.", "",
+        *_inputs_section(data, budget, input_shape),
         "## Costs and accuracy", "", "| metric | value |", "|---|---|",
         *[f"| {c}{' (objective)' if c in objectives else ''} | {_value(c, row[c])} |" for c in dict.fromkeys(costs)],
         "", training, "", *_latency_section(latency_ms, batch_size),

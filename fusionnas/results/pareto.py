@@ -9,7 +9,8 @@ measured values only, NaN where a trial was not trained), every recorded cost
 predicted by the part table, or estimated, in which runtime; for a network
 measured whole also ``latency_estimate_ms@<device>``, ``latency_ratio@<device>``
 and ``latency_reference_ms@<device>``), ``feasible``,
-``failure_reason``, ``reused_from``, ``train_seconds``, ``rung`` and
+``failure_reason``, ``reused_from``, ``train_seconds``, ``proxy_steps`` and
+``supernet_steps`` (the budget its accuracy comes from), ``rung`` and
 ``promoted_from`` (multi-fidelity studies, :mod:`fusionnas.search.rungs`), and
 ``is_pareto``: the trial is COMPLETE, feasible, at the highest rung any
 finished trial reached (the frontier is drawn at the study's highest
@@ -97,7 +98,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                 row[key] = value
         row["feasible"] = bool(attrs.get("feasible", False)) if t.state.is_finished() else None
         for key in ("failure_reason", "reused_from", "val_accuracy", "train_seconds", "preset", "weights",
-                    "num_classes", "promoted_from"):
+                    "num_classes", "promoted_from", "proxy_steps", "supernet_steps"):
             row[key] = attrs.get(key)
         row["rung"] = int(attrs.get("rung", 0))
         rows.append(row)

@@ -17,7 +17,7 @@ from fusionnas.search.config import (
 )
 from fusionnas.search._study_file import load_study_config, parse_study_config
 from fusionnas.search.objective import SearchObjective, TrialFailed
-from fusionnas.search.progress import SearchProgress, count_trials, format_progress
+from fusionnas.search.progress import SearchProgress, count_trials, describe_trials, format_progress
 from fusionnas.search.runner import (
     SearchInterrupted,
     StudyMismatchError,
@@ -25,8 +25,10 @@ from fusionnas.search.runner import (
     artifacts_dir,
     open_study,
     run_study,
+    study_data,
 )
 from fusionnas.search.storage import StorageError, StorageOptions, open_storage
+from fusionnas.search.studies import StoredStudy, default_storages, delete_study, find_study, list_studies
 from fusionnas.search.tpe import SnapshotTPESampler
 
 __all__ = [
@@ -52,11 +54,18 @@ __all__ = [
     "StudyNotFoundError",
     "artifacts_dir",
     "count_trials",
+    "describe_trials",
     "format_progress",
     "open_study",
     "run_study",
+    "study_data",
     "StorageError",
     "StorageOptions",
     "open_storage",
+    "StoredStudy",
+    "default_storages",
+    "delete_study",
+    "find_study",
+    "list_studies",
     "SnapshotTPESampler",
 ]

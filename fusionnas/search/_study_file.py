@@ -79,10 +79,19 @@ def _kind_ok(value: Any, kind: str) -> bool:
     return checks[kind](value)
 
 
-def _unknown_key(section: str, field_: str, key: str) -> StudyConfigProblem:
+@dataclasses.dataclass(frozen=True)
+class _Misspelt(StudyConfigProblem):
+    """An unknown key that looks like a valid one the table lacks: ``meant`` is that key's field, whose
+    problems (missing, needed by another key) are the misspelling's and go unreported."""
+
+    meant: str = ""
+
+
+def _unknown_key(section: str, field_: str, key: str, table: Mapping[str, Any]) -> StudyConfigProblem:
     close = difflib.get_close_matches(key, list(_SCHEMA[section]), n=1, cutoff=0.6)
     if close:
-        return StudyConfigProblem(field_, "unknown key", f"did you mean {close[0]!r}?")
+        meant = "" if close[0] in table else field_[: len(field_) - len(key)] + close[0]
+        return _Misspelt(field_, "unknown key", f"did you mean {close[0]!r}?", meant=meant)
     for other, keys in _SCHEMA.items():
         if other and other != section and key in keys:
             where = "[[objectives]]" if other == "objectives" else f"[{other}]"
@@ -97,7 +106,7 @@ def _read(table: Mapping[str, Any], section: str, prefix: str, problems: list,
     for key, value in table.items():
         field_ = f"{prefix}{key}"
         if key not in _SCHEMA[section]:
-            problems.append(_unknown_key(section, field_, key))
+            problems.append(_unknown_key(section, field_, key, table))
             continue
         kind, example = _SCHEMA[section][key]
         if section == "" and key == "dataset" and isinstance(value, str):
@@ -283,6 +292,8 @@ def parse_study_config(
     ), "", late)
     reported = {_root(p.field) for p in problems}
     problems += [p for p in late if _root(p.field) not in reported]
+    meant = {p.meant for p in problems if isinstance(p, _Misspelt)} - {""}
+    problems = [p for p in problems if p.field not in meant]  # `step = 8`: not also "add steps"
     if config is not None and not problems:
         return config
     raise StudyConfigError(problems, path)

@@ -96,9 +96,12 @@ BUDGET_KINDS = ("proxy", "zero_cost", "supernet")
 class DatasetConfig:
     """Where training and validation images come from (``root`` None: the loader's default)."""
 
-    name: str = study_key('"cifar10"')
-    root: str | None = study_key('"data"', None)
-    val_fraction: float | None = study_key('0.1', None)  # held out to score proxies; None: per-dataset default
+    name: str = study_key('"cifar10"', doc="the dataset (`dataset = \"digits\"` is short for this table with "
+                          "a name only)")
+    root: str | None = study_key('"data"', None, doc="folder of its files, relative to the study file; default: "
+                                 "`$FUSIONNAS_DATA`, else ~/.cache/fusionnas/data")
+    val_fraction: float | None = study_key('0.1', None, doc="share of the training files held out to score "
+                                           "proxies; default: the dataset's own")
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -137,23 +140,21 @@ class Objective:
     """One value a trial reports; ``latency`` needs a ``device`` (and has a ``runtime``),
     ``zero_cost`` a ``proxy``."""
 
-    metric: str = study_key('"accuracy"')
-    direction: str | None = study_key('"maximize"', None)  # None: maximize accuracy/zero_cost, minimize costs
-    device: str | None = study_key('"jetson-nano"', None)
-    proxy: str | None = study_key('"synflow"', None)
-    # latency only; None: the device's default (onnxruntime on cpu); or "torch", "openvino"
-    runtime: str | None = study_key('"onnxruntime"', None)
-    # latency on cpu/cuda only: images per run (also that device's limit's); None: 1
-    batch_size: int | None = study_key('8', None)
+    metric: str = study_key('"accuracy"', doc="what the objective measures", choices=METRICS)
+    direction: str | None = study_key('"maximize"', None, choices=DIRECTIONS, doc="default: the metric's "
+                                      "natural one (maximize accuracy and zero_cost, minimize costs)")
+    device: str | None = study_key('"jetson-nano"', None, doc="latency only (and required): the device it is "
+                                   "measured on, or estimated for")
+    proxy: str | None = study_key('"synflow"', None, choices=ZERO_COST_PROXIES,
+                                  doc="zero_cost only (and required): the score")
+    runtime: str | None = study_key('"onnxruntime"', None, choices=RUNTIMES, doc="latency only: what runs the "
+                                    "network; default: the device's (onnxruntime, torch on cuda)")
+    batch_size: int | None = study_key('8', None, doc="latency on cpu or cuda only: images per run (also that "
+                                       "device's limit's); default 1")
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
         positive(problems, "batch_size", self.batch_size, "write batch_size = 8 or remove it")
-        if self.batch_size is not None and not (self.metric == "latency" and self.device in MEASURABLE):
-            problems.append(StudyConfigProblem(
-                "batch_size", f"only latency objectives on {' or '.join(MEASURABLE)} take a batch size, not "
-                f"{self.metric!r}{f' on {self.device}' if self.device else ''} (estimates are at batch 1)",
-                "remove the batch_size key"))
         if self.metric not in METRICS:
             problems.append(choice("metric", self.metric, METRICS, "metric"))
         if self.direction is None:
@@ -161,6 +162,13 @@ class Objective:
             object.__setattr__(self, "direction", natural)
         elif self.direction not in DIRECTIONS:
             problems.append(choice("direction", self.direction, DIRECTIONS, "direction"))
+        if self.metric not in METRICS:  # which keys it takes depends on the metric: judged once it is known
+            raise_if(problems)
+        if self.batch_size is not None and not (self.metric == "latency" and self.device in MEASURABLE):
+            problems.append(StudyConfigProblem(
+                "batch_size", f"only latency objectives on {' or '.join(MEASURABLE)} take a batch size, not "
+                f"{self.metric!r}{f' on {self.device}' if self.device else ''} (estimates are at batch 1)",
+                "remove the batch_size key"))
         if self.metric == "latency" and self.device is None:
             problems.append(StudyConfigProblem(
                 "device", "a latency objective needs a device", 'add device = "jetson-nano"'))
@@ -191,13 +199,17 @@ class Objective:
 class Constraints:
     """Hard limits; an architecture over any of them is recorded but never trained."""
 
-    max_flops: float | None = study_key('3e8', None)
-    max_params: float | None = study_key('2e6', None)
-    max_latency_ms: float | None = study_key('12.0', None)
-    latency_device: str | None = study_key('"jetson-nano"', None)  # required with max_latency_ms
-    max_memory_mb: float | None = study_key('64.0', None)  # peak activation memory
-    # None: a latency objective's on the same device, else the device's default
-    latency_runtime: str | None = study_key('"onnxruntime"', None)
+    max_flops: float | None = study_key('3e8', None, doc="FLOPs (fvcore: one multiply-add is 1) at the "
+                                        "space's input size")
+    max_params: float | None = study_key('2e6', None, doc="trainable parameters")
+    max_latency_ms: float | None = study_key('12.0', None, doc="milliseconds on latency_device (the cheap "
+                                             "estimate decides training; a measured network is judged again)")
+    latency_device: str | None = study_key('"jetson-nano"', None, doc="device of max_latency_ms (required "
+                                           "with it)")
+    max_memory_mb: float | None = study_key('64.0', None, doc="peak activation memory, MB at batch 1")
+    latency_runtime: str | None = study_key('"onnxruntime"', None, choices=RUNTIMES, doc="runtime of "
+                                            "max_latency_ms; default: a latency objective's on the same "
+                                            "device, else the device's")
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -239,23 +251,29 @@ class Budget:
     defaults; set ``epochs`` or ``steps``, not both (neither: one epoch).
     """
 
-    # "proxy": train briefly; "zero_cost": score at init, no training; "supernet": inherit the
-    # weights of the study's supernet (rung 0; promotions train on from them)
-    kind: str = study_key('"proxy"', "proxy")
-    epochs: float | None = study_key('1', None)
-    steps: int | None = study_key('50', None)  # optimiser steps per trial
-    data_fraction: float = study_key('0.5', 1.0)  # of the training split
-    batch_size: int | None = study_key('64', None)
-    lr: float | None = study_key('0.05', None)  # peak learning rate
-    resolution: int | None = study_key('32', None)  # input side; None: the dataset's own
-    prefilter: float | None = study_key('0.5', None)  # train only this top fraction by zero-cost score; None: all
-    zero_cost_proxy: str = study_key('"synflow"', "synflow")  # used by kind="zero_cost" and prefilter
-    # batch-norm statistics recomputed on so many training batches after training (0: off;
-    # studies stored before it existed resume with 0)
-    bn_recalibration: int = study_key('8', 8)
-    rungs: int = study_key('3', 1)  # multi-fidelity: rung r trains steps / reduction ** (rungs - 1 - r)
-    reduction: int = study_key('4', 3)  # each rung promotes its best 1 / reduction (fusionnas.search.rungs)
-    supernet_steps: int = study_key('600', 600)  # kind = "supernet": its training, once per study
+    kind: str = study_key('"proxy"', "proxy", choices=BUDGET_KINDS, doc="proxy: train briefly; zero_cost: "
+                          "score at initialisation, no training; supernet: inherit the weights of the study's "
+                          "supernet (rung 0; promotions train on from them)")
+    epochs: float | None = study_key('1', None, doc="training epochs per trial (fractions allowed); not with "
+                                      "steps; neither: one epoch")
+    steps: int | None = study_key('50', None, doc="optimiser steps per trial (with rungs: the top rung's)")
+    data_fraction: float = study_key('0.5', 1.0, doc="share of the training split used (stratified, seeded)")
+    batch_size: int | None = study_key('64', None, doc="training batch")
+    lr: float | None = study_key('0.05', None, doc="peak learning rate (warm-up, then cosine)")
+    resolution: int | None = study_key('32', None, doc="input side while training and scoring; default: the "
+                                        "dataset's own")
+    prefilter: float | None = study_key('0.5', None, doc="train only the architectures whose zero-cost score "
+                                        "is in this top share of the study so far (the rest are pruned); "
+                                        "default: train all")
+    zero_cost_proxy: str = study_key('"synflow"', "synflow", choices=ZERO_COST_PROXIES, doc="the score of "
+                                     "kind = \"zero_cost\" and of prefilter")
+    bn_recalibration: int = study_key('8', 8, doc="batch-norm statistics recomputed on so many training "
+                                      "batches after training (0: off; studies stored before it existed "
+                                      "resume with 0)")
+    rungs: int = study_key('3', 1, doc="multi-fidelity: rung r trains steps / reduction ** (rungs - 1 - r) "
+                           "steps; needs steps")
+    reduction: int = study_key('4', 3, doc="each rung promotes its best 1 / reduction to the next")
+    supernet_steps: int = study_key('600', 600, doc="kind = \"supernet\": its training steps, once per study")
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
@@ -275,10 +293,13 @@ class Budget:
         if self.reduction < 2:
             problems.append(StudyConfigProblem("reduction", f"must be >= 2, got {self.reduction}",
                                                "write reduction = 3 (each rung keeps its best third)"))
-        if self.rungs > 1 and (self.steps is None or self.kind == "zero_cost"):
+        if self.rungs > 1 and self.kind == "zero_cost":
+            problems.append(StudyConfigProblem("rungs", "a zero_cost budget trains nothing, so it has no rungs",
+                                               "remove rungs"))
+        elif self.rungs > 1 and self.steps is None:
             problems.append(StudyConfigProblem(
-                "rungs", "rungs need training counted in steps (the top rung's)",
-                "add steps = 400 (and remove epochs), or remove rungs"))
+                "steps", f"rungs = {self.rungs} needs training counted in steps (the top rung's)",
+                f"{'replace epochs with' if self.epochs is not None else 'add'} steps = 400, or remove rungs"))
         positive(problems, "supernet_steps", self.supernet_steps, "write supernet_steps = 600")
         if self.bn_recalibration < 0:
             problems.append(StudyConfigProblem(
@@ -297,6 +318,21 @@ class Budget:
                 "zero_cost_proxy", self.zero_cost_proxy, ZERO_COST_PROXIES, "zero-cost proxy"))
         raise_if(problems)
 
+    def describe(self) -> str:
+        """One line for titles: ``proxy training, rungs of 12, 48 steps, batch 32, 16 px``."""
+        from fusionnas.search.rungs import Rungs
+
+        size = f", {self.resolution} px" if self.resolution else ""
+        if self.kind == "zero_cost":
+            return f"zero-cost {self.zero_cost_proxy} score at initialisation{size}"
+        steps = Rungs.of(self).steps
+        length = (f"{self.epochs or 1:g} epochs" if self.steps is None else
+                  f"rungs of {', '.join(map(str, steps))} steps" if len(steps) > 1 else f"{self.steps} steps")
+        head = f"supernet ({self.supernet_steps} steps), then " if self.kind == "supernet" else "proxy training, "
+        batch = f", batch {self.batch_size}" if self.batch_size else ""
+        share = f", {self.data_fraction:.0%} of the data" if self.data_fraction < 1 else ""
+        return f"{head}{length}{batch}{size}{share}"
+
     def proxy_options(self) -> dict[str, Any]:
         """The training options that are set, as ``ProxyBudget(**options)`` keywords."""
         keys = ("epochs", "steps", "data_fraction", "batch_size", "lr", "resolution")
@@ -308,22 +344,32 @@ class Budget:
 class StudyConfig:
     """One search study, as read from a study file (see the module docstring)."""
 
-    name: str = study_key('"my-study"')
-    storage: str = study_key('"sqlite:///study.db"')  # an Optuna storage URL; SQLite paths are absolute
-    space: str = study_key('"mobilenetv2-cifar"')
-    dataset: DatasetConfig = study_key('"digits"')
-    objectives: tuple[Objective, ...] = study_key('[[objectives]] metric = "accuracy"')
-    constraints: Constraints = study_key("", factory=Constraints)
-    budget: Budget = study_key("", factory=Budget)
-    sampler: SamplerConfig = study_key("", factory=SamplerConfig)
-    n_trials: int | None = study_key('20', None)
-    timeout_s: float | None = study_key('3600', None)
-    seed: int = study_key('0', 0)
-    enqueue: tuple[str, ...] = study_key('["baseline"]', ())  # preset names of the space, evaluated first
+    name: str = study_key('"my-study"', doc="the study's name in its storage; default: the file's stem")
+    # an Optuna storage URL; SQLite paths are absolute once read
+    storage: str = study_key('"sqlite:///study.db"', doc="Optuna storage: sqlite:///x.db, journal:///x.log, "
+                             "postgresql+psycopg2://user@host/db, or a path (relative to the study file; .log or "
+                             ".journal: a journal file); default: `<file stem>.db` beside the file")
+    space: str = study_key('"mobilenetv2-cifar"', doc="the search space, or a [space] table that searches part "
+                           "of it")
+    dataset: DatasetConfig = study_key('"digits"', doc="a dataset name, or the [dataset] table")
+    objectives: tuple[Objective, ...] = study_key('[[objectives]] metric = "accuracy"',
+                                                  doc="one [[objectives]] table per objective, at least one")
+    constraints: Constraints = study_key("", factory=Constraints, doc="the [constraints] table: hard limits")
+    budget: Budget = study_key("", factory=Budget, doc="the [budget] table: how each architecture is judged")
+    sampler: SamplerConfig = study_key("", factory=SamplerConfig, doc="the [sampler] table: what proposes "
+                                       "architectures")
+    n_trials: int | None = study_key('20', None, doc="the study's total trials over all workers, promotions "
+                                      "included (set n_trials, timeout_s or both)")
+    timeout_s: float | None = study_key('3600', None, doc="no new trial after so many seconds of a run")
+    seed: int = study_key('0', 0, doc="seeds the data splits, weight initialisation, training and (unless "
+                          "[sampler] sets seed) the sampler")
+    enqueue: tuple[str, ...] = study_key('["baseline"]', (), doc="presets of the space evaluated before "
+                                         "sampling")
     path: Path | None = None  # the study file, if any
-    latency_tables: Mapping[str, str] = study_key("", factory=dict)  # device -> table file
-    # operator modules imported when the file is read (fusionnas.plugins)
-    plugins: tuple[str, ...] = study_key('["my_ops"]', ())
+    latency_tables: Mapping[str, str] = study_key("", factory=dict, doc="the [latency_tables] table: device = "
+                                                  "table file (`fusionnas profile`), relative to the study file")
+    plugins: tuple[str, ...] = study_key('["my_ops"]', (), doc="modules (beside the file or on sys.path) "
+                                         "imported when the file is read, to register operators")
     # the lists of a [space] table; None: all of the space
     space_restriction: SpaceRestriction | None = None
 

@@ -59,10 +59,14 @@ def positive(problems: list, field_: str, value: float | None, fix: str, low: fl
         problems.append(StudyConfigProblem(field_, f"must be > {low:g}, got {value!r}", fix))
 
 
-def study_key(example: str, default: Any = MISSING, *, factory: Any = MISSING) -> Any:
+def study_key(example: str, default: Any = MISSING, *, factory: Any = MISSING, doc: str = "",
+              choices: Collection[str] = ()) -> Any:
     """A study-file key as a dataclass field; ``example`` is the value its fix messages suggest.
 
     The study-file reader takes each section's keys from the fields made here, their
-    kinds from the type hints; ``factory`` makes a mutable default.
+    kinds from the type hints; ``factory`` makes a mutable default. ``doc`` (what the
+    key means) and ``choices`` (its valid names) are what docs/study-file.md shows
+    (:mod:`fusionnas.search.study_file_docs`).
     """
-    return field(default=default, default_factory=factory, metadata={"example": example})
+    metadata = {"example": example, "doc": doc, "choices": tuple(choices)}
+    return field(default=default, default_factory=factory, metadata=metadata)

@@ -1,4 +1,11 @@
-"""Where a study stands: which trials count towards its total, and the line printed per trial."""
+"""Where a study stands: which trials count towards its total, and the line printed per trial.
+
+In a study with rungs (:mod:`fusionnas.search.rungs`) a lower rung's accuracy
+comes from fewer training steps, so the frontier and the best trained value
+(accuracy) are those of the highest rung reached, and the line says which
+rung (``rung-1 frontier 2``, ``accuracy 0.41 (#7, rung 1)``); costs such as
+FLOPs do not depend on training, so their best is over every feasible trial.
+"""
 from __future__ import annotations
 
 import logging
@@ -9,8 +16,9 @@ import optuna
 from optuna.trial import TrialState
 
 from fusionnas.frontier import pareto_mask
+from fusionnas.metrics import metric_of_column
 
-__all__ = ["SearchProgress", "count_trials", "summarize", "format_progress", "log_progress"]
+__all__ = ["SearchProgress", "count_trials", "describe_trials", "summarize", "format_progress", "log_progress"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,21 +32,45 @@ class SearchProgress:
     target: int | None
     feasible: int  # COMPLETE and feasible
     failed: int
-    frontier: int  # feasible trials on the Pareto frontier (of the highest rung reached)
-    best: dict[str, tuple[float, int]] = field(default_factory=dict)  # objective -> (value, trial)
+    frontier: int  # feasible trials on the Pareto frontier of rung ``rung``
+    # objective -> (value, trial, rung): a trained metric's at rung ``rung``, a cost's over all rungs
+    best: dict[str, tuple[float, int, int]] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    rung: int = 0  # the highest rung a feasible trial reached (0 without rungs)
+
+
+def _counts(trial: optuna.trial.FrozenTrial, retried: set[int]) -> bool:
+    """Whether ``trial`` counts towards ``n_trials``: not waiting, interrupted or retried."""
+    return trial.state != TrialState.WAITING and not (
+        trial.state == TrialState.FAIL
+        and (trial.user_attrs.get("failure_reason") == "interrupted" or trial.number in retried))
 
 
 def count_trials(study: optuna.Study) -> int:
     """Trials that count towards ``n_trials``: all but waiting ones, interrupted ones and retried ones."""
     trials = study.get_trials(deepcopy=False)
     retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
-    return sum(
-        1 for t in trials
-        if t.state != TrialState.WAITING
-        and not (t.state == TrialState.FAIL
-                 and (t.user_attrs.get("failure_reason") == "interrupted" or t.number in retried))
-    )
+    return sum(_counts(t, retried) for t in trials)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def describe_trials(study: optuna.Study) -> str:
+    """Every stored trial by state, and how many count towards ``n_trials`` where that differs:
+    ``2 trials (1 complete, 0 pruned, 1 failed), 1 counting towards n_trials (interrupted or retried
+    trials do not)``."""
+    trials = study.get_trials(deepcopy=False)
+    states = {s: sum(t.state == s for t in trials) for s in TrialState}
+    parts = [f"{states[TrialState.COMPLETE]} complete", f"{states[TrialState.PRUNED]} pruned",
+             f"{states[TrialState.FAIL]} failed"]
+    parts += [f"{states[s]} {s.name.lower()}" for s in (TrialState.RUNNING, TrialState.WAITING) if states[s]]
+    text = f"{_plural(len(trials), 'trial')} ({', '.join(parts)})"
+    counted = count_trials(study)
+    if counted != len(trials):
+        text += f", {counted} counting towards n_trials (waiting, interrupted or retried trials do not)"
+    return text
 
 
 def summarize(study: optuna.Study, trial: optuna.trial.FrozenTrial, target: int | None,
@@ -54,17 +86,20 @@ def summarize(study: optuna.Study, trial: optuna.trial.FrozenTrial, target: int 
     maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
     best = {}
     for i, (name, up) in enumerate(zip(names, maximize)):
-        if ranked:
-            pick = (max if up else min)(ranked, key=lambda t: t.values[i])
-            best[name] = (pick.values[i], pick.number)
+        metric = metric_of_column(name)
+        pool = ranked if metric is None or metric.trained else feasible  # a cost is the same at every rung
+        if pool:
+            pick = (max if up else min)(pool, key=lambda t: t.values[i])
+            best[name] = (pick.values[i], pick.number, int(pick.user_attrs.get("rung", 0)))
     frontier = int(pareto_mask([t.values for t in ranked], maximize).sum()) if ranked else 0
     return SearchProgress(trial=trial, done=count_trials(study), target=target, feasible=len(feasible),
                           failed=sum(t.state == TrialState.FAIL for t in trials), frontier=frontier, best=best,
-                          elapsed_s=elapsed_s)
+                          elapsed_s=elapsed_s, rung=top)
 
 
 def format_progress(p: SearchProgress) -> str:
-    """One line per trial, e.g. ``[3/16] trial 2 complete: ... | feasible 3, frontier 2, best ...``."""
+    """One line per trial, e.g. ``[3/16] trial 2 complete: ... | feasible 3, frontier 2, best ...``;
+    once a trial reached rung 1 or above, the frontier and a trained best name their rung."""
     t = p.trial
     head = f"[{p.done}/{p.target}]" if p.target else f"[{p.done}]"
     state = t.state.name.lower()
@@ -81,9 +116,10 @@ def format_progress(p: SearchProgress) -> str:
             what += f" (rung {t.user_attrs.get('rung')}, promoted from trial {t.user_attrs['promoted_from']})"
         if "reused_from" in t.user_attrs:
             what += f" (reused trial {t.user_attrs['reused_from']})"
-    best = ", ".join(f"{name} {_short(v)} (#{n})" for name, (v, n) in p.best.items())
+    best = ", ".join(f"{name} {_short(v)} (#{n}{f', rung {r}' if r else ''})" for name, (v, n, r) in p.best.items())
+    frontier = f"rung-{p.rung} frontier" if p.rung else "frontier"
     return (f"{head} trial {t.number} {t.user_attrs.get('archid', '')} {what} | feasible {p.feasible}, "
-            f"failed {p.failed}, frontier {p.frontier}; best {best or '-'} [{p.elapsed_s:.0f} s]")
+            f"failed {p.failed}, {frontier} {p.frontier}; best {best or '-'} [{p.elapsed_s:.0f} s]")
 
 
 def _short(value: float) -> str:

@@ -29,6 +29,8 @@ until the heartbeat of an SQL storage fails it.
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import logging
 import math
 import os
@@ -46,6 +48,7 @@ from optuna.trial import TrialState
 
 from fusionnas.errors import UserError
 from fusionnas.evaluators.data import get_dataset
+from fusionnas.evaluators.device_profiles import MEASURABLE_DEVICES
 from fusionnas.evaluators.proxy import ProxyBudget, resolve_device, train_proxy
 from fusionnas.interrupts import STOP
 from fusionnas.search.coordination import fail_stale_trials, heartbeat, storage_lock, study_lock
@@ -53,17 +56,19 @@ from fusionnas.search.objective import SearchObjective, Trainer, TrialFailed
 from fusionnas.search.progress import SearchProgress, count_trials, log_progress, summarize
 from fusionnas.search.rungs import Rungs
 from fusionnas.search.storage import StorageOptions, display_url, open_storage, storage_file
-from fusionnas.spaces import choices_fingerprint
+from fusionnas.spaces import baseline_or_none, choices_fingerprint
 
 if TYPE_CHECKING:
     from fusionnas.search.config import StudyConfig
 
 __all__ = ["SearchInterrupted", "SearchFailed", "StudyMismatchError", "StudyNotFoundError",
-           "run_study", "open_study", "artifacts_dir"]
+           "run_study", "open_study", "artifacts_dir", "study_data", "OWNER_FILE"]
 
 logger = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_FAILURES = 5  # this run stops after so many failed trials in a row
+OWNER_FILE = "owner.json"  # in an artifacts folder: the study and storage its files belong to
+DATA_KEY = "data"  # study user attribute: the dataset's name, classes, normalisation and image shape
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -88,10 +93,85 @@ class StudyMismatchError(UserError):
 
 
 def artifacts_dir(config: StudyConfig, storage: str | None = None) -> Path:
-    """``<study name>-artifacts`` beside the SQLite/journal file, else beside the study file."""
-    path = storage_file(storage or config.storage)
-    base = path.parent if path is not None else (config.path.parent if config.path else Path.cwd())
-    return base / f"{config.name}-artifacts"
+    """The artifacts folder of ``config``'s study in ``storage`` (default: the config's); nothing is written.
+
+    It lies beside the SQLite/journal file, else beside the study file.
+    ``<study name>-artifacts`` belongs to the storage and study its
+    :data:`OWNER_FILE` records; one without that file (new, or written before
+    owners were recorded) to the study file's own storage. The same study in
+    any other storage gets ``<study name>-artifacts-<storage>``, so that no run
+    replaces the weights another storage's trials point to.
+
+    Raises:
+        UserError: that folder belongs to another study or storage (storage files that differ by suffix only).
+    """
+    url = storage or config.storage
+    base, owner = _artifacts_base(config, url), _owner(config.name, url)
+    default = base / f"{config.name}-artifacts"
+    recorded = _read_owner(default)
+    if recorded == owner or (recorded is None and owner == _owner(config.name, config.storage)):
+        return default
+    path = storage_file(url)
+    tag = path.stem if path is not None else hashlib.sha256(owner["storage"].encode()).hexdigest()[:8]
+    folder = base / f"{config.name}-artifacts-{tag}"
+    _check_owner(folder, owner)
+    return folder
+
+
+def _claim_artifacts(config: StudyConfig, storage: str) -> Path:
+    """:func:`artifacts_dir`, created and recorded as this study's; the first writer of an owner file wins."""
+    folder = artifacts_dir(config, storage)
+    owner = _owner(config.name, storage)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / OWNER_FILE
+    if not marker.exists():
+        tmp = folder / f".{OWNER_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(owner, indent=2) + "\n", encoding="utf-8")
+        try:
+            os.link(tmp, marker)  # fails if another process wrote it first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    if _read_owner(folder) != owner and folder.name == f"{config.name}-artifacts":
+        return _claim_artifacts(config, storage)  # another study file of this name claimed it just now
+    _check_owner(folder, owner)
+    return folder
+
+
+def _check_owner(folder: Path, owner: dict[str, str]) -> None:
+    recorded = _read_owner(folder)
+    if recorded is None or recorded == owner:
+        return
+    if not recorded:
+        raise UserError(f"artifacts folder {folder}: its {OWNER_FILE} is unreadable; delete that file if the "
+                        f"folder holds study {owner['study']!r} of storage {owner['storage']}")
+    raise UserError(f"artifacts folder {folder} belongs to study {recorded.get('study')!r} in storage "
+                    f"{recorded.get('storage')} (its {OWNER_FILE}), not to {owner['study']!r} in "
+                    f"{owner['storage']}; rename one of the two storage files")
+
+
+def _artifacts_base(config: StudyConfig, url: str) -> Path:
+    path = storage_file(url)
+    return path.parent if path is not None else (config.path.parent if config.path else Path.cwd())
+
+
+def _owner(study: str, url: str) -> dict[str, str]:
+    """What :data:`OWNER_FILE` records: the study and its storage, a file by its name (the folder lies
+    beside it, so a moved project keeps its artifacts), a server by its URL without the password."""
+    path = storage_file(url)
+    return {"study": study, "storage": path.name if path is not None else display_url(url)}
+
+
+def _read_owner(folder: Path) -> dict[str, str] | None:
+    """The owner recorded in ``folder``; None where none is; {} where the file is unreadable."""
+    try:
+        recorded = json.loads((folder / OWNER_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
 
 
 def open_study(config: StudyConfig, storage: str | None = None, *, create: bool = False,
@@ -141,6 +221,20 @@ def open_study(config: StudyConfig, storage: str | None = None, *, create: bool 
     return study
 
 
+def study_data(config: StudyConfig, study: optuna.Study) -> dict[str, Any]:
+    """The dataset's name, classes, normalisation and image shape the study trained with
+    (:meth:`~fusionnas.evaluators.data.DataSplits.describe`), as recorded by its search; for a study
+    stored before that, read from the dataset now (its name only where its files are not here)."""
+    recorded = study.user_attrs.get(DATA_KEY)
+    if recorded is not None:
+        return dict(recorded)
+    try:
+        return get_dataset(config.dataset.name, config.dataset.root, seed=config.seed,
+                           val_fraction=config.dataset.val_fraction).describe()
+    except UserError:
+        return {"name": config.dataset.name}
+
+
 def _create_or_join(config: StudyConfig, backend: optuna.storages.BaseStorage) -> optuna.Study:
     """Under the study's lock: create the study (the one creator samples with the file's seed) or
     load it (a joining or resuming worker samples with a seed of its own)."""
@@ -176,6 +270,7 @@ def run_study(
     options: StorageOptions | None = None,
     device: str = "auto",
     train: Trainer = train_proxy,
+    download: bool = False,
 ) -> optuna.Study:
     """Run ``config``'s study until it holds ``n_trials`` (default: the config's) trials.
 
@@ -188,6 +283,7 @@ def run_study(
         options: heartbeat settings of RDB storages.
         device: where proxies train.
         train: how an architecture is trained (:data:`~fusionnas.search.objective.Trainer`).
+        download: fetch the dataset's files when they are missing (CIFAR; needs the network).
 
     Raises:
         SearchInterrupted: Ctrl-C or SIGTERM; the running trial is recorded as failed.
@@ -212,7 +308,7 @@ def run_study(
         try:
             STOP.check()
             data = get_dataset(config.dataset.name, config.dataset.root, seed=config.seed,
-                               val_fraction=config.dataset.val_fraction)
+                               val_fraction=config.dataset.val_fraction, download=download)
             STOP.check()
             objective = SearchObjective(config, data, artifacts_dir(config, url), device=device, train=train)
             space = config.search_space()
@@ -222,6 +318,11 @@ def run_study(
         except KeyboardInterrupt:
             raise SearchInterrupted(existing, None) from None
         study = open_study(config, url, create=True, options=options)
+        claimed = _claim_artifacts(config, url)
+        if claimed != objective.artifacts:  # another study file of this name claimed the folder just now
+            objective = SearchObjective(config, data, claimed, device=device, train=train)
+        if study.user_attrs.get(DATA_KEY) is None:
+            study.set_user_attr(DATA_KEY, data.describe())
         _enqueue_presets(config, study)
         _optimize(study, objective, target, timeout_s, report)
     return study
@@ -367,8 +468,17 @@ def _check_cheapest(config: StudyConfig, space: Any, objective: SearchObjective)
 
 def _check_latency_tables(config: StudyConfig, space: Any, objective: SearchObjective) -> None:
     """Open every latency table the study names and predict its baseline and queued presets,
-    so that a missing file or entry stops the run before the first trial, not in every trial."""
-    archs = [space.baseline(), *(space.preset(name) for name in config.enqueue)]
+    so that a missing file or entry stops the run before the first trial, not in every trial.
+
+    Latency measured here (cpu, cuda) is timed against the space's baseline: a
+    space without one stops the run here, with the fix; other studies do without it.
+    """
+    if any(device in MEASURABLE_DEVICES for device in config.latency_runtimes):
+        space.baseline()  # NoBaselineError names the fix
+    if not config.latency_tables:
+        return
+    baseline = baseline_or_none(space)
+    archs = [*([baseline] if baseline else []), *(space.preset(name) for name in config.enqueue)]
     for device in config.latency_tables:
         if device in objective.costs.latency_devices:
             table = objective.costs.latency_table(device)

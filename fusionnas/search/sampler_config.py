@@ -30,13 +30,18 @@ class SamplerConfig:
     (:class:`~fusionnas.search.tpe.SnapshotTPESampler`).
     """
 
-    name: str = study_key('"tpe"', "tpe")
-    seed: int | None = study_key('0', None)
-    n_startup_trials: int | None = study_key('10', None)  # tpe, evolution: random trials first
-    constant_liar: bool | None = study_key('true', None)  # tpe only; None: on
-    multivariate: bool | None = study_key('true', None)  # tpe only
-    group: bool | None = study_key('true', None)  # tpe only, needs multivariate
-    population_size: int | None = study_key('50', None)  # nsga2; evolution: parents' window
+    name: str = study_key('"tpe"', "tpe", choices=SAMPLERS, doc="the sampler")
+    seed: int | None = study_key('0', None, doc="the sampler's seed; default: the study's seed (a worker that "
+                                 "joins or resumes a study mixes in its host and process id)")
+    n_startup_trials: int | None = study_key('10', None, doc="tpe, evolution: random trials first; default: "
+                                             "the sampler's")
+    constant_liar: bool | None = study_key('true', None, doc="tpe only: count other workers' running trials "
+                                           "as failed, so workers propose different architectures; default: on")
+    multivariate: bool | None = study_key('true', None, doc="tpe only: model the parameters jointly")
+    group: bool | None = study_key('true', None, doc="tpe only, needs multivariate: split the parameters by "
+                                   "the trials that used them")
+    population_size: int | None = study_key('50', None, doc="nsga2: its population; evolution: the window of "
+                                            "recent trials parents are drawn from")
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []

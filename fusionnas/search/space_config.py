@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fusionnas.errors import UserError
-from fusionnas.search.problems import StudyConfigProblem, choice, raise_if
+from fusionnas.search.problems import StudyConfigProblem, choice, raise_if, study_key
 
 if TYPE_CHECKING:
     from fusionnas.spaces import Space
@@ -44,8 +44,9 @@ class SpaceRestriction:
 
     name: str
     subsets: Mapping[str, tuple[Any, ...]]  # restrictable choice -> the values kept
-    # operators drawn as a network default with per-layer overrides (fusionnas.spaces.operator_defaults)
-    network_defaults: bool = False
+    network_defaults: bool = study_key('true', False, doc="draw the operators as a network-wide default with "
+                                       "per-layer overrides (fusionnas.spaces.operator_defaults): the same "
+                                       "architectures, drawn otherwise")
 
     def __post_init__(self) -> None:
         from fusionnas.spaces import RestrictionError, get_space, list_spaces, restricted_choices

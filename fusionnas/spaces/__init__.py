@@ -9,8 +9,10 @@ from fusionnas.spaces.blocks import InvertedResidual, create_depthwise, list_dep
 from fusionnas.spaces.mobilenetv2 import FusionMobileNetV2, MobileNetV2Space, make_divisible
 from fusionnas.spaces.pretrained import load_torchvision_weights
 from fusionnas.spaces.registry import (
+    NoBaselineError,
     RestrictionError,
     Space,
+    baseline_or_none,
     choices_fingerprint,
     get_space,
     list_spaces,
@@ -30,6 +32,8 @@ __all__ = [
     "random_archs",
     "RestrictionError",
     "restricted_choices",
+    "NoBaselineError",
+    "baseline_or_none",
     "MobileNetV2Space",
     "FusionMobileNetV2",
     "InvertedResidual",

@@ -43,7 +43,7 @@ from fusionnas.spaces.arch import Arch, BlockChoice, format_choices
 from fusionnas.spaces.blocks import list_depthwise
 from fusionnas.spaces.network import BlockConfig, FusionMobileNetV2, make_divisible, walk_shapes
 from fusionnas.spaces.operator_defaults import operator_params, operator_parameters, sample_operators
-from fusionnas.spaces.registry import register_space, restricted_choices
+from fusionnas.spaces.registry import NoBaselineError, register_space, restricted_choices
 
 if TYPE_CHECKING:
     import optuna
@@ -307,7 +307,13 @@ class MobileNetV2Space:
 
     def baseline(self) -> Arch:
         """The reference network: torchvision's MobileNetV2 (all conv, t = 6, k = 3, width 1.0),
-        the unrestricted space's."""
+        the unrestricted space's; :class:`~fusionnas.spaces.registry.NoBaselineError` when the
+        space was made without the ``baseline`` preset."""
+        if "baseline" not in self._presets:
+            raise NoBaselineError(
+                f"space {self.name!r} has no 'baseline' preset, the all-conv reference that latency measured "
+                f"here, export and `pareto --measure` compare against; add it where the space is registered: "
+                f"space.add_preset(\"baseline\", lambda i, n: (\"conv\", \"conv\", \"conv\"))")
         return self.preset("baseline")
 
     def presets(self) -> list[str]:
@@ -317,7 +323,8 @@ class MobileNetV2Space:
     def preset(self, name: str) -> Arch:
         """The named architecture ``name`` (see :meth:`presets`)."""
         if name not in self._presets:
-            raise UserError(f"unknown preset {name!r} of space {self.name!r}; known: {', '.join(self._presets)}")
+            known = ", ".join(self._presets) or "none (space.add_preset adds one)"
+            raise UserError(f"unknown preset {name!r} of space {self.name!r}; known: {known}")
         rule, _ = self._presets[name]
         blocks = []
         for i, slot in enumerate(self._slots):

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from fusionnas.spaces.arch import Arch
 
 __all__ = ["Space", "register_space", "get_space", "list_spaces", "random_archs", "choices_fingerprint",
-           "RestrictionError", "restricted_choices"]
+           "RestrictionError", "restricted_choices", "NoBaselineError", "baseline_or_none"]
 
 
 @runtime_checkable
@@ -36,7 +36,7 @@ class Space(Protocol):
         """The torch model of ``arch``."""
 
     def baseline(self) -> Arch:
-        """The reference network (all conv)."""
+        """The reference network (all conv); :class:`NoBaselineError` when the space has none."""
 
     def presets(self) -> list[str]:
         """Names of the named architectures."""
@@ -69,6 +69,19 @@ class Space(Protocol):
         their archids, so everything that reads an Arch takes them as the
         unrestricted space's; a bad list raises :class:`RestrictionError`.
         """
+
+
+class NoBaselineError(UserError):
+    """The space has no baseline (a plugin's space may lack one); only what compares against it needs one:
+    latency measured here, export's card, ``pareto --measure``, ``profile``."""
+
+
+def baseline_or_none(space: Space) -> Arch | None:
+    """``space``'s baseline, or None where it has none (a plot, a check that can do without it)."""
+    try:
+        return space.baseline()
+    except NoBaselineError:
+        return None
 
 
 _SPACES: dict[str, Space] = {}

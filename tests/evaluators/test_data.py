@@ -149,7 +149,7 @@ def test_missing_cifar_names_root_and_files(tmp_path):
     message = str(info.value)
     assert str(tmp_path / "cifar-10-batches-py") in message
     assert "data_batch_1" in message and "data_batch_5" in message and "test_batch" in message
-    assert "download=True" in message
+    assert "pass `download` where the network allows" in message
     assert isinstance(info.value, ValueError)  # the CLI reports it as a user error
 
 

@@ -50,6 +50,8 @@ def test_select_by_number_and_by_rule() -> None:
     assert select_trial(frame, objectives, trial=1)["number"] == 1
     assert select_trial(frame, objectives, best="accuracy")["number"] == 0  # 3 is infeasible
     assert select_trial(frame, objectives, best="accuracy", limits={"latency": 12})["number"] == 2
+    # `export --max-latency 12` without --latency-device: the study's one device
+    assert select_trial(frame, objectives, best="accuracy", limits={"latency_ms": 12})["number"] == 2
     assert select_trial(frame, objectives, best="latency")["number"] == 2
     assert select_trial(frame, objectives, best="flops")["number"] == 2  # a tie broken by the frontier
     with pytest.raises(ValueError, match="no trial 9 .*trials 0-4"):
@@ -71,17 +73,31 @@ def test_export_writes_checked_onnx_weights_and_card(tmp_path) -> None:
     study = study_with([(0.9, 5e7, 9.0, True, "w.pt"), (0.95, 9e7, 14.0, True, None)])
     frame, objectives = trials_frame(study), objectives_of(study)
     out = tmp_path / "export"
+    data = {"name": "digits", "classes": [str(d) for d in range(10)], "mean": [0.1, 0.2, 0.3],
+            "std": [0.4, 0.5, 0.6], "image_shape": [3, 32, 32]}
     result = export_trial(frame, objectives, select_trial(frame, objectives, trial=0), out, weights_dir=weights,
-                          study_name="s", budget={"steps": 2})
+                          study_name="s", budget={"kind": "proxy", "steps": 2, "batch_size": 8, "resolution": 8,
+                                                  "data_fraction": 0.1, "rungs": 1}, data=data)
     assert sorted(result.files) == ["MODEL_CARD.md", "arch.json", "model.onnx", "weights.pt"]
     assert Arch.from_json((out / "arch.json").read_text()) == arch and result.onnx_max_error < 1e-4
     session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    x = torch.randn(3, *SPACE.input_shape)  # a dynamic batch by default
     model.load_state_dict(torch.load(out / "weights.pt", weights_only=True))
-    with torch.no_grad():
-        expected = model.eval()(x).numpy()
-    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, atol=1e-4, rtol=1e-4)
+    for batch in (1, 4):  # a dynamic batch by default
+        x = torch.randn(batch, *SPACE.input_shape)
+        with torch.no_grad():
+            expected = model.eval()(x).numpy()
+        (logits,) = session.run(None, {"input": x.numpy()})
+        assert logits.shape == (batch, 10)
+        np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
     card = (out / "MODEL_CARD.md").read_text()
+    # What a user of the model must know: data, classes, normalisation, resolutions, the accuracy's budget.
+    assert "- Dataset: digits; 10 classes, output i is class i: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9." in card
+    assert ("RGB pixel values scaled to 0-1, then per channel (x - mean) / std with mean (0.1000, 0.2000, 0.3000) "
+            "and std (0.4000, 0.5000, 0.6000)") in card
+    assert ("`model.onnx` takes 3x32x32 images (the space's input); its accuracy was measured on images resized "
+            "bilinearly to 8x8") in card
+    assert ("validation accuracy after proxy training for 2 optimiser steps (batch 8, peak lr 0.05, 10% of the "
+            "training split, at 8x8)") in card and "--dataset digits --epochs E --init weights.pt" in card
     assert "On the Pareto frontier" in card and "| accuracy (objective) | 0.9 |" in card
     assert "b16 e6 k3 bft/dw/bft" in card and "dynamic batch, checked at batch 1 and 4" in card
     # Latency as deployed: the exported model beside the baseline, in each graph runtime, as a ratio.

@@ -80,3 +80,50 @@ def test_plot_rejects_unknown_formats(tmp_path) -> None:
         plot_frontier(trials_frame(study), objectives_of(study), tmp_path / "x.pdf")
     with pytest.raises(ValueError, match="does not exist"):
         plot_frontier(trials_frame(study), objectives_of(study), tmp_path / "no" / "x.png")
+
+
+def rung_study() -> optuna.Study:
+    """Two rungs: the baseline (0) and two hybrids (1, 2) at rung 0, then the baseline (3) and hybrid 1 (4)
+    promoted to rung 1, where accuracies are higher; an infeasible trial (5) never trained."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_metric_names(["accuracy", "flops"])
+    base, hybrid = SPACE.baseline(), SPACE.preset("wht-last-third")
+    rows = [(base, 0.50, 9e7, 0), (hybrid, 0.45, 6e7, 0), (SPACE.preset("all-bft"), 0.40, 5e7, 0),
+            (base, 0.80, 9e7, 1), (hybrid, 0.70, 6e7, 1), (SPACE.preset("all-wht"), None, 1e6, 0)]
+    for arch, accuracy, flops, rung in rows:
+        attrs = {"arch": arch.to_json(), "archid": arch.archid, "flops": flops, "params": 1e6,
+                 "feasible": accuracy is not None, "rung": rung}
+        if accuracy is not None:
+            attrs["val_accuracy"] = accuracy
+        study.add_trial(optuna.trial.create_trial(values=[accuracy or 0.0, flops], params={"x": 0.5},
+                                                  distributions=DIST, user_attrs=attrs))
+    return study
+
+
+def test_the_plot_draws_the_top_rung_with_the_baseline_once_and_numbered_frontier() -> None:
+    from fusionnas.results.plot import _figure, plot_layers
+
+    frame = trials_frame(rung_study())
+    layers = plot_layers(frame, SPACE.baseline().archid)
+    assert list(layers.points["number"]) == [3, 4] and list(layers.infeasible["number"]) == [5]
+    assert list(layers.baseline["number"]) == [3] and list(layers.front["number"]) == [3, 4]
+    assert "2 trials at rung 1, the highest reached; 3 at lower rungs" in layers.caption
+    fig, plt = _figure(frame, objectives_of(rung_study()), SPACE.baseline().archid, "study s: digits, 48 steps")
+    try:
+        ax = fig.axes[0]
+        labels = ax.get_legend_handles_labels()[1]
+        assert labels.count("conv baseline") == 1
+        assert sorted(t.get_text() for t in ax.texts) == ["#3", "#4"]
+        star = next(c for c in ax.collections if c.get_label() == "conv baseline")
+        assert star.get_zorder() < min(line.get_zorder() for line in ax.lines)  # never hides a frontier point
+        assert fig.get_suptitle() == "study s: digits, 48 steps\nobjectives: proxy accuracy (max), FLOPs (min)"
+    finally:
+        plt.close(fig)
+
+
+def test_the_html_plot_is_interactive(tmp_path) -> None:
+    study = rung_study()
+    text = plot_frontier(trials_frame(study), objectives_of(study), tmp_path / "front.html",
+                         baseline_archid=SPACE.baseline().archid, title="study s").read_text()
+    assert "plotly" in text and "trial 3 (" in text and "#4" in text and "Frontier" in text
+    assert "conv baseline" in text and "lower rungs" in text

@@ -406,3 +406,29 @@ def test_a_latency_objective_names_its_batch_size() -> None:
     assert batched.fingerprint != single.fingerprint
     openvino = parse(with_change("objectives.1", {"metric": "latency", "device": "cpu", "runtime": "openvino"}))
     assert openvino.latency_runtimes["cpu"] == "openvino"
+
+
+@pytest.mark.parametrize("dotted, value, field", [
+    ("objectives.1", {"metric": "latncy", "device": "jetson-nano"}, "objectives[1].metric"),
+    ("objectives.0", {"metric": "acuracy", "proxy": "synflow", "batch_size": 8}, "objectives[0].metric"),
+    ("budget", {"step": 8, "rungs": 3}, "budget.step"),
+    ("objectives.1", {"metric": "latency", "devise": "jetson-nano"}, "objectives[1].devise"),
+])
+def test_a_misspelling_is_the_only_problem_reported(dotted, value, field) -> None:
+    with pytest.raises(StudyConfigError) as info:
+        parse(with_change(dotted, value))
+    assert [p.field for p in info.value.problems] == [field], str(info.value)
+
+
+@pytest.mark.parametrize("budget, fix", [
+    ({"rungs": 3}, "add steps = 400, or remove rungs"),
+    ({"epochs": 1, "rungs": 3}, "replace epochs with steps = 400, or remove rungs"),
+    ({"kind": "zero_cost", "rungs": 3}, "remove rungs"),
+])
+def test_rungs_without_steps_name_only_what_to_change(budget, fix) -> None:
+    data = with_change("budget", budget)
+    if budget.get("kind") == "zero_cost":
+        data["objectives"] = [{"metric": "zero_cost"}]
+    with pytest.raises(StudyConfigError) as info:
+        parse(data)
+    assert str(info.value).endswith(f"; {fix}"), str(info.value)

@@ -1,6 +1,8 @@
 """run_study: create or resume, the study's total, presets, fingerprints, user errors, Ctrl-C."""
 from __future__ import annotations
 
+import json
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -11,11 +13,14 @@ from fusionnas.search import (
     SearchInterrupted,
     StudyConfigError,
     StudyMismatchError,
+    artifacts_dir,
     count_trials,
     format_progress,
     open_study,
     run_study,
 )
+from fusionnas.errors import UserError
+from fusionnas.search.runner import OWNER_FILE
 from fusionnas.search.storage import StorageError
 from fusionnas.spaces import get_space
 
@@ -134,3 +139,46 @@ def test_a_real_run_skips_infeasible_trials_and_survives_a_failure(tmp_path) -> 
     assert [t.number for t in study.best_trials] == [3]
     weights = list((tmp_path / "tiny-artifacts" / "weights").iterdir())
     assert [w.name.split("-")[0] for w in weights] == [study.trials[3].user_attrs["archid"]]
+
+
+def test_each_storage_keeps_its_own_artifacts(tmp_path) -> None:
+    """The same study on its own storage, then on two others: no run replaces another storage's weights."""
+    config = study_config(tmp_path, PROXY, enqueue=["baseline"], n_trials=1)
+    home = run_study(config, progress=False)
+    folder = artifacts_dir(config)
+    assert folder == tmp_path / "tiny-artifacts"
+    name = home.trials[0].user_attrs["weights"]
+    before = (folder / "weights" / name).stat()
+    for storage in ("rep_a", "rep_b"):
+        url = f"sqlite:///{tmp_path / storage}.db"
+        study = run_study(config, storage=url, progress=False)
+        assert study.trials[0].user_attrs["weights"] == name  # same archid and fingerprint: the same file name
+        own = artifacts_dir(config, url)
+        assert own == tmp_path / f"tiny-artifacts-{storage}" and (own / "weights" / name).is_file()
+        assert json.loads((own / OWNER_FILE).read_text()) == {"study": "tiny", "storage": f"{storage}.db"}
+    after = (folder / "weights" / name).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # never replaced
+    assert json.loads((folder / OWNER_FILE).read_text()) == {"study": "tiny", "storage": "tiny.db"}
+    assert home.user_attrs["data"]["name"] == "digits" and len(home.user_attrs["data"]["classes"]) == 10
+
+
+def test_artifacts_written_before_owners_stay_the_study_files_own(tmp_path) -> None:
+    config = study_config(tmp_path, ZERO_COST, n_trials=1)
+    legacy = tmp_path / "tiny-artifacts"
+    (legacy / "weights").mkdir(parents=True)  # no owner.json: written by an older fusionnas
+    assert artifacts_dir(config) == legacy
+    assert artifacts_dir(config, f"sqlite:///{tmp_path}/other.db") == tmp_path / "tiny-artifacts-other"
+    server = artifacts_dir(config, "postgresql+psycopg2://me:secret@db.example/nas")
+    assert server.parent == tmp_path and len(server.name) == len("tiny-artifacts-") + 8
+    run_study(config, progress=False)
+    assert json.loads((legacy / OWNER_FILE).read_text())["storage"] == "tiny.db"  # adopted by its own storage
+    # Another study file of the same name with its own storage beside it gets a folder of its own.
+    twin = study_config(tmp_path, ZERO_COST, n_trials=1, storage="twin.db")
+    assert artifacts_dir(twin) == tmp_path / "tiny-artifacts-twin"
+    clash = tmp_path / "tiny-artifacts-clash"
+    clash.mkdir()
+    (clash / OWNER_FILE).write_text(json.dumps({"study": "tiny", "storage": "clash.log"}))
+    with pytest.raises(UserError, match=r"tiny-artifacts-clash belongs to study 'tiny' in storage clash.log .*"
+                                        r"not to 'tiny' in clash.db; rename one"):
+        run_study(config, storage=f"sqlite:///{tmp_path}/clash.db", progress=False)
+    assert not (tmp_path / "clash.db").exists()

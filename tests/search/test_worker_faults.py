@@ -141,7 +141,8 @@ def test_postgres_worker_stops_cleanly_on_sigint_and_the_study_resumes(pg_study)
     out, err = stop(worker, signal.SIGINT)
     assert worker.returncode == 130, (out, err)
     assert err.strip().splitlines() == [
-        "interrupted: trial 1 marked failed (interrupted); 1 trials stored; run the same command to resume"]
+        "interrupted: trial 1 marked failed (interrupted); stored 2 trials (1 complete, 0 pruned, 1 failed), 1 "
+        "counting towards n_trials (waiting, interrupted or retried trials do not); run the same command to resume"]
     trials = load(url, name).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
     assert trials[1].user_attrs["failure_reason"] == "interrupted"
@@ -158,7 +159,7 @@ def test_postgres_worker_stops_cleanly_on_sigint_and_the_study_resumes(pg_study)
     assert count_trials(resumed) == 2
     complete = sum(t.state == TrialState.COMPLETE for t in trials)
     assert "[2/2] trial 2 " in out
-    assert f"study {name}: 2 trials ({complete} complete, 0 pruned, {3 - complete} failed)" in out
+    assert f"study {name}: 3 trials ({complete} complete, 0 pruned, {3 - complete} failed), 2 counting" in out
 
 
 def test_postgres_worker_stopped_by_sigterm_during_a_preset_evaluates_it_on_resume(pg_study) -> None:
@@ -170,7 +171,8 @@ def test_postgres_worker_stopped_by_sigterm_during_a_preset_evaluates_it_on_resu
     out, err = stop(worker, signal.SIGTERM)
     assert worker.returncode == 130, (out, err)
     assert err.strip().splitlines() == [
-        "interrupted: trial 0 marked failed (interrupted); 0 trials stored; run the same command to resume"]
+        "interrupted: trial 0 marked failed (interrupted); stored 1 trial (0 complete, 0 pruned, 1 failed), 0 "
+        "counting towards n_trials (waiting, interrupted or retried trials do not); run the same command to resume"]
 
     code, out, err = run_worker(folder, "--storage", url, "--heartbeat", "1")
     assert code == 0, (out, err)

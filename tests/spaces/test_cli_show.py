@@ -44,7 +44,8 @@ def test_show_errors_are_one_line(capsys):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "fusionnas: error: unknown search space 'resnet'; known: mobilenetv2-cifar, mobilenetv2-imagenet"
+        "fusionnas: error: unknown search space 'resnet'; known: mobilenetv2-cifar, mobilenetv2-imagenet; a space "
+        "from a plugin is known through the study file that loads it: fusionnas show STUDY.toml"
     )
     assert main(["show", "mobilenetv2-cifar", "--preset", "nope"]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
