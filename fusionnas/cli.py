@@ -208,6 +208,7 @@ def _search(args: argparse.Namespace) -> tuple[int, str]:
     from fusionnas.search.storage import display_url
 
     STOP.check()  # a signal during the imports
+    logging.getLogger("fusionnas.progress").setLevel(logging.INFO)  # a long trial's steps, every 30 s
     _quiet_optuna()
     config = load_study_config(args.study)
     options = StorageOptions(heartbeat_interval=args.heartbeat or None)

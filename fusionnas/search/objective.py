@@ -48,12 +48,13 @@ import optuna
 import torch
 
 from fusionnas.evaluators import iterate_batches
-from fusionnas.evaluators.proxy import ProxyBudget, ProxyResult, recalibrate, train_proxy, validate
+from fusionnas.evaluators.proxy import ProxyBudget, ProxyResult, planned_steps, recalibrate, train_proxy, validate
 from fusionnas.evaluators.zero_cost import score as zero_cost_score
 from fusionnas.interrupts import STOP
 from fusionnas.metrics import attribute_of
 from fusionnas.search.coordination import claim_archid, fail_stale_trials, study_lock
 from fusionnas.search.costs import COST_KEYS, LATENCY_PREFIXES, CostEvaluator, one_thread
+from fusionnas.search.progress import StepTicker
 from fusionnas.search.rungs import Rungs, rung_of
 from fusionnas.search.shared_weights import StudySupernet
 from fusionnas.spaces import Arch
@@ -294,8 +295,10 @@ class SearchObjective:
             steps, resumed = steps - int(parent.user_attrs.get("proxy_steps", 0)), parent.number
         options = {**self.config.budget.proxy_options(), **({"steps": steps} if steps else {})}
         proxy_budget = ProxyBudget(**options, seed=self.config.seed, device=self.device)
+        ticker = StepTicker(f"trial {self.current_trial.number}" if self.current_trial else "trial",
+                            planned_steps(self.data, proxy_budget)[0])
         trained = self.train(model, self.data, proxy_budget,
-                             on_step=lambda step: (STOP.check(), self.costs.host.pause_point()))
+                             on_step=lambda step: (STOP.check(), self.costs.host.pause_point(), ticker(step)))
         total = trained.steps + (int(parent.user_attrs.get("proxy_steps", 0)) if resumed is not None else 0)
         result = dict(val_accuracy=trained.val_accuracy, val_loss=trained.val_loss,
                       train_seconds=trained.train_seconds, proxy_steps=total, evaluated=True)

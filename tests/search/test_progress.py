@@ -41,3 +41,19 @@ def test_interrupted_and_retried_trials_are_stored_but_do_not_count() -> None:
     fresh = optuna.create_study(directions=["maximize"])
     add(fresh, [0.5])
     assert describe_trials(fresh) == "1 trial (1 complete, 0 pruned, 0 failed)"
+
+
+def test_a_long_trial_logs_its_steps_with_the_time_left(caplog):
+    import logging
+
+    from fusionnas.search.progress import StepTicker
+
+    now = [0.0]
+    ticker = StepTicker("trial 4", 400, every_s=30, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="fusionnas.progress"):
+        for step in range(1, 401):
+            now[0] = step * 0.25  # 100 s in all
+            ticker(step)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["trial 4: step 120/400, 30 s, about 70 s left", "trial 4: step 240/400, 60 s, about 40 s left",
+                     "trial 4: step 360/400, 90 s, about 10 s left"]
