@@ -20,7 +20,7 @@ from fusionnas.search import (
     run_study,
 )
 from fusionnas.errors import UserError
-from fusionnas.search.runner import OWNER_FILE
+from fusionnas.search.artifacts import OWNER_FILE
 from fusionnas.search.storage import StorageError
 from fusionnas.spaces import get_space
 
