@@ -27,3 +27,20 @@ def postgres_url():
     """
     with _postgres.postgres_url() as url:
         yield url
+
+
+@pytest.fixture(params=["native", "reference"])
+def kernel_path(request):
+    """Runs a test twice: with the native kernels, and with every operator in its reference form.
+
+    The native run is skipped where the kernels were not built (the reference run covers that case).
+    """
+    from fusionnas.kernels import available, reference_forms, unavailable_reason
+
+    if request.param == "native":
+        if not available():
+            pytest.skip(f"native kernels: {unavailable_reason()}")
+        yield "native"
+    else:
+        with reference_forms():
+            yield "reference"

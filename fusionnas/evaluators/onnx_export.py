@@ -9,24 +9,30 @@ from __future__ import annotations
 import io
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ONNX_OPSET", "ONNX_TOLERANCE", "CHECKED_BATCHES", "to_onnx", "simplify", "onnx_error", "input_batch",
-           "node_count"]
+from fusionnas.errors import UserError
+
+__all__ = ["ONNX_OPSET", "ONNX_TOLERANCE", "CHECKED_BATCHES", "ONNX_FORMS", "to_onnx", "simplify", "onnx_error",
+           "input_batch", "node_count"]
 
 ONNX_OPSET = 17
 ONNX_TOLERANCE = 1e-4  # relative to the largest |logit|: the operators' export forms must match this
 CHECKED_BATCHES = (1, 4)  # a dynamic-batch graph is checked at each: one image, and several folded together
 _BATCH_AXIS = "batch"  # the symbolic batch dimension of a dynamic-batch graph
+# standard: ONNX operators only, for any runtime; native: the transforms as fusionnas-domain nodes (OpenVINO
+# with the fusionnas extension; see fusionnas.kernels.onnx_nodes)
+ONNX_FORMS = ("standard", "native")
 
 
 def to_onnx(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1,
-            dynamic_batch: bool = False) -> bytes:
+            dynamic_batch: bool = False, form: str = "standard") -> bytes:
     """``model`` in eval mode as an ONNX graph (opset :data:`ONNX_OPSET`, input ``input``, output ``logits``).
 
     Exported at ``batch_size`` through the TorchScript exporter, which traces
@@ -34,22 +40,32 @@ def to_onnx(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1
     or its reference form, then simplified by onnxruntime's basic offline
     optimisation (:func:`simplify`). With ``dynamic_batch`` the batch is the
     symbol ``batch`` instead: one graph runs any batch (traced at ``batch_size``).
+    ``form="native"`` writes each WHT, butterfly and Hadamard transform as one
+    node of the ``fusionnas`` domain (its batch norm and ReLU6 folded in), which
+    OpenVINO runs with the fusionnas extension and onnxruntime cannot; it is
+    not simplified (onnxruntime cannot load it), its parameters are initializers.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if form not in ONNX_FORMS:
+        raise UserError(f"unknown ONNX form {form!r}; known: {', '.join(ONNX_FORMS)}")
+    nodes = None
+    if form == "native":
+        from fusionnas.kernels import onnx_nodes as nodes
     was_training = model.training
     model.eval()
     x = torch.zeros((batch_size, *(int(d) for d in input_shape[-3:])))
     axes = {"input": {0: _BATCH_AXIS}, "logits": {0: _BATCH_AXIS}} if dynamic_batch else None
+    extra = {"custom_opsets": {nodes.DOMAIN: nodes.DOMAIN_VERSION}} if nodes else {}
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(), nodes.native_form() if nodes else nullcontext():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
             torch.onnx.export(model, (x,), buffer, opset_version=ONNX_OPSET, dynamo=False, input_names=["input"],
-                              output_names=["logits"], dynamic_axes=axes)
+                              output_names=["logits"], dynamic_axes=axes, **extra)
     finally:
         model.train(was_training)
-    return simplify(buffer.getvalue())
+    return nodes.finish_graph(buffer.getvalue()) if nodes else simplify(buffer.getvalue())
 
 
 def simplify(graph: bytes) -> bytes:
@@ -76,10 +92,9 @@ def onnx_error(graph: bytes, model: nn.Module, input_shape: Sequence[int], *, se
 
     The graph's own batch size, or each of :data:`CHECKED_BATCHES` when its
     batch is dynamic. The bound is :data:`ONNX_TOLERANCE` times ``1 + max |logit|``.
+    A graph of the native form runs in OpenVINO with the fusionnas extension instead.
     """
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    run = _graph_runner(graph)
     batch = input_batch(graph)
     sizes = CHECKED_BATCHES if batch is None else (batch,)
     generator = torch.Generator().manual_seed(seed)
@@ -89,7 +104,7 @@ def onnx_error(graph: bytes, model: nn.Module, input_shape: Sequence[int], *, se
     try:
         for size in [size for size in sizes for _ in range(batches)]:
             x = torch.randn((size, *(int(d) for d in input_shape[-3:])), generator=generator)
-            (got,) = session.run(None, {"input": x.numpy()})
+            got = run(x.numpy())
             with torch.no_grad():
                 expected = model(x).numpy()
             error = max(error, float(np.max(np.abs(got - expected))))
@@ -97,6 +112,21 @@ def onnx_error(graph: bytes, model: nn.Module, input_shape: Sequence[int], *, se
     finally:
         model.train(was_training)
     return error, bound
+
+
+def _graph_runner(graph: bytes) -> Callable[[np.ndarray], np.ndarray]:
+    """The graph's output on an input batch: in onnxruntime, or for the native form in OpenVINO, 1 thread."""
+    from fusionnas.kernels.onnx_nodes import has_native_nodes
+
+    if has_native_nodes(graph):
+        from fusionnas.evaluators.runtimes import openvino_model
+
+        compiled = openvino_model(graph, threads=1)
+        return lambda x: compiled(x)[0]
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"input": x})[0]
 
 
 def input_batch(graph: bytes) -> int | None:

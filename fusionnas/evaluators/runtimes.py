@@ -32,8 +32,15 @@ __all__ = ["RUNTIMES", "Runner", "Runtime", "default_runtime", "export_quietly",
 
 
 def onnxruntime_session(graph: bytes, device: str = "cpu", threads: int = 1):
-    """An onnxruntime session of ``graph`` with all graph optimisations and ``threads`` intra-op threads."""
+    """An onnxruntime session of ``graph`` with all graph optimisations and ``threads`` intra-op threads.
+
+    A graph of the native form (fusionnas-domain nodes) is a user error: only OpenVINO runs it.
+    """
     import onnxruntime
+
+    if _has_native_nodes(graph):
+        raise UserError("the graph has fusionnas-domain nodes (the native ONNX form), which onnxruntime cannot run; "
+                        "export the standard form for onnxruntime (or run this one in openvino)")
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
@@ -61,6 +68,22 @@ def _openvino_core():
     return openvino.Core()
 
 
+def _has_native_nodes(graph: bytes) -> bool:
+    from fusionnas.kernels.onnx_nodes import has_native_nodes
+
+    return has_native_nodes(graph)
+
+
+@functools.cache
+def _openvino_core_with_extension():
+    """The OpenVINO ``Core`` with the fusionnas extension added (once: it registers the nodes' converters)."""
+    from fusionnas.kernels.onnx_nodes import openvino_extension
+
+    core = _openvino_core()
+    core.add_extension(str(openvino_extension()))
+    return core
+
+
 def openvino_model(graph: bytes, device: str = "cpu", threads: int = 1, *, batch_size: int | None = None):
     """``graph`` compiled by OpenVINO for the CPU: ``threads`` inference threads, latency hint, one stream.
 
@@ -69,14 +92,16 @@ def openvino_model(graph: bytes, device: str = "cpu", threads: int = 1, *, batch
     user error, as OpenVINO would run it wrongly. Inference is in f32 as
     exported (on a CPU with bf16 units OpenVINO would otherwise compute in
     bf16), and threads are not pinned to cores, like onnxruntime's and torch's,
-    so that processes side by side do not share pinned cores.
+    so that processes side by side do not share pinned cores. A graph of the
+    native form runs its fusionnas-domain nodes with the fusionnas extension
+    (a user error where it was not built).
     """
     check_runtime_device("openvino", device)
     import openvino
     import openvino.properties as props
     import openvino.properties.hint as hints
 
-    core = _openvino_core()
+    core = _openvino_core_with_extension() if _has_native_nodes(graph) else _openvino_core()
     model = core.read_model(graph)
     shape = model.input(0).get_partial_shape()  # (N, C, H, W), N symbolic in a dynamic-batch export
     if batch_size is not None and shape[0].is_dynamic:

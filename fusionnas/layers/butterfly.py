@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from fusionnas.layers._checks import check_input, check_positive, is_tracing
+from fusionnas.kernels import torch_ops as native
+from fusionnas.layers._checks import check_input, check_positive, fast_path_allowed, is_tracing
 from fusionnas.layers.registry import register_fusion
 
 __all__ = ["ButterflyPointwise", "butterfly_factors"]
@@ -311,6 +312,8 @@ class ButterflyPointwise(nn.Module):
         check_input(x, self.in_channels, type(self).__name__)
         if torch.onnx.is_in_onnx_export() and not self.training:
             return self.export_forward(x)
+        if (y := self.forward_fused(x)) is not None:
+            return y
         chunked = x.device.type == "cpu" and not is_tracing() and not torch.is_autocast_enabled("cpu")
         step = self._images_per_chunk(x) if chunked else None
         # For one image the broadcast matmuls make no copies either. With autograd the
@@ -325,6 +328,17 @@ class ButterflyPointwise(nn.Module):
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y
+
+    def forward_fused(self, x: torch.Tensor, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None,
+                      relu6: bool = False) -> torch.Tensor | None:
+        """``act(scale * layer(x) + shift)`` in inference through the native kernel (all stages per
+        pixel strip in cache), or None where it cannot run (autograd, a trace, not CPU float32)."""
+        if not (fast_path_allowed(x) and native.usable(x)):
+            return None
+        if self.bias is not None:
+            shift = self.bias * (1 if scale is None else scale) + (0 if shift is None else shift)
+        return native.butterfly(x, list(self.weights), self._width_in, self.out_channels, scale, shift,
+                                native.RELU6 if relu6 else 0)
 
     def _images_per_chunk(self, x: torch.Tensor) -> int:
         widest = max(self._width_in, *(p.shape[0] * p.shape[1] for p in self.weights))
@@ -359,6 +373,10 @@ class ButterflyPointwise(nn.Module):
         carries the scale and, as its bias, the shift and the layer's bias: 7
         nodes for two stages (a Pad for a reduction, a Slice for a crop).
         """
+        from fusionnas.kernels.onnx_nodes import native_node  # to_onnx(form="native"): one fusionnas node
+
+        if (node := native_node(self, x, scale, shift)) is not None:
+            return node
         n_img, c_in, h, w = (int(d) for d in x.shape)
         pixels, width = h * w, self._width_out
         scale = torch.ones(self.out_channels, dtype=x.dtype) if scale is None else scale

@@ -1,4 +1,8 @@
-"""Fast Walsh-Hadamard transform along one dimension, as a few small dense GEMMs.
+"""Fast Walsh-Hadamard transform along one dimension: the native kernel, or a few small dense GEMMs.
+
+Where the native kernels are built (:mod:`fusionnas.kernels`), CPU float32
+tensors go through ``fusionnas::fwht``: butterflies in registers, three levels
+per pass over data in cache (``benchmarks/fwht.py``). Elsewhere, and in traces:
 
 A stage-by-stage add/sub butterfly makes log2(n) passes over memory and is
 slower than the 1x1 convolution it should replace. Sylvester's Hadamard matrix
@@ -14,6 +18,8 @@ import functools
 import math
 
 import torch
+
+from fusionnas.kernels import torch_ops as native
 
 __all__ = ["fwht", "hadamard", "FWHTFunction", "FWHT_FLOP_HANDLES", "is_power_of_two", "next_power_of_two"]
 
@@ -154,5 +160,8 @@ def fwht(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
         )
     lead = math.prod(int(d) for d in x.shape[:dim])
     trail = math.prod(int(d) for d in x.shape[dim + 1 :])
+    # Traces (the FLOP counter's, ONNX) record FWHTFunction, the op their handles know.
+    if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()) and native.usable(x):
+        return native.fwht(x.reshape(lead, n, trail)).reshape(x.shape)
     y = FWHTFunction.apply(x.reshape(lead, n, trail))
     return y.reshape(x.shape)

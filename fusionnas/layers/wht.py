@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusionnas.kernels import torch_ops as native
 from fusionnas.layers._checks import check_input, check_positive, fast_path_allowed, is_tracing
 from fusionnas.layers.fwht import (
     FWHT_FLOP_HANDLES,
@@ -83,6 +84,8 @@ class WHTPointwise(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         check_input(x, self.in_channels, type(self).__name__)
+        if (y := self.forward_fused(x)) is not None:
+            return y
         if self.blocks == 1:
             if fast_path_allowed(x):
                 return self._forward_inference(x)
@@ -91,6 +94,22 @@ class WHTPointwise(nn.Module):
             if not is_tracing() or (torch.onnx.is_in_onnx_export() and not self.training):
                 return self.export_forward(x)
         return self._forward_reference(x)
+
+    def forward_fused(self, x: torch.Tensor, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None,
+                      relu6: bool = False) -> torch.Tensor | None:
+        """``act(scale * layer(x) + shift)`` in the native kernel (one pass per pixel strip), or None
+        where it cannot run: kernels not built, not CPU float32, a trace, autocast, the block variant.
+
+        Differentiable without ``shift`` and ``relu6`` (its backward is native too); a batch norm
+        folds into ``scale`` and ``shift`` only in inference.
+        """
+        if self.blocks != 1 or is_tracing() or torch.is_autocast_enabled(x.device.type) or not native.usable(x):
+            return None
+        n = self.n
+        norm = torch.full((self.out_channels,), n**-0.5, dtype=x.dtype) if scale is None else scale * n**-0.5
+        coef = self.scale.reshape(n) * n**-0.5
+        threshold = self.smooth.threshold.reshape(n).abs()
+        return native.wht_pointwise(x, coef, threshold, norm, shift, native.RELU6 if relu6 else 0)
 
     def export_forward(self, x: torch.Tensor, scale: torch.Tensor | None = None,
                        shift: torch.Tensor | None = None) -> torch.Tensor:
@@ -110,6 +129,10 @@ class WHTPointwise(nn.Module):
         dense 1x1 convs replace the factored products (7 nodes). Every matrix
         is a function of the parameters, folded into constants by the exporter.
         """
+        from fusionnas.kernels.onnx_nodes import native_node  # to_onnx(form="native"): one fusionnas node
+
+        if (node := native_node(self, x, scale, shift)) is not None:
+            return node
         n_img, c_in, h, w = (int(d) for d in x.shape)
         n, c_out, pixels = self.n, self.out_channels, h * w
         a, b = _export_factors(n, c_in, c_out)
@@ -289,7 +312,17 @@ class WHT2d(nn.Module):
             return self.export_forward(x)
         if is_tracing():
             return self._forward_reference(x)
+        if fast_path_allowed(x) and native.usable(x) and native.wht2d_supported(self.tile, self.stride):
+            return self._forward_native(x)
         return self._forward_dense(x)
+
+    def _forward_native(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference in the native kernel: each tile transformed, thresholded and inverted in registers."""
+        (th, tw), groups = self.tile, self.scale.shape[0]
+        norm = (th * tw) ** -0.5
+        coef = self.scale.reshape(groups, th, tw) * norm
+        threshold = self.smooth.threshold.reshape(groups, th, tw).abs()
+        return native.wht2d(x, coef, threshold, self.stride, norm)
 
     def _forward_dense(self, x: torch.Tensor) -> torch.Tensor:
         """The same function with each tile's 2D transform as one small dense GEMM (training and eval).
@@ -341,6 +374,10 @@ class WHT2d(nn.Module):
         work at full resolution still makes it several times slower than a
         depthwise conv, which fuses its batch norm and activation into one node.
         """
+        from fusionnas.kernels.onnx_nodes import native_node  # to_onnx(form="native"): one fusionnas node
+
+        if (node := native_node(self, x)) is not None:
+            return node
         n_img, c, h, w = (int(d) for d in x.shape)
         th, tw = self.tile
         ph, pw = math.ceil(h / th) * th, math.ceil(w / tw) * tw

@@ -42,11 +42,22 @@ class FusionBN(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         fusion, bn = self[0], self[1]
+        if not self.training and not torch.is_grad_enabled() and hasattr(fusion, "forward_fused"):
+            # Inference: the batch norm and ReLU6 folded into the operator's native kernel.
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            y = fusion.forward_fused(x, scale, bn.bias - bn.running_mean * scale, relu6=len(self) > 2)
+            if y is not None:
+                return y
         if not (torch.onnx.is_in_onnx_export() and not self.training and hasattr(fusion, "export_forward")):
             return super().forward(x)
         # The exported graph: the batch norm folded into the operator's last linear stage.
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        y = fusion.export_forward(x, scale, bn.bias - bn.running_mean * scale)
+        shift = bn.bias - bn.running_mean * scale
+        from fusionnas.kernels.onnx_nodes import native_node  # to_onnx(form="native"): the ReLU6 folded in too
+
+        if (node := native_node(fusion, x, scale, shift, relu6=len(self) > 2)) is not None:
+            return node
+        y = fusion.export_forward(x, scale, shift)
         return self[2](y) if len(self) > 2 else y
 
 

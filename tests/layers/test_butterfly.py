@@ -14,6 +14,9 @@ from fusionnas.evaluators.cost import count_params
 from fusionnas.layers import create_fusion
 from fusionnas.layers.butterfly import ButterflyPointwise, butterfly_factors
 
+# Every test runs on the native kernels and on the reference forms (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("kernel_path")
+
 # (C_in, C_out, radix): MobileNetV2 shapes, the seed shape, awkward and prime sizes,
 # expansions that crop and reductions that pad, and many-stage small radices.
 CASES = [

@@ -6,6 +6,9 @@ import torch
 from fusionnas.layers import fwht, hadamard
 from fusionnas.layers.fwht import _factors, next_power_of_two
 
+# Every test runs on the native kernels and on the reference forms (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("kernel_path")
+
 
 @pytest.mark.parametrize("n", [2**k for k in range(13)])
 def test_fwht_equals_scipy_hadamard_last_dim(n):

@@ -9,6 +9,9 @@ import torch
 from fusionnas.evaluators import count_flops, count_params
 from fusionnas.layers import HadamardDepthwise, WHT2d, WHTPointwise
 
+# Every test runs on the native kernels and on the reference forms (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("kernel_path")
+
 
 def _randomise(layer):
     with torch.no_grad():
