@@ -298,14 +298,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     row = select_trial(frame, objectives, trial=args.trial, best=best, limits=limits)
     result = export_trial(frame, objectives, row, args.out, weights_dir=artifacts_dir(config, args.storage) / "weights",
                           study_name=config.name, budget=config.to_dict()["budget"], force=args.force,
-                          batch_size=args.batch, data=study_data(config, study))
+                          batch_size=args.batch, data=study_data(config, study), onnx_form=args.onnx_form)
     weights = "" if result.has_weights else " (no trained weights: the trial was never trained or they are missing)"
     batch = f"batch {result.batch_size}" if result.batch_size else "dynamic batch"
     timed = "; ".join(f"in {runtime} it takes {ms['model']:.3f} ms, the all-conv baseline {ms['baseline']:.3f} ms "
                       f"({ms['baseline'] / ms['model']:.2f}x its speed)" for runtime, ms in result.latencies.items())
+    checked = "; ".join(f"{name} ({batch}) matches torch in {'openvino' if 'native' in name else 'onnxruntime'} "
+                        f"within {error:.1e}" for name, error in result.onnx_errors.items())
     print(f"exported trial {result.trial} ({result.archid}) to {result.out}: {', '.join(result.files)}{weights}; "
-          f"model.onnx ({batch}) matches torch in onnxruntime within {result.onnx_max_error:.1e}; at batch "
-          f"{result.batch_size or 1}, 1 thread: {timed}")
+          f"{checked}; at batch {result.batch_size or 1}, 1 thread: {timed}")
     return 0
 
 
@@ -512,11 +513,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--latency-device", metavar="DEVICE", help="device of --max-latency when several")
     export.add_argument("--batch", type=int, metavar="N", help="fix model.onnx's batch to N (default: a dynamic "
                         "batch, any size runs)")
+    export.add_argument("--onnx-form", choices=("standard", "native", "both"), default="standard",
+                        help="standard: model.onnx, standard operators for any runtime; native: model.native.onnx, "
+                        "each transform one fusionnas-domain node for OpenVINO with the fusionnas extension "
+                        "(python -m fusionnas.kernels.build); both (default: %(default)s)")
     export.add_argument("--force", action="store_true", help="overwrite files in a non-empty --out")
     export.add_argument("--storage", metavar="URL", help="storage instead of the study file's")
     export.set_defaults(func=_cmd_export, flags={
         "storage": "--storage", "out": "--out", "force": "--force", "trial": "--trial N", "best": "--best METRIC",
-        "limits": "--max-...", "latency_device": "--latency-device", "batch_size": "--batch"})
+        "limits": "--max-...", "latency_device": "--latency-device", "batch_size": "--batch",
+        "onnx_form": "--onnx-form"})
 
     train = sub.add_parser("train", help="train an exported arch.json fully and save a checkpoint", description=(
         "Train an exported architecture (arch.json) fully on a dataset and save a checkpoint; prints its "

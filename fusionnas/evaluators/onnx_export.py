@@ -56,13 +56,12 @@ def to_onnx(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1
     model.eval()
     x = torch.zeros((batch_size, *(int(d) for d in input_shape[-3:])))
     axes = {"input": {0: _BATCH_AXIS}, "logits": {0: _BATCH_AXIS}} if dynamic_batch else None
-    extra = {"custom_opsets": {nodes.DOMAIN: nodes.DOMAIN_VERSION}} if nodes else {}
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), nodes.native_form() if nodes else nullcontext():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
             torch.onnx.export(model, (x,), buffer, opset_version=ONNX_OPSET, dynamo=False, input_names=["input"],
-                              output_names=["logits"], dynamic_axes=axes, **extra)
+                              output_names=["logits"], dynamic_axes=axes)
     finally:
         model.train(was_training)
     return nodes.finish_graph(buffer.getvalue()) if nodes else simplify(buffer.getvalue())

@@ -56,7 +56,7 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
 
 def library() -> ctypes.CDLL | None:
     """The loaded library, or None where the reference forms must run (said once per process)."""
-    if getattr(_state, "reference", False):
+    if _state.__dict__.get("reference", False):
         return None
     lib, reason = _load()
     if lib is None:

@@ -252,11 +252,14 @@ class _WHT2dNode(torch.autograd.Function):
 
 def finish_graph(graph: bytes) -> bytes:
     """The exported native graph with each fusionnas node's constant inputs as named initializers
-    (``<node>.coef``, ``<node>.w1``, ...) instead of Constant nodes."""
+    (``<node>.coef``, ``<node>.w1``, ...) instead of Constant nodes, the domain at :data:`DOMAIN_VERSION`."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load_from_string(graph)
+    for entry in model.opset_import:  # the exporter imports a custom domain it was not told of at version 1
+        if entry.domain == DOMAIN:
+            entry.version = DOMAIN_VERSION
     nodes = model.graph.node
     producers = {out: node for node in nodes if node.op_type == "Constant" for out in node.output}
     consumers: dict[str, int] = {}
@@ -264,19 +267,22 @@ def finish_graph(graph: bytes) -> bytes:
         for name in node.input:
             consumers[name] = consumers.get(name, 0) + 1
     moved: set[str] = set()  # outputs of the Constant nodes turned into initializers
+    initializers = {init.name for init in model.graph.initializer}
     for node in nodes:
         if node.domain != DOMAIN:
             continue
-        roles = _INPUT_ROLES.get(node.op_type)
-        stages = len(node.input) - 3  # Butterfly: x, the stage weights, out_scale, out_shift
-        if roles is None:
-            roles = (*(f"w{s}" for s in range(stages)), "out_scale", "out_shift")
+        # Butterfly: x, the stage weights, out_scale, out_shift
+        roles = _INPUT_ROLES.get(node.op_type) or (*(f"w{s}" for s in range(len(node.input) - 3)), "out_scale",
+                                                   "out_shift")
         for index, role in enumerate(roles, start=1):
             constant = producers.get(node.input[index])
             if constant is None or consumers[node.input[index]] != 1 or constant.attribute[0].name != "value":
                 continue
             array = numpy_helper.to_array(constant.attribute[0].t)
             name = f"{node.name or node.op_type}.{role}"
+            if name in initializers:  # unnamed nodes
+                name = f"{name}_{len(initializers)}"
+            initializers.add(name)
             model.graph.initializer.append(numpy_helper.from_array(array, name))
             moved.add(node.input[index])
             node.input[index] = name

@@ -8,6 +8,7 @@ one new file, with no import list to keep.
 import importlib
 import pkgutil
 
+from fusionnas.layers._folded import Folded, fold_batch_norm
 from fusionnas.layers.butterfly import ButterflyPointwise, butterfly_factors
 from fusionnas.layers.dct import DCTPointwise, dct_matrix, frequency_regularizer
 from fusionnas.layers.depthwise_conv import ConvBNReLU6
@@ -64,4 +65,6 @@ __all__ = [
     "operator_specs",
     "operator_letters",
     "operator_loss",
+    "Folded",
+    "fold_batch_norm",
 ]

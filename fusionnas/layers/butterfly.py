@@ -21,6 +21,7 @@ from torch.autograd.function import once_differentiable
 
 from fusionnas.kernels import torch_ops as native
 from fusionnas.layers._checks import check_input, check_positive, fast_path_allowed, is_tracing
+from fusionnas.layers._folded import Folded
 from fusionnas.layers.registry import register_fusion
 
 __all__ = ["ButterflyPointwise", "butterfly_factors"]
@@ -264,6 +265,7 @@ class ButterflyPointwise(nn.Module):
         self._width_out = self.copies * n if len(self.radix) > 1 and expand else out_channels
         self.weights = nn.ParameterList(nn.Parameter(w) for w in self._init_weights(expand))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self._folded = Folded()
 
     @staticmethod
     def _factor(n: int, radix: int | Sequence[int]) -> tuple[int, ...]:
@@ -335,9 +337,10 @@ class ButterflyPointwise(nn.Module):
         pixel strip in cache), or None where it cannot run (autograd, a trace, not CPU float32)."""
         if not (fast_path_allowed(x) and native.usable(x)):
             return None
-        if self.bias is not None:
-            shift = self.bias * (1 if scale is None else scale) + (0 if shift is None else shift)
-        return native.butterfly(x, list(self.weights), self._width_in, self.out_channels, scale, shift,
+        weights, shift = self._folded((*self.weights, self.bias, scale, shift), lambda: (
+            list(self.weights), shift if self.bias is None else self.bias * (1 if scale is None else scale) + (
+                0 if shift is None else shift)))
+        return native.butterfly(x, weights, self._width_in, self.out_channels, scale, shift,
                                 native.RELU6 if relu6 else 0)
 
     def _images_per_chunk(self, x: torch.Tensor) -> int:

@@ -9,6 +9,7 @@ from torch import nn
 
 from fusionnas.kernels import torch_ops as native
 from fusionnas.layers._checks import check_input, check_positive, fast_path_allowed, is_tracing
+from fusionnas.layers._folded import Folded
 from fusionnas.layers.fwht import (
     FWHT_FLOP_HANDLES,
     _factors,
@@ -78,6 +79,7 @@ class WHTPointwise(nn.Module):
         self.n = self.blocks * block
         self.scale = nn.Parameter(torch.ones(self.blocks, block, 1))
         self.smooth = SmoothThreshold((self.blocks, block, 1))
+        self._folded = Folded()
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"{self.in_channels}, {self.out_channels}, n={self.n}, block={self.block}"
@@ -105,11 +107,15 @@ class WHTPointwise(nn.Module):
         """
         if self.blocks != 1 or is_tracing() or torch.is_autocast_enabled(x.device.type) or not native.usable(x):
             return None
-        n = self.n
-        norm = torch.full((self.out_channels,), n**-0.5, dtype=x.dtype) if scale is None else scale * n**-0.5
-        coef = self.scale.reshape(n) * n**-0.5
-        threshold = self.smooth.threshold.reshape(n).abs()
+        coef, threshold, norm = self._folded((self.scale, self.smooth.threshold, scale),
+                                             lambda: self._native_parameters(scale, x.dtype))
         return native.wht_pointwise(x, coef, threshold, norm, shift, native.RELU6 if relu6 else 0)
+
+    def _native_parameters(self, scale: torch.Tensor | None, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """The kernel's coef, threshold (>= 0) and output scale, the transform's 1/sqrt(n) folded in."""
+        n = self.n
+        norm = torch.full((self.out_channels,), n**-0.5, dtype=dtype) if scale is None else scale * n**-0.5
+        return self.scale.reshape(n) * n**-0.5, self.smooth.threshold.reshape(n).abs(), norm
 
     def export_forward(self, x: torch.Tensor, scale: torch.Tensor | None = None,
                        shift: torch.Tensor | None = None) -> torch.Tensor:
@@ -302,6 +308,7 @@ class WHT2d(nn.Module):
         param_shape = (1 if shared else channels, 1, self.tile[0], 1, self.tile[1])
         self.scale = nn.Parameter(torch.ones(param_shape))
         self.smooth = SmoothThreshold(param_shape)
+        self._folded = Folded()
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"{self.channels}, tile={self.tile}, stride={self.stride}, shared={self.shared}"
@@ -320,8 +327,8 @@ class WHT2d(nn.Module):
         """Inference in the native kernel: each tile transformed, thresholded and inverted in registers."""
         (th, tw), groups = self.tile, self.scale.shape[0]
         norm = (th * tw) ** -0.5
-        coef = self.scale.reshape(groups, th, tw) * norm
-        threshold = self.smooth.threshold.reshape(groups, th, tw).abs()
+        coef, threshold = self._folded((self.scale, self.smooth.threshold), lambda: (
+            self.scale.reshape(groups, th, tw) * norm, self.smooth.threshold.reshape(groups, th, tw).abs()))
         return native.wht2d(x, coef, threshold, self.stride, norm)
 
     def _forward_dense(self, x: torch.Tensor) -> torch.Tensor:

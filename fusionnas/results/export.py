@@ -4,8 +4,11 @@ The trial is named by number or chosen by a rule (:func:`select_trial`:
 the best by one metric among feasible completed trials under optional
 limits). ``model.onnx`` (opset 17, a dynamic batch unless one is fixed) is
 run in onnxruntime on random inputs (at batch 1 and 4 when dynamic) and must
-match torch within ``1e-4``, else nothing is written. The card gives its
-latency in each of :data:`DEPLOYED_RUNTIMES` beside the all-conv baseline's.
+match torch within ``1e-4``, else nothing is written. On request the native
+form is written too, or instead: ``model.native.onnx``, each transform one
+``fusionnas``-domain node, checked the same way in OpenVINO with the fusionnas
+extension. The card gives the latency in each of :data:`DEPLOYED_RUNTIMES`
+beside the all-conv baseline's, each runtime timing the form it deploys.
 Files appear in ``out`` only once all of them are ready.
 """
 from __future__ import annotations
@@ -23,16 +26,19 @@ import pandas as pd
 import torch
 
 from fusionnas.errors import UserError
-from fusionnas.evaluators.onnx_export import CHECKED_BATCHES, onnx_error, to_onnx
+from fusionnas.evaluators.onnx_export import CHECKED_BATCHES, ONNX_FORMS, onnx_error, to_onnx
 from fusionnas.evaluators.proxy import ProxyBudget
 from fusionnas.evaluators.runtimes import get_runtime, measure_side_by_side
 from fusionnas.metrics import natural_direction
 from fusionnas.results.pareto import compact_ops, ops_legend
 from fusionnas.spaces import Arch, get_space
 
-__all__ = ["DEPLOYED_RUNTIMES", "ExportResult", "select_trial", "export_trial", "export_onnx", "resolve_metric"]
+__all__ = ["DEPLOYED_RUNTIMES", "ONNX_FILES", "ExportResult", "select_trial", "export_trial", "export_onnx",
+           "resolve_metric"]
 
 DEPLOYED_RUNTIMES = ("onnxruntime", "openvino")  # where the card times model.onnx on this cpu
+ONNX_FILES = {"standard": "model.onnx", "native": "model.native.onnx"}  # the file of each ONNX form
+_FORM_RUNTIMES = {"standard": ("onnxruntime", "openvino"), "native": ("openvino",)}  # which runtimes run each form
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,10 @@ class ExportResult:
     baseline_latency_ms: float = float("nan")  # the space's all-conv baseline, measured beside it
     batch_size: int | None = None  # the batch model.onnx is fixed to; None: dynamic
     # runtime -> {"model": ms, "baseline": ms}, each pair timed side by side, for every DEPLOYED_RUNTIMES
+    # that runs a form written
     latencies: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # ONNX file -> largest |runtime - torch| (model.onnx in onnxruntime, model.native.onnx in OpenVINO)
+    onnx_errors: Mapping[str, float] = field(default_factory=dict)
 
 
 def resolve_metric(frame: pd.DataFrame, name: str) -> str:
@@ -111,35 +120,49 @@ def select_trial(frame: pd.DataFrame, objectives: Mapping[str, str], *, trial: i
 
 
 def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path, seed: int = 0, *,
-                batch_size: int | None = None) -> float:
+                batch_size: int | None = None, form: str = "standard") -> float:
     """Write ``model`` as ONNX (see :func:`~fusionnas.evaluators.onnx_export.to_onnx`) and return the
-    largest |onnxruntime - torch| on random inputs.
+    largest |onnxruntime - torch| on random inputs (|OpenVINO - torch| for ``form="native"``).
 
     ``batch_size``: the batch the graph is fixed to; None (default), a dynamic batch.
     Raises UserError when the error exceeds :data:`~fusionnas.evaluators.onnx_export.ONNX_TOLERANCE`
     (relative to the logits).
     """
-    graph = _graph(model, input_shape, batch_size)
+    graph = _graph(model, input_shape, batch_size, form)
     error, bound = onnx_error(graph, model, input_shape, seed=seed)
     if not error <= bound:
-        raise UserError(f"the ONNX model differs from torch by {error:.3g} (> {bound:.3g}); "
+        raise UserError(f"the ONNX model ({form} form) differs from torch by {error:.3g} (> {bound:.3g}); "
                          f"the operators' export paths need fixing, please report it")
     path.write_bytes(graph)
     return error
 
 
-def _graph(model: torch.nn.Module, input_shape: tuple[int, ...], batch_size: int | None) -> bytes:
+def _graph(model: torch.nn.Module, input_shape: tuple[int, ...], batch_size: int | None,
+           form: str = "standard") -> bytes:
     """``model`` exported at ``batch_size``, or with a dynamic batch when it is None."""
     if batch_size is not None and batch_size < 1:
         raise UserError(f"`batch_size` must be a positive integer, got {batch_size}; or leave it out for a "
                         f"dynamic batch")
-    return to_onnx(model, input_shape, batch_size=batch_size or 1, dynamic_batch=batch_size is None)
+    return to_onnx(model, input_shape, batch_size=batch_size or 1, dynamic_batch=batch_size is None, form=form)
+
+
+def onnx_forms(onnx_form: str) -> tuple[str, ...]:
+    """The ONNX forms ``onnx_form`` asks for (``standard``, ``native`` or ``both``); a UserError for another,
+    or for the native form where the OpenVINO extension that runs it was not built."""
+    if onnx_form != "both" and onnx_form not in ONNX_FORMS:
+        raise UserError(f"`onnx_form` must be one of {', '.join(ONNX_FORMS)} or both, got {onnx_form!r}")
+    forms = ONNX_FORMS if onnx_form == "both" else (onnx_form,)
+    if "native" in forms:
+        from fusionnas.kernels.onnx_nodes import openvino_extension
+
+        openvino_extension()  # before any work: the native form is checked in OpenVINO with it
+    return forms
 
 
 def export_trial(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Series, out: str | Path, *,
                  weights_dir: Path | None, study_name: str = "", budget: Mapping[str, Any] | None = None,
                  force: bool = False, num_classes: int | None = None, batch_size: int | None = None,
-                 data: Mapping[str, Any] | None = None) -> ExportResult:
+                 data: Mapping[str, Any] | None = None, onnx_form: str = "standard") -> ExportResult:
     """Write ``row``'s trial to ``out``: arch.json, weights.pt (when trained), model.onnx, MODEL_CARD.md.
 
     ``budget``: the study's budget (``Budget`` fields: kind, steps or epochs, batch_size, lr, resolution,
@@ -148,8 +171,12 @@ def export_trial(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Ser
 
     ``model.onnx`` has a dynamic batch, or is fixed to ``batch_size``; it is
     timed at that batch (1 when dynamic) in every :data:`DEPLOYED_RUNTIMES`.
+    ``onnx_form``: ``standard`` (model.onnx), ``native`` (model.native.onnx, the transforms as fusionnas
+    nodes for OpenVINO with the fusionnas extension) or ``both``; OpenVINO times the native form where
+    it is written, onnxruntime the standard one.
     An existing non-empty ``out`` is an error unless ``force`` (then those files are replaced).
     """
+    forms = onnx_forms(onnx_form)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise UserError(f"`out` {out} exists and is not empty; choose a new folder or use `force` to "
@@ -174,18 +201,24 @@ def export_trial(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Ser
         if state is not None:
             torch.save(state, staging / "weights.pt")
         input_shape = tuple(space.input_shape)
-        error = export_onnx(model, input_shape, staging / "model.onnx", batch_size=batch_size)
+        errors = {ONNX_FILES[form]: export_onnx(model, input_shape, staging / ONNX_FILES[form], batch_size=batch_size,
+                                                form=form) for form in forms}
         baseline = space.build(space.baseline(), num_classes=model.classifier[-1].out_features)
         models = {"model": model, "baseline": baseline}
-        graphs = {"model": (staging / "model.onnx").read_bytes(),
-                  "baseline": _graph(baseline, input_shape, batch_size)}
-        latency = {runtime: measure_side_by_side(models, input_shape, runtime, threads=1, rounds=5,
-                                                 batch_size=batch_size or 1, graphs=graphs)
-                   for runtime in DEPLOYED_RUNTIMES}
+        # Each runtime times the last form written that it runs: OpenVINO the native one where there is one.
+        timed = {runtime: form for form in forms for runtime in _FORM_RUNTIMES[form]}
+        latency = {}
+        for runtime in [r for r in DEPLOYED_RUNTIMES if r in timed]:
+            form = timed[runtime]
+            graphs = {"model": (staging / ONNX_FILES[form]).read_bytes(),
+                      "baseline": _graph(baseline, input_shape, batch_size, form)}
+            latency[runtime] = measure_side_by_side(models, input_shape, runtime, threads=1, rounds=5,
+                                                    batch_size=batch_size or 1, graphs=graphs)
         card = model_card(frame, objectives, row, arch, study_name=study_name, budget=budget,
-                          has_weights=state is not None, onnx_error=error, input_shape=input_shape,
+                          has_weights=state is not None, onnx_error=max(errors.values()), input_shape=input_shape,
                           num_classes=model.classifier[-1].out_features, latency_ms=latency, batch_size=batch_size,
-                          data=data)
+                          data=data, onnx_errors=errors,
+                          timed_files={runtime: ONNX_FILES[form] for runtime, form in timed.items()})
         (staging / "MODEL_CARD.md").write_text(card, encoding="utf-8")
         out.mkdir(parents=True, exist_ok=True)
         files = []
@@ -194,8 +227,10 @@ def export_trial(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Ser
             files.append(item.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(int(row["number"]), arch.archid, out, tuple(files), error, state is not None,
-                        latency["onnxruntime"]["model"], latency["onnxruntime"]["baseline"], batch_size, latency)
+    onnxruntime = latency.get("onnxruntime", {})
+    return ExportResult(int(row["number"]), arch.archid, out, tuple(files), max(errors.values()), state is not None,
+                        onnxruntime.get("model", math.nan), onnxruntime.get("baseline", math.nan), batch_size, latency,
+                        errors)
 
 
 def _value(column: str, value: Any) -> str:
@@ -232,14 +267,20 @@ def frontier_position(frame: pd.DataFrame, objectives: Mapping[str, str], row: p
 _RUNTIME_SETTINGS = {"onnxruntime": "CPU execution provider", "openvino": "CPU, latency hint, 1 stream, f32"}
 
 
-def _latency_section(latency_ms: Mapping[str, Mapping[str, float]] | None, batch_size: int | None) -> list[str]:
+def _latency_section(latency_ms: Mapping[str, Mapping[str, float]] | None, batch_size: int | None,
+                     timed_files: Mapping[str, str] | None = None) -> list[str]:
     if not latency_ms:
         return []
     import platform
 
+    files = {runtime: (timed_files or {}).get(runtime, ONNX_FILES["standard"]) for runtime in latency_ms}
+    if set(files.values()) == {ONNX_FILES["standard"]}:
+        graph = f"`{ONNX_FILES['standard']}`"
+    else:
+        graph = "The ONNX form each runtime deploys (" + ", ".join(f"{r}: `{f}`" for r, f in files.items()) + ")"
     lines = [
         "## Latency as deployed", "",
-        f"`model.onnx` at batch {batch_size or 1}, 1 thread, on {platform.processor() or platform.machine()}; "
+        f"{graph} at batch {batch_size or 1}, 1 thread, on {platform.processor() or platform.machine()}; "
         f"in each runtime measured side by side with the space's all-conv baseline exported the same way:", "",
         "| runtime | this model, ms | baseline, ms | speed vs baseline |", "|---|---|---|---|",
     ]
@@ -310,12 +351,14 @@ def model_card(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Serie
                study_name: str, budget: Mapping[str, Any] | None, has_weights: bool, onnx_error: float,
                input_shape: tuple[int, ...], num_classes: int,
                latency_ms: Mapping[str, Mapping[str, float]] | None = None, batch_size: int | None = None,
-               data: Mapping[str, Any] | None = None) -> str:
+               data: Mapping[str, Any] | None = None, onnx_errors: Mapping[str, float] | None = None,
+               timed_files: Mapping[str, str] | None = None) -> str:
     """The MODEL_CARD.md text of an exported trial.
 
     ``latency_ms``: per runtime, ``model`` and ``baseline`` measured side by side;
     ``batch_size``: the batch model.onnx is fixed to (None: dynamic), also the timed one;
-    ``budget`` and ``data``: see :func:`export_trial`.
+    ``budget`` and ``data``: see :func:`export_trial`; ``onnx_errors``: the ONNX files written and
+    their errors (default: model.onnx with ``onnx_error``); ``timed_files``: the file each runtime timed.
     """
     costs = [c for c in row.index if c in ("accuracy", "flops", "params", "memory_mb")
              or c.startswith("latency_ms@") or c in objectives]
@@ -323,7 +366,14 @@ def model_card(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Serie
     files += "`weights.pt` (state_dict after proxy training), " if has_weights else ""
     checked = " and ".join(map(str, CHECKED_BATCHES))
     batch = f"batch {batch_size}" if batch_size else f"dynamic batch, checked at batch {checked}"
-    files += f"`model.onnx` (opset 17, {batch}; onnxruntime matches torch within {onnx_error:.1e})"
+    described = {
+        ONNX_FILES["standard"]: f"(opset 17, {batch}; onnxruntime matches torch within {{:.1e}})",
+        ONNX_FILES["native"]: f"(opset 17 and the fusionnas domain, each transform one node with its batch norm and "
+                              f"ReLU6, for OpenVINO with the fusionnas extension libfusionnas_openvino.so; {batch}; "
+                              f"OpenVINO matches torch within {{:.1e}})",
+    }
+    errors = onnx_errors or {ONNX_FILES["standard"]: onnx_error}
+    files += " and ".join(f"`{name}` {described[name].format(error)}" for name, error in errors.items())
     budget = dict(budget or {})
     data = dict(data or {})
     if has_weights:
@@ -339,7 +389,7 @@ def model_card(frame: pd.DataFrame, objectives: Mapping[str, str], row: pd.Serie
         *_inputs_section(data, budget, input_shape),
         "## Costs and accuracy", "", "| metric | value |", "|---|---|",
         *[f"| {c}{' (objective)' if c in objectives else ''} | {_value(c, row[c])} |" for c in dict.fromkeys(costs)],
-        "", training, "", *_latency_section(latency_ms, batch_size),
+        "", training, "", *_latency_section(latency_ms, batch_size, timed_files),
         "## Where it sits", "", frontier_position(frame, objectives, row), "",
         "## Architecture", "", f"`{compact_ops(row['arch'])}`", "", ops_legend(), "", "```",
         *[f"b{i:<2} {block.describe()}" for i, block in enumerate(arch.blocks)],

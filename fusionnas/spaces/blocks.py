@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from fusionnas.errors import UserError
-from fusionnas.layers import ConvBNReLU6, create_depthwise, create_fusion, list_depthwise, register_depthwise
+from fusionnas.layers import (ConvBNReLU6, Folded, create_depthwise, create_fusion, fold_batch_norm, list_depthwise,
+                              register_depthwise)
 from fusionnas.spaces.arch import short_form
 
 __all__ = [
@@ -37,6 +38,7 @@ class FusionBN(nn.Sequential):
             layers.append(nn.ReLU6(inplace=True))
         super().__init__(*layers)
         self.kind = kind
+        self._folded = Folded()
         act = "relu6" if activation else "none"
         self.signature = f"fusion(kind={kind},in={in_channels},out={out_channels},act={act})"
 
@@ -44,15 +46,14 @@ class FusionBN(nn.Sequential):
         fusion, bn = self[0], self[1]
         if not self.training and not torch.is_grad_enabled() and hasattr(fusion, "forward_fused"):
             # Inference: the batch norm and ReLU6 folded into the operator's native kernel.
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            y = fusion.forward_fused(x, scale, bn.bias - bn.running_mean * scale, relu6=len(self) > 2)
+            scale, shift = self._folded((bn.weight, bn.bias, bn.running_mean, bn.running_var), lambda: fold_batch_norm(bn))
+            y = fusion.forward_fused(x, scale, shift, relu6=len(self) > 2)
             if y is not None:
                 return y
         if not (torch.onnx.is_in_onnx_export() and not self.training and hasattr(fusion, "export_forward")):
             return super().forward(x)
         # The exported graph: the batch norm folded into the operator's last linear stage.
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        shift = bn.bias - bn.running_mean * scale
+        scale, shift = fold_batch_norm(bn)
         from fusionnas.kernels.onnx_nodes import native_node  # to_onnx(form="native"): the ReLU6 folded in too
 
         if (node := native_node(fusion, x, scale, shift, relu6=len(self) > 2)) is not None:

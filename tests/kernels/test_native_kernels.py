@@ -118,3 +118,31 @@ def test_results_do_not_depend_on_the_thread_count(threads: int) -> None:
 
 def test_library_describes_its_simd() -> None:
     assert _native.describe().startswith(f"fusionnas-kernels {_native.ABI_VERSION} ")
+
+
+def test_the_custom_ops_pass_torch_opcheck() -> None:
+    """Fake kernels, schemas and autograd registrations as torch.library expects them."""
+    x = torch.randn(2, 24, 3, 5, requires_grad=True)
+    coef, thr = torch.rand(64, requires_grad=True), (torch.rand(64) * 0.1).requires_grad_()  # n = 64 >= 24, 40
+    torch.library.opcheck(torch.ops.fusionnas.wht_pointwise, (x, coef, thr, torch.full((40,), 64**-0.5), None, 0))
+    torch.library.opcheck(torch.ops.fusionnas.fwht, (torch.randn(3, 16, 5, requires_grad=True),))
+    layer = ButterflyPointwise(24, 40)
+    torch.library.opcheck(torch.ops.fusionnas.butterfly, (x.detach(), [w.detach() for w in layer.weights],
+                                                          layer._width_in, 40, None, None, 0))
+    torch.library.opcheck(torch.ops.fusionnas.wht2d, (x.detach(), torch.rand(24, 4, 4), torch.rand(24, 4, 4), 2, 0.25))
+
+
+def test_torch_compile_captures_each_transform_as_one_op() -> None:
+    model = torch.nn.Sequential(WHTPointwise(24, 40), ButterflyPointwise(40, 24), WHT2d(24, 4, shared=False)).eval()
+    x = torch.randn(2, 24, 6, 6)
+    captured = []
+
+    def backend(graph_module, example_inputs):
+        captured.extend(str(node.target) for node in graph_module.graph.nodes if node.op == "call_function")
+        return graph_module.forward
+
+    with torch.no_grad():
+        expected = model(x)
+        got = torch.compile(model, backend=backend, fullgraph=True)(x)
+    torch.testing.assert_close(got, expected)
+    assert {"fusionnas.wht_pointwise.default", "fusionnas.butterfly.default", "fusionnas.wht2d.default"} <= set(captured)

@@ -70,28 +70,16 @@ inline float sum_lanes(vf v) {
   return s;
 }
 
-// exp(x) for x <= 0: x = k ln2 + r with |r| <= ln2 / 2, e^r by its degree-6 Taylor polynomial
-// (relative error < 2e-7), 2^k through the exponent bits.
-inline vf exp_nonpositive(vf x) {
-  x = vmax(x, splat(-87.0f));
-  const vf round_magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  vf k = (x * 1.44269504088896341f + round_magic) - round_magic;
-  vf r = x - k * 0.693145751953125f - k * 1.42860682030941723e-6f;
-  vf p = splat(1.0f / 720);
-  p = p * r + 1.0f / 120;
-  p = p * r + 1.0f / 24;
-  p = p * r + 1.0f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  vi bits = (__builtin_convertvector(k, vi) + 127) << 23;
-  return p * (vf)bits;
-}
-
-// tanh(|u|) = (1 - e) / (1 + e) with e = exp(-2|u|); absolute error ~1e-7.
+// tanh(a) for a >= 0: a P(a^2) / Q(a^2), a rational fitted here for the least maximum error on
+// [0, 9] (iteratively reweighted least squares; 6e-7 in float32 arithmetic), 1 beyond. Eleven
+// vector operations where exp-based forms take twenty: the threshold's tanh is the layer's
+// largest cost, one per coefficient per pixel.
 inline vf tanh_abs(vf a) {
-  vf e = exp_nonpositive(a * -2.0f);
-  return (1.0f - e) / (1.0f + e);
+  vf x = vmin(a, splat(9.0f));
+  vf x2 = x * x;
+  vf p = ((splat(1.0297885e-05f) * x2 + 0.0028406356f) * x2 + 0.12820302f) * x2 + 0.9999984f;
+  vf q = (((splat(2.1104067e-07f) * x2 + 0.00022343054f) * x2 + 0.023356577f) * x2 + 0.46153075f) * x2 + 1.0f;
+  return vmin(x * p / q, splat(1.0f));
 }
 
 // Smooth thresholding, tanh(u) * max(|u| - t, 0).
@@ -130,26 +118,40 @@ int log2_of(int64_t n) {
 int64_t pow2_at_least(int64_t n) { return int64_t(1) << log2_of(std::max<int64_t>(n, 1)); }
 
 // ---- strips of pixels ---------------------------------------------------------------------------
-// A strip is S pixels of every channel, S = one 64-byte cache line of floats, so that gathering a
-// strip reads whole lines however far apart the channels lie (at 4 KB apart they would otherwise
-// fight over a few cache sets). An "element" is one channel's S pixels: E vectors.
+// A strip is W pixels of every channel, W a multiple of S = one 64-byte cache line of floats.
+// Gathering a strip reads whole lines, several per row, however far apart the channels lie: at
+// 4 KB or more apart every row is another page, and a strip of one line per row spends most of
+// its time in TLB misses. An "element" is one channel's W pixels: W / V vectors.
 constexpr int S = V >= 16 ? V : 16;
 constexpr int E = S / V;
+constexpr int64_t kStripBytes = 256 << 10;  // a strip's buffers stay in L2 (half of it, on most CPUs)
 
-inline int lanes_at(int64_t p0, int64_t pixels) { return static_cast<int>(std::min<int64_t>(S, pixels - p0)); }
-
-// Lanes of vector e of a strip with `lanes` valid pixels.
-inline int lanes_of(int lanes, int e) { return std::max(0, std::min(V, lanes - e * V)); }
-
-// Columns [p0, p0 + lanes) of a (rows, pixels) plane into a (rows, S) buffer, zero-filled.
-inline void gather(float* buf, const float* src, int64_t rows, int64_t pixels, int64_t p0, int lanes) {
-  for (int64_t c = 0; c < rows; ++c)
-    for (int e = 0; e < E; ++e) store(buf + c * S + e * V, load_partial(src + c * pixels + p0 + e * V, lanes_of(lanes, e)));
+// Pixels per strip for `rows` buffered channels: as many as fit the budget, at most 256, split
+// evenly over the strips the pixels need (196 pixels in strips of 40, not 48 + 48 + 48 + 48 + 4),
+// whole vectors (whole lines where `unit` is S), at least a cache line.
+int64_t strip_width(int64_t rows, int64_t pixels, int64_t unit = V) {
+  int64_t most = std::max<int64_t>(S, std::min<int64_t>(kStripBytes / (4 * std::max<int64_t>(rows, 1)), 256) / S * S);
+  int64_t strips = (pixels + most - 1) / most;
+  int64_t even = (pixels + strips - 1) / strips;
+  return std::max<int64_t>(S, (even + unit - 1) / unit * unit);
 }
 
-inline void store_strip(float* dst, vf v, int lanes, int e) {
-  int k = lanes_of(lanes, e);
-  if (k > 0) store_partial(dst + e * V, v, k);
+// Lanes of vector e of a strip with `lanes` valid pixels.
+inline int lanes_of(int64_t lanes, int64_t e) {
+  return static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(V, lanes - e * V)));
+}
+
+// Columns [0, lanes) of a (rows, pixels) plane into a (rows, W) buffer, zero-filled.
+inline void gather(float* buf, const float* src, int64_t rows, int64_t pixels, int64_t lanes, int64_t W) {
+  for (int64_t c = 0; c < rows; ++c)
+    for (int64_t e = 0; e < W / V; ++e)
+      store(buf + c * W + e * V, load_partial(src + c * pixels + e * V, lanes_of(lanes, e)));
+}
+
+// The valid lanes of a (rows, W) buffer into a (rows, pixels) plane.
+inline void scatter(float* dst, const float* buf, int64_t rows, int64_t pixels, int64_t lanes, int64_t W) {
+  for (int64_t c = 0; c < rows; ++c)
+    for (int64_t e = 0; e * V < lanes; ++e) store_partial(dst + c * pixels + e * V, load(buf + c * W + e * V), lanes_of(lanes, e));
 }
 
 // ---- the FWHT over elements ---------------------------------------------------------------------
@@ -180,7 +182,7 @@ void radix_pass(float* b, int64_t n, int64_t h, int64_t stride, int width) {
 }
 
 // The FWHT across n elements (n a power of two) of `width` vectors, `stride` floats apart.
-void fwht_elements(float* b, int64_t n, int64_t stride, int width = E) {
+void fwht_elements(float* b, int64_t n, int64_t stride, int width) {
   int levels = log2_of(n);
   int64_t h = 1;
   while (levels >= 3) {
@@ -221,10 +223,11 @@ inline vf lane_levels(vf x, int levels) {
   return x;
 }
 
-// FWHT of one contiguous row of n >= V floats in place.
-void fwht_row(float* row, int64_t n) {
+// FWHT of one contiguous row of n >= V floats from src into row (which may be src): the levels
+// inside vectors on the way in, then the levels between them in cache.
+void fwht_row(const float* src, float* row, int64_t n) {
   const int in_lanes = log2_of(V);
-  for (int64_t i = 0; i < n; i += V) store(row + i, lane_levels(load(row + i), in_lanes));
+  for (int64_t i = 0; i < n; i += V) store(row + i, lane_levels(load(src + i), in_lanes));
   if (n > V) fwht_elements(row, n / V, V, 1);
 }
 
@@ -241,82 +244,88 @@ void fwht_row_scalar(float* row, int64_t n) {
 // ---- WHT channel fusion -------------------------------------------------------------------------
 
 struct WhtShape {
-  int64_t c_in, c_out, pixels, n, m_in, m_out, strips;
+  int64_t c_in, c_out, pixels, n, m_in, m_out;
   WhtShape(int64_t c_in_, int64_t c_out_, int64_t pixels_, int64_t n_)
-      : c_in(c_in_), c_out(c_out_), pixels(pixels_), n(n_), m_in(pow2_at_least(c_in_)),
-        m_out(pow2_at_least(c_out_)), strips((pixels_ + S - 1) / S) {}
+      : c_in(c_in_), c_out(c_out_), pixels(pixels_), n(n_), m_in(pow2_at_least(c_in_)), m_out(pow2_at_least(c_out_)) {}
 };
 
-// One strip: the forward transform only over the m_in channels that the zero padding leaves
-// non-zero (H_n = H_{n/m} (x) H_m, so z[c] = (H_m x)[c mod m]); the inverse only for the kept
-// m_out outputs (the n / m_out blocks of s summed, then one m_out-point transform).
-void wht_strip(const WhtShape& s, const float* x, float* y, int64_t p0, const float* coef, const float* thr,
-               const float* out_scale, const float* out_shift, int act) {
-  float* z = scratch((s.m_in + s.m_out) * S);
-  float* acc = z + s.m_in * S;
-  const int lanes = lanes_at(p0, s.pixels);
-  gather(z, x + p0, s.c_in, s.pixels, 0, lanes);
-  std::fill(z + s.c_in * S, z + s.m_in * S, 0.0f);
-  fwht_elements(z, s.m_in, S);
+// One strip of W pixels from p0: the forward transform only over the m_in channels that the zero
+// padding leaves non-zero (H_n = H_{n/m} (x) H_m, so z[c] = (H_m x)[c mod m]); the inverse only
+// for the kept m_out outputs (the n / m_out blocks of s summed, then one m_out-point transform).
+void wht_strip(const WhtShape& s, const float* x, float* y, int64_t p0, int64_t W, const float* coef,
+               const float* thr, const float* out_scale, const float* out_shift, int act) {
+  float* z = scratch((s.m_in + s.m_out) * W);
+  float* acc = z + s.m_in * W;
+  const int64_t lanes = std::min(W, s.pixels - p0), nv = W / V;
+  gather(z, x + p0, s.c_in, s.pixels, lanes, W);
+  std::fill(z + s.c_in * W, z + s.m_in * W, 0.0f);
+  fwht_elements(z, s.m_in, W, nv);
   const int64_t in_mask = s.m_in - 1, out_mask = s.m_out - 1;
   for (int64_t c = 0; c < s.n; ++c) {
-    const float* zc = z + (c & in_mask) * S;
-    float* ac = acc + (c & out_mask) * S;
+    const float* zc = z + (c & in_mask) * W;
+    float* ac = acc + (c & out_mask) * W;
     const vf t = splat(thr[c]);
-    for (int e = 0; e < E; ++e) {
-      vf v = smooth_threshold(load(zc + e * V) * coef[c], t);
-      store(ac + e * V, c < s.m_out ? v : load(ac + e * V) + v);
-    }
+    const float k = coef[c];
+    if (c < s.m_out)
+      for (int64_t e = 0; e < nv; ++e) store(ac + e * V, smooth_threshold(load(zc + e * V) * k, t));
+    else
+      for (int64_t e = 0; e < nv; ++e) store(ac + e * V, load(ac + e * V) + smooth_threshold(load(zc + e * V) * k, t));
   }
-  fwht_elements(acc, s.m_out, S);
+  fwht_elements(acc, s.m_out, W, nv);
   for (int64_t c = 0; c < s.c_out; ++c) {
-    for (int e = 0; e < E; ++e) {
-      vf v = load(acc + c * S + e * V) * out_scale[c];
+    float* row = acc + c * W;
+    for (int64_t e = 0; e < nv; ++e) {
+      vf v = load(row + e * V) * out_scale[c];
       if (out_shift) v += out_shift[c];
       if (act == 1) v = vmin(vmax(v, vf{}), splat(6.0f));
-      store_strip(y + c * s.pixels + p0, v, lanes, e);
+      store(row + e * V, v);
     }
   }
+  scatter(y + p0, acc, s.c_out, s.pixels, lanes, W);
 }
 
-// Gradients for one strip; accumulates d/dcoef and d/dthr per lane into gcoef, gthr (n elements).
-void wht_strip_backward(const WhtShape& s, const float* x, const float* gy, float* gx, int64_t p0,
+// Gradients for one strip; accumulates d/dcoef and d/dthr per lane into gcoef, gthr (n vectors).
+void wht_strip_backward(const WhtShape& s, const float* x, const float* gy, float* gx, int64_t p0, int64_t W,
                         const float* coef, const float* thr, const float* out_scale, float* gcoef, float* gthr) {
-  float* z = scratch((2 * s.m_in + s.m_out) * S);
-  float* gz = z + s.m_in * S;
-  float* gs = gz + s.m_in * S;
-  const int lanes = lanes_at(p0, s.pixels);
-  gather(z, x + p0, s.c_in, s.pixels, 0, lanes);
-  std::fill(z + s.c_in * S, z + s.m_in * S, 0.0f);
-  fwht_elements(z, s.m_in, S);
-  gather(gs, gy + p0, s.c_out, s.pixels, 0, lanes);
+  float* z = scratch((2 * s.m_in + s.m_out) * W);
+  float* gz = z + s.m_in * W;
+  float* gs = gz + s.m_in * W;
+  const int64_t lanes = std::min(W, s.pixels - p0), nv = W / V;
+  gather(z, x + p0, s.c_in, s.pixels, lanes, W);
+  std::fill(z + s.c_in * W, z + s.m_in * W, 0.0f);
+  fwht_elements(z, s.m_in, W, nv);
+  gather(gs, gy + p0, s.c_out, s.pixels, lanes, W);
   for (int64_t c = 0; c < s.c_out; ++c)
-    for (int e = 0; e < E; ++e) store(gs + c * S + e * V, load(gs + c * S + e * V) * out_scale[c]);
-  std::fill(gs + s.c_out * S, gs + s.m_out * S, 0.0f);
-  fwht_elements(gs, s.m_out, S);  // d loss / d s[c] = gs[c mod m_out]
-  std::fill(gz, gz + s.m_in * S, 0.0f);
+    for (int64_t e = 0; e < nv; ++e) store(gs + c * W + e * V, load(gs + c * W + e * V) * out_scale[c]);
+  std::fill(gs + s.c_out * W, gs + s.m_out * W, 0.0f);
+  fwht_elements(gs, s.m_out, W, nv);  // d loss / d s[c] = gs[c mod m_out]
+  std::fill(gz, gz + s.m_in * W, 0.0f);
   const int64_t in_mask = s.m_in - 1, out_mask = s.m_out - 1;
   for (int64_t c = 0; c < s.n; ++c) {
-    for (int e = 0; e < E; ++e) {
-      const int64_t zi = (c & in_mask) * S + e * V, ci = c * S + e * V;
+    const float k = coef[c];
+    vf sum_coef = {}, sum_thr = {};
+    for (int64_t e = 0; e < nv; ++e) {
+      const int64_t zi = (c & in_mask) * W + e * V;
       vf zc = load(z + zi);
-      vf u = zc * coef[c];
+      vf u = zc * k;
       vf a = vabs(u);
       vf t = tanh_abs(a);
       vf r = a - thr[c];
-      vf g = load(gs + (c & out_mask) * S + e * V);
+      vf g = load(gs + (c & out_mask) * W + e * V);
       vf kept = (vf)(r > 0.0f);  // all bits set where |u| > thr
       vf t_kept = (vf)((vi)t & (vi)kept);
       vf du = g * ((1.0f - t * t) * vmax(r, vf{}) + t_kept);
-      if (gcoef) store(gcoef + ci, load(gcoef + ci) + du * zc);
-      if (gthr) store(gthr + ci, load(gthr + ci) - g * copysign_of(t_kept, u));
-      store(gz + zi, load(gz + zi) + du * coef[c]);
+      sum_coef += du * zc;
+      sum_thr -= g * copysign_of(t_kept, u);
+      store(gz + zi, load(gz + zi) + du * k);
     }
+    if (gcoef) store(gcoef + c * V, load(gcoef + c * V) + sum_coef);
+    if (gthr) store(gthr + c * V, load(gthr + c * V) + sum_thr);
   }
-  if (!gx) return;
-  fwht_elements(gz, s.m_in, S);
-  for (int64_t c = 0; c < s.c_in; ++c)
-    for (int e = 0; e < E; ++e) store_strip(gx + c * s.pixels + p0, load(gz + c * S + e * V), lanes, e);
+  if (gx) {
+    fwht_elements(gz, s.m_in, W, nv);
+    scatter(gx + p0, gz, s.c_in, s.pixels, lanes, W);
+  }
 }
 
 // ---- butterfly ----------------------------------------------------------------------------------
@@ -326,32 +335,35 @@ struct Stage {
   const float* w;
 };
 
-// Outputs [o, o + K) of group g: out[g k_out + o] = sum_i W[g, o, i] in[i G + g], in registers.
+// Outputs [o, o + K) of group g, columns [col, col + E V) of W-wide elements:
+// out[g k_out + o] = sum_i W[g, o, i] in[i G + g], K * E accumulators in registers.
 template <int K>
-inline void butterfly_outputs(const Stage& st, const float* in, float* out, int64_t g, int64_t o) {
+inline void butterfly_outputs(const Stage& st, const float* in, float* out, int64_t g, int64_t o, int64_t col,
+                              int64_t W) {
   const int64_t G = st.groups, ki = st.k_in;
   const float* w = st.w + (g * st.k_out + o) * ki;
   vf acc[K][E] = {};
   for (int64_t i = 0; i < ki; ++i) {
-    const float* col = in + (i * G + g) * S;
+    const float* src = in + (i * G + g) * W + col;
     vf v[E];
-    for (int e = 0; e < E; ++e) v[e] = load(col + e * V);
+    for (int e = 0; e < E; ++e) v[e] = load(src + e * V);
     for (int k = 0; k < K; ++k) {
       const float wk = w[k * ki + i];
       for (int e = 0; e < E; ++e) acc[k][e] += v[e] * wk;
     }
   }
   for (int k = 0; k < K; ++k)
-    for (int e = 0; e < E; ++e) store(out + (g * st.k_out + o + k) * S + e * V, acc[k][e]);
+    for (int e = 0; e < E; ++e) store(out + (g * st.k_out + o + k) * W + col + e * V, acc[k][e]);
 }
 
-void butterfly_stage(const Stage& st, const float* in, float* out) {
-  constexpr int K = 12 / E;  // outputs in registers: 12 accumulators
-  for (int64_t g = 0; g < st.groups; ++g) {
-    int64_t o = 0;
-    for (; o + K <= st.k_out; o += K) butterfly_outputs<K>(st, in, out, g, o);
-    for (; o < st.k_out; ++o) butterfly_outputs<1>(st, in, out, g, o);
-  }
+void butterfly_stage(const Stage& st, const float* in, float* out, int64_t W) {
+  constexpr int K = 12 / E;  // 12 accumulators
+  for (int64_t col = 0; col < W; col += S)
+    for (int64_t g = 0; g < st.groups; ++g) {
+      int64_t o = 0;
+      for (; o + K <= st.k_out; o += K) butterfly_outputs<K>(st, in, out, g, o, col, W);
+      for (; o < st.k_out; ++o) butterfly_outputs<1>(st, in, out, g, o, col, W);
+    }
 }
 
 // ---- 2D WHT over tiles --------------------------------------------------------------------------
@@ -389,26 +401,24 @@ void fn_fwht(const float* x, float* y, int64_t lead, int64_t n, int64_t trail, i
     fn::parallel_for(lead, threads, [&](int64_t begin, int64_t end, int) {
       for (int64_t r = begin; r < end; ++r) {
         float* row = y + r * n;
-        if (x != y) std::memcpy(row, x + r * n, sizeof(float) * n);
-        if (n >= V)
-          fwht_row(row, n);
-        else
+        if (n >= V) {
+          fwht_row(x + r * n, row, n);
+        } else {
+          if (x != y) std::memcpy(row, x + r * n, sizeof(float) * n);
           fwht_row_scalar(row, n);
+        }
       }
     });
     return;
   }
-  const int64_t strips = (trail + S - 1) / S;
+  const int64_t W = strip_width(n, trail), strips = (trail + W - 1) / W;
   fn::parallel_for(lead * strips, threads, [&](int64_t begin, int64_t end, int) {
-    float* buf = scratch(n * S);
+    float* buf = scratch(n * W);
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t l = item / strips, p0 = (item % strips) * S;
-      const int lanes = lanes_at(p0, trail);
-      gather(buf, x + l * n * trail, n, trail, p0, lanes);
-      fwht_elements(buf, n, S);
-      float* dst = y + l * n * trail + p0;
-      for (int64_t c = 0; c < n; ++c)
-        for (int e = 0; e < E; ++e) store_strip(dst + c * trail, load(buf + c * S + e * V), lanes, e);
+      const int64_t l = item / strips, p0 = (item % strips) * W, lanes = std::min(W, trail - p0);
+      gather(buf, x + l * n * trail + p0, n, trail, lanes, W);
+      fwht_elements(buf, n, W, W / V);
+      scatter(y + l * n * trail + p0, buf, n, trail, lanes, W);
     }
   });
 }
@@ -417,10 +427,11 @@ void fn_wht_pointwise(const float* x, float* y, int64_t batch, int64_t c_in, int
                       int64_t n, const float* coef, const float* thr, const float* out_scale,
                       const float* out_shift, int act, int threads) {
   const WhtShape s(c_in, c_out, pixels, n);
-  fn::parallel_for(batch * s.strips, threads, [&](int64_t begin, int64_t end, int) {
+  const int64_t W = strip_width(s.m_in + s.m_out, pixels), strips = (pixels + W - 1) / W;
+  fn::parallel_for(batch * strips, threads, [&](int64_t begin, int64_t end, int) {
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / s.strips, p0 = (item % s.strips) * S;
-      wht_strip(s, x + b * c_in * pixels, y + b * c_out * pixels, p0, coef, thr, out_scale, out_shift, act);
+      const int64_t b = item / strips, p0 = (item % strips) * W;
+      wht_strip(s, x + b * c_in * pixels, y + b * c_out * pixels, p0, W, coef, thr, out_scale, out_shift, act);
     }
   });
 }
@@ -430,18 +441,19 @@ void fn_wht_pointwise_backward(const float* x, const float* grad_y, float* grad_
                                int64_t n, const float* coef, const float* thr, const float* out_scale,
                                int threads) {
   const WhtShape s(c_in, c_out, pixels, n);
-  const int64_t items = batch * s.strips;
+  const int64_t W = strip_width(2 * s.m_in + s.m_out, pixels), strips = (pixels + W - 1) / W;
+  const int64_t items = batch * strips;
   const int workers = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(std::max(threads, 1), items)));
   const bool params = grad_coef || grad_thr;
   // Per worker, per lane sums: reduced once at the end, so no thread writes another's lines.
-  std::vector<float> sums(params ? size_t(workers) * 2 * n * S : 0, 0.0f);
+  std::vector<float> sums(params ? size_t(workers) * 2 * n * V : 0, 0.0f);
   fn::parallel_for(items, workers, [&](int64_t begin, int64_t end, int worker) {
-    float* gcoef = params ? sums.data() + size_t(worker) * 2 * n * S : nullptr;
-    float* gthr = params ? gcoef + n * S : nullptr;
+    float* gcoef = params ? sums.data() + size_t(worker) * 2 * n * V : nullptr;
+    float* gthr = params ? gcoef + n * V : nullptr;
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / s.strips, p0 = (item % s.strips) * S;
+      const int64_t b = item / strips, p0 = (item % strips) * W;
       wht_strip_backward(s, x + b * c_in * pixels, grad_y + b * c_out * pixels,
-                         grad_x ? grad_x + b * c_in * pixels : nullptr, p0, coef, thr, out_scale, gcoef, gthr);
+                         grad_x ? grad_x + b * c_in * pixels : nullptr, p0, W, coef, thr, out_scale, gcoef, gthr);
     }
   });
   for (int which = 0; which < 2; ++which) {
@@ -449,8 +461,7 @@ void fn_wht_pointwise_backward(const float* x, const float* grad_y, float* grad_
     if (!out) continue;
     for (int64_t c = 0; c < n; ++c) {
       vf total = {};
-      for (int w = 0; w < workers; ++w)
-        for (int e = 0; e < E; ++e) total += load(sums.data() + (size_t(w) * 2 + which) * n * S + c * S + e * V);
+      for (int w = 0; w < workers; ++w) total += load(sums.data() + (size_t(w) * 2 + which) * n * V + c * V);
       out[c] = sum_lanes(total);
     }
   }
@@ -465,29 +476,29 @@ void fn_butterfly(const float* x, float* y, int64_t batch, int64_t c_in, int64_t
     st[s] = {shape[3 * s], shape[3 * s + 1], shape[3 * s + 2], weights[s]};
     widest = std::max(widest, st[s].groups * st[s].k_out);
   }
-  const int64_t strips = (pixels + S - 1) / S;
+  const int64_t W = strip_width(2 * widest, pixels, S), strips = (pixels + W - 1) / W;  // stages work in lines
   fn::parallel_for(batch * strips, threads, [&](int64_t begin, int64_t end, int) {
-    float* a = scratch(2 * widest * S);
-    float* b = a + widest * S;
+    float* a = scratch(2 * widest * W);
+    float* b = a + widest * W;
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t img = item / strips, p0 = (item % strips) * S;
-      const int lanes = lanes_at(p0, pixels);
-      gather(a, x + img * c_in * pixels, c_in, pixels, p0, lanes);
-      std::fill(a + c_in * S, a + width_in * S, 0.0f);
+      const int64_t img = item / strips, p0 = (item % strips) * W, lanes = std::min(W, pixels - p0);
+      gather(a, x + img * c_in * pixels + p0, c_in, pixels, lanes, W);
+      std::fill(a + c_in * W, a + width_in * W, 0.0f);
       float *in = a, *out = b;
       for (int s = 0; s < stages; ++s) {
-        butterfly_stage(st[s], in, out);
+        butterfly_stage(st[s], in, out, W);
         std::swap(in, out);
       }
-      float* dst = y + img * c_out * pixels + p0;
-      for (int64_t c = 0; c < c_out; ++c)
-        for (int e = 0; e < E; ++e) {
-          vf v = load(in + c * S + e * V);
-          if (out_scale) v *= out_scale[c];
-          if (out_shift) v += out_shift[c];
-          if (act == 1) v = vmin(vmax(v, vf{}), splat(6.0f));
-          store_strip(dst + c * pixels, v, lanes, e);
-        }
+      if (out_scale || out_shift || act)
+        for (int64_t c = 0; c < c_out; ++c)
+          for (int64_t e = 0; e < W / V; ++e) {
+            vf v = load(in + c * W + e * V);
+            if (out_scale) v *= out_scale[c];
+            if (out_shift) v += out_shift[c];
+            if (act == 1) v = vmin(vmax(v, vf{}), splat(6.0f));
+            store(in + c * W + e * V, v);
+          }
+      scatter(y + img * c_out * pixels + p0, in, c_out, pixels, lanes, W);
     }
   });
 }

@@ -21,8 +21,8 @@
 namespace fusionnas {
 namespace {
 
-// OpenVINO runs several requests and streams around an op, so a kernel call takes one thread
-// unless FUSIONNAS_THREADS says otherwise.
+// OpenVINO runs its streams and requests around an op, so a kernel call takes one thread (the calling
+// one) unless the FUSIONNAS_THREADS environment variable, read once, says otherwise.
 int kernel_threads() {
     static const int threads = [] {
         const char* value = std::getenv("FUSIONNAS_THREADS");
@@ -48,7 +48,7 @@ const float* data_of(const ov::Tensor& tensor) {
 
 }  // namespace
 
-// Checks shared by the three ops: float32 everywhere, a rank-4 NCHW input.
+// A failed check names the node and its inputs' shapes (OpenVINO's message).
 #define FN_CHECK(cond, ...) NODE_VALIDATION_CHECK(this, cond, __VA_ARGS__)
 
 class WHTPointwise : public ov::op::Op {
@@ -217,8 +217,8 @@ public:
             FN_CHECK(coef[1].compatible(m_tile[0]) && coef[2].compatible(m_tile[1]), "coef must be (C or 1, th, tw)");
             FN_CHECK(coef[0].compatible(1) || coef[0].compatible(shape[1]), "coef must have 1 or C rows");
         }
-        set_output_type(0, ov::element::f32,
-                        ov::PartialShape{shape[0], shape[1], ceil_div(shape[2], m_stride), ceil_div(shape[3], m_stride)});
+        const ov::PartialShape out{shape[0], shape[1], ceil_div(shape[2], m_stride), ceil_div(shape[3], m_stride)};
+        set_output_type(0, ov::element::f32, out);
     }
 
     std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& args) const override {
