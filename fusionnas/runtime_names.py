@@ -9,10 +9,12 @@ from fusionnas.errors import UserError
 
 __all__ = ["RUNTIMES", "RUNTIME_DEVICES", "check_runtime_device", "default_runtime"]
 
-RUNTIMES = ("torch", "onnxruntime", "openvino")
+# openvino-native: OpenVINO on the native export form, each transform one kernel of the fusionnas extension.
+RUNTIMES = ("torch", "onnxruntime", "openvino", "openvino-native")
 
 # Where each runtime times a model here; OpenVINO's GPU plugin drives Intel GPUs only, so it runs on the CPU.
-RUNTIME_DEVICES = {"torch": ("cpu", "cuda"), "onnxruntime": ("cpu", "cuda"), "openvino": ("cpu",)}
+RUNTIME_DEVICES = {"torch": ("cpu", "cuda"), "onnxruntime": ("cpu", "cuda"), "openvino": ("cpu",),
+                   "openvino-native": ("cpu",)}
 
 
 def default_runtime(device: str) -> str:

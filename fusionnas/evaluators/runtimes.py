@@ -219,7 +219,22 @@ class OpenVINORuntime:
         return lambda: request.infer(feed, share_inputs=True)
 
 
-_RUNTIME_IMPLEMENTATIONS: dict[str, Runtime] = {r.name: r for r in (TorchEager(), OnnxRuntime(), OpenVINORuntime())}
+class OpenVINONativeRuntime(OpenVINORuntime):
+    """OpenVINO on the native export form (``fusionnas export --onnx-form native``): each WHT, butterfly
+    and Hadamard transform one node, run by the fusionnas extension's kernel on one thread."""
+
+    name = "openvino-native"
+
+    def prepare(self, model: nn.Module, input_shape: Sequence[int], device: str = "cpu", *, threads: int = 1,
+                batch_size: int = 1, graph: bytes | None = None) -> Runner:
+        check_runtime_device(self.name, device)
+        if graph is None or not _has_native_nodes(graph):  # a standard-form graph is not what this runtime runs
+            graph = export_quietly(model, input_shape, batch_size=batch_size, form="native")
+        return super().prepare(model, input_shape, device, threads=threads, batch_size=batch_size, graph=graph)
+
+
+_RUNTIME_IMPLEMENTATIONS: dict[str, Runtime] = {
+    r.name: r for r in (TorchEager(), OnnxRuntime(), OpenVINORuntime(), OpenVINONativeRuntime())}
 
 
 def get_runtime(name: str) -> Runtime:
@@ -283,10 +298,11 @@ def _eval_mode(*models: nn.Module) -> Iterator[None]:
             model.train(flag)
 
 
-def export_quietly(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1) -> bytes:
+def export_quietly(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1,
+                   form: str = "standard") -> bytes:
     """``to_onnx`` on one torch thread (torch's threads would compete with the runtime's)."""
     with torch_threads(1):
-        return to_onnx(model, input_shape, batch_size=batch_size)
+        return to_onnx(model, input_shape, batch_size=batch_size, form=form)
 
 
 def measure_side_by_side(models: Mapping[str, nn.Module], input_shape: Sequence[int], runtime: str = "onnxruntime",

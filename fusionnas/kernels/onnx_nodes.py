@@ -1,7 +1,7 @@
 """The transforms as single ONNX nodes of domain ``fusionnas``: the *native* export form.
 
 Inside :func:`native_form` (``to_onnx(..., form="native")``), the layers' export
-paths emit one node per transform, its parameters folded into initializers,
+paths emit one node per transform (through :func:`wht_pointwise_node` and its siblings), its parameters folded into initializers,
 instead of the standard-operator form; FusionBN folds its batch norm and ReLU6
 into the node. OpenVINO runs these nodes with the extension
 ``lib/libfusionnas_openvino.so`` (``openvino/extension.cpp``), onnxruntime not
@@ -35,8 +35,8 @@ from torch import nn
 from fusionnas.errors import UserError
 
 __all__ = ["DOMAIN", "DOMAIN_VERSION", "OPENVINO_EXTENSION", "REFERENCES", "native_form", "native_form_enabled",
-           "native_node", "finish_graph", "has_native_nodes", "openvino_extension", "butterfly", "wht2d",
-           "wht_pointwise"]
+           "wht_pointwise_node", "butterfly_node", "wht2d_node", "finish_graph", "has_native_nodes",
+           "openvino_extension", "butterfly", "wht2d", "wht_pointwise"]
 
 DOMAIN = "fusionnas"
 DOMAIN_VERSION = 1
@@ -62,64 +62,39 @@ def native_form_enabled() -> bool:
     return _native.get() and torch.onnx.is_in_onnx_export()
 
 
-def native_node(module: nn.Module, x: torch.Tensor, scale: torch.Tensor | None = None,
-                shift: torch.Tensor | None = None, *, relu6: bool = False) -> torch.Tensor | None:
-    """``act(scale * module(x) + shift)`` per output channel as one fusionnas node, while exporting the native form.
-
-    None where the native form is off, or ``module``'s configuration has no node (a block-diagonal
-    WHT, a WHT2d tile of 1 at stride 2, a scale or shift after a WHT2d): the caller then traces its
-    standard form.
-    """
-    from fusionnas.layers.butterfly import ButterflyPointwise
-    from fusionnas.layers.wht import WHT2d, WHTPointwise
-
-    if not native_form_enabled() or x.dtype != torch.float32 or x.dim() != 4:
+def wht_pointwise_node(x: torch.Tensor, coef: torch.Tensor, thr: torch.Tensor, out_scale: torch.Tensor,
+                       out_shift: torch.Tensor, act: int) -> torch.Tensor | None:
+    """A ``WHTPointwise`` node while exporting the native form (inputs as :data:`REFERENCES` defines them), else None."""
+    if not _exporting_native(x):
         return None
-    act = int(relu6)
-    if isinstance(module, WHTPointwise) and module.blocks == 1:
-        return _WHTPointwiseNode.apply(x, *_wht_pointwise_inputs(module, scale, shift), module.n, act)
-    if isinstance(module, ButterflyPointwise):
-        weights, out_scale, out_shift = _butterfly_inputs(module, scale, shift)
-        width_in = int(weights[0].shape[0] * weights[0].shape[2])
-        return _ButterflyNode.apply(x, tuple(weights), out_scale, out_shift, width_in, act)
-    if isinstance(module, WHT2d) and scale is None and shift is None and not relu6:
-        th, tw = module.tile
-        if module.stride == 2 and min(th, tw) < 2:
-            return None
-        rows = int(module.scale.shape[0])
-        norm = (th * tw) ** -0.5
-        coef = _array(module.scale.reshape(rows, th, tw) * norm)
-        thr = _array(module.smooth.threshold.reshape(rows, th, tw).abs())
-        return _WHT2dNode.apply(x, coef, thr, module.stride, norm)
-    return None
+    n = int(coef.shape[0])
+    return _WHTPointwiseNode.apply(x, _array(coef), _array(thr), _array(out_scale), _array(out_shift), n, act)
+
+
+def butterfly_node(x: torch.Tensor, weights: Sequence[torch.Tensor], out_scale: torch.Tensor, out_shift: torch.Tensor,
+                   width_in: int, act: int) -> torch.Tensor | None:
+    """A ``Butterfly`` node while exporting the native form, else None."""
+    if not _exporting_native(x):
+        return None
+    arrays = tuple(_array(w) for w in weights)
+    return _ButterflyNode.apply(x, arrays, _array(out_scale), _array(out_shift), width_in, act)
+
+
+def wht2d_node(x: torch.Tensor, coef: torch.Tensor, thr: torch.Tensor, stride: int,
+               out_norm: float) -> torch.Tensor | None:
+    """A ``WHT2d`` node while exporting the native form, else None (coef, thr: (C or 1, t_h, t_w))."""
+    if not _exporting_native(x):
+        return None
+    return _WHT2dNode.apply(x, _array(coef), _array(thr), stride, out_norm)
+
+
+def _exporting_native(x: torch.Tensor) -> bool:
+    return native_form_enabled() and x.dtype == torch.float32 and x.dim() == 4
 
 
 def _array(t: torch.Tensor) -> np.ndarray:
     """A parameter as a constant float32 array: the node takes it as an initializer, never as a traced value."""
     return np.ascontiguousarray(t.detach().cpu().to(torch.float32).numpy())
-
-
-def _wht_pointwise_inputs(module: nn.Module, scale: torch.Tensor | None,
-                          shift: torch.Tensor | None) -> tuple[np.ndarray, ...]:
-    """coef, thr, out_scale and out_shift of a WHTPointwise node: the layer's 1/sqrt(n) twice, the batch norm."""
-    n, c_out = module.n, module.out_channels
-    norm = n**-0.5
-    coef = _array(module.scale.reshape(n) * norm)
-    thr = _array(module.smooth.threshold.reshape(n).abs())
-    out_scale = _array((torch.ones(c_out) if scale is None else scale) * norm)
-    out_shift = _array(torch.zeros(c_out) if shift is None else shift)
-    return coef, thr, out_scale, out_shift
-
-
-def _butterfly_inputs(module: nn.Module, scale: torch.Tensor | None,
-                      shift: torch.Tensor | None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Stage weights, out_scale and out_shift of a Butterfly node (the layer's bias folded into the shift)."""
-    c_out = module.out_channels
-    scale = torch.ones(c_out) if scale is None else scale
-    shift = torch.zeros(c_out) if shift is None else shift
-    if module.bias is not None:
-        shift = shift + scale * module.bias
-    return [_array(w) for w in module.weights], _array(scale), _array(shift)
 
 
 def _emit(g, op: str, x, arrays: Sequence[np.ndarray], out_sizes: Sequence[int | None], **attributes):

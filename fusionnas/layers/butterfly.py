@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from fusionnas.kernels import onnx_nodes
 from fusionnas.kernels import torch_ops as native
 from fusionnas.layers._checks import check_input, check_positive, fast_path_allowed, is_tracing
 from fusionnas.layers._folded import Folded
@@ -343,6 +344,17 @@ class ButterflyPointwise(nn.Module):
         return native.butterfly(x, weights, self._width_in, self.out_channels, scale, shift,
                                 native.RELU6 if relu6 else 0)
 
+    def native_node(self, x: torch.Tensor, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None,
+                    relu6: bool = False) -> torch.Tensor | None:
+        """``act(scale * layer(x) + shift)`` as one ``fusionnas`` ONNX node while ``to_onnx(form="native")``
+        exports (None otherwise); the layer's bias folds into the shift."""
+        c_out = self.out_channels
+        scale = torch.ones(c_out, dtype=x.dtype) if scale is None else scale
+        shift = torch.zeros(c_out, dtype=x.dtype) if shift is None else shift
+        if self.bias is not None:
+            shift = shift + scale * self.bias
+        return onnx_nodes.butterfly_node(x, list(self.weights), scale, shift, self._width_in, native.RELU6 if relu6 else 0)
+
     def _images_per_chunk(self, x: torch.Tensor) -> int:
         widest = max(self._width_in, *(p.shape[0] * p.shape[1] for p in self.weights))
         pixels = max(1, x.shape[2] * x.shape[3])
@@ -376,9 +388,7 @@ class ButterflyPointwise(nn.Module):
         carries the scale and, as its bias, the shift and the layer's bias: 7
         nodes for two stages (a Pad for a reduction, a Slice for a crop).
         """
-        from fusionnas.kernels.onnx_nodes import native_node  # to_onnx(form="native"): one fusionnas node
-
-        if (node := native_node(self, x, scale, shift)) is not None:
+        if (node := self.native_node(x, scale, shift)) is not None:
             return node
         n_img, c_in, h, w = (int(d) for d in x.shape)
         pixels, width = h * w, self._width_out

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusionnas.kernels import onnx_nodes
 from fusionnas.kernels import torch_ops as native
 from fusionnas.layers._checks import check_input, check_positive, fast_path_allowed, is_tracing
 from fusionnas.layers._folded import Folded
@@ -111,6 +112,16 @@ class WHTPointwise(nn.Module):
                                              lambda: self._native_parameters(scale, x.dtype))
         return native.wht_pointwise(x, coef, threshold, norm, shift, native.RELU6 if relu6 else 0)
 
+    def native_node(self, x: torch.Tensor, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None,
+                    relu6: bool = False) -> torch.Tensor | None:
+        """``act(scale * layer(x) + shift)`` as one ``fusionnas`` ONNX node while ``to_onnx(form="native")``
+        exports (None otherwise, and for the block variant, which has no node)."""
+        if self.blocks != 1:
+            return None
+        coef, threshold, norm = self._native_parameters(scale, x.dtype)
+        shift = torch.zeros(self.out_channels, dtype=x.dtype) if shift is None else shift
+        return onnx_nodes.wht_pointwise_node(x, coef, threshold, norm, shift, native.RELU6 if relu6 else 0)
+
     def _native_parameters(self, scale: torch.Tensor | None, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         """The kernel's coef, threshold (>= 0) and output scale, the transform's 1/sqrt(n) folded in."""
         n = self.n
@@ -135,9 +146,7 @@ class WHTPointwise(nn.Module):
         dense 1x1 convs replace the factored products (7 nodes). Every matrix
         is a function of the parameters, folded into constants by the exporter.
         """
-        from fusionnas.kernels.onnx_nodes import native_node  # to_onnx(form="native"): one fusionnas node
-
-        if (node := native_node(self, x, scale, shift)) is not None:
+        if (node := self.native_node(x, scale, shift)) is not None:
             return node
         n_img, c_in, h, w = (int(d) for d in x.shape)
         n, c_out, pixels = self.n, self.out_channels, h * w
@@ -323,6 +332,16 @@ class WHT2d(nn.Module):
             return self._forward_native(x)
         return self._forward_dense(x)
 
+    def native_node(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The layer as one ``fusionnas`` ONNX node while ``to_onnx(form="native")`` exports, else None."""
+        if not native.wht2d_supported(self.tile, self.stride):
+            return None
+        (th, tw), groups = self.tile, self.scale.shape[0]
+        norm = (th * tw) ** -0.5
+        coef = self.scale.reshape(groups, th, tw) * norm
+        threshold = self.smooth.threshold.reshape(groups, th, tw).abs()
+        return onnx_nodes.wht2d_node(x, coef, threshold, self.stride, norm)
+
     def _forward_native(self, x: torch.Tensor) -> torch.Tensor:
         """Inference in the native kernel: each tile transformed, thresholded and inverted in registers."""
         (th, tw), groups = self.tile, self.scale.shape[0]
@@ -381,9 +400,7 @@ class WHT2d(nn.Module):
         work at full resolution still makes it several times slower than a
         depthwise conv, which fuses its batch norm and activation into one node.
         """
-        from fusionnas.kernels.onnx_nodes import native_node  # to_onnx(form="native"): one fusionnas node
-
-        if (node := native_node(self, x)) is not None:
+        if (node := self.native_node(x)) is not None:
             return node
         n_img, c, h, w = (int(d) for d in x.shape)
         th, tw = self.tile

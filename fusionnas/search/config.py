@@ -28,7 +28,8 @@ next one (``[sampler]``)::
     [[objectives]]
     metric = "latency"
     device = "cpu"
-    runtime = "onnxruntime"      # the default on cpu; "torch" times eager PyTorch, "openvino" OpenVINO
+    runtime = "onnxruntime"      # the default on cpu; "torch" times eager PyTorch, "openvino" OpenVINO,
+                                 # "openvino-native" OpenVINO running each transform as one fusionnas kernel
     batch_size = 8               # optional (cpu, cuda): images per run; default 1
 
     [constraints]

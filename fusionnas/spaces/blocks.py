@@ -54,10 +54,9 @@ class FusionBN(nn.Sequential):
             return super().forward(x)
         # The exported graph: the batch norm folded into the operator's last linear stage.
         scale, shift = fold_batch_norm(bn)
-        from fusionnas.kernels.onnx_nodes import native_node  # to_onnx(form="native"): the ReLU6 folded in too
-
-        if (node := native_node(fusion, x, scale, shift, relu6=len(self) > 2)) is not None:
-            return node
+        if hasattr(fusion, "native_node"):  # to_onnx(form="native"): one node, the ReLU6 folded in too
+            if (node := fusion.native_node(x, scale, shift, relu6=len(self) > 2)) is not None:
+                return node
         y = fusion.export_forward(x, scale, shift)
         return self[2](y) if len(self) > 2 else y
 
