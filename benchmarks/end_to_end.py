@@ -1,4 +1,4 @@
-"""Whole networks as deployed: the baseline and every preset in torch eager, onnxruntime and OpenVINO.
+"""Whole networks as deployed: the baseline and every preset in torch eager, onnxruntime, OpenVINO and OpenVINO native.
 
 Run: ``python -m benchmarks.end_to_end [--space mobilenetv2-cifar] [--threads 1]``.
 Per architecture: parameters, fvcore FLOPs, ONNX nodes, and the median
@@ -6,7 +6,10 @@ latency at batch 1 in each runtime, all candidates (every architecture in
 every runtime) interleaved round after round in one process; "x" is the
 speed relative to the all-conv baseline in the same runtime (> 1: faster).
 The graph runtimes run the graph ``fusionnas export`` writes, each prepared
-as :func:`fusionnas.evaluators.runtimes.prepare` does for a latency.
+as :func:`fusionnas.evaluators.runtimes.prepare` does for a latency: the
+standard form in onnxruntime and OpenVINO, the native form (one fusionnas
+kernel per transform) in OpenVINO native; torch eager runs the native kernels
+where they are built (the header says which).
 """
 from __future__ import annotations
 
@@ -16,12 +19,13 @@ import platform
 import torch
 
 from benchmarks._timing import time_side_by_side
+from fusionnas import kernels
 from fusionnas.evaluators import count_flops, count_params
 from fusionnas.evaluators.onnx_export import node_count, to_onnx
 from fusionnas.evaluators.runtimes import RUNTIMES, get_runtime, prepare
 from fusionnas.spaces import get_space
 
-LABELS = {"torch": "torch", "onnxruntime": "ORT", "openvino": "OV"}  # column headers
+LABELS = {"torch": "torch", "onnxruntime": "ORT", "openvino": "OV", "openvino-native": "OV-nat"}  # column headers
 
 
 def end_to_end_table(space_name: str, threads: int, rounds: int) -> list[dict]:
@@ -37,7 +41,8 @@ def end_to_end_table(space_name: str, threads: int, rounds: int) -> list[dict]:
         rows.append({"arch": name, "params": count_params(model), "flops": count_flops(model, shape),
                      "nodes": node_count(graph)})
         for runtime in RUNTIMES:
-            candidates[f"{name} {runtime}"] = prepare(model, space.input_shape, runtime, threads=threads, graph=graph)
+            candidates[f"{name} {runtime}"] = prepare(model, space.input_shape, runtime, threads=threads,
+                                                      graph=graph if runtime != "openvino-native" else None)
     times = time_side_by_side(candidates, rounds=rounds)
     for row in rows:
         for runtime in RUNTIMES:
@@ -55,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = end_to_end_table(args.space, args.threads, args.rounds)
     versions = ", ".join(f"{runtime} {get_runtime(runtime).version()}" for runtime in RUNTIMES)
     print(f"# {args.space}, batch 1, {args.threads} thread(s), {platform.processor() or platform.machine()}, "
-          f"{versions}, median of {args.rounds} interleaved rounds; x = speed relative to the baseline in the "
+          f"{versions}, {kernels.describe()}, median of {args.rounds} interleaved rounds; x = speed relative to the baseline in the "
           f"same runtime")
     print(f"{'arch':<22} {'params':>10} {'MFLOPs':>8} {'nodes':>6}"
           + "".join(f" {LABELS[r] + ' ms':>9} {'x':>5}" for r in RUNTIMES))

@@ -11,6 +11,7 @@ the very bytes that ``fusionnas export`` writes (:func:`~fusionnas.evaluators.on
 from __future__ import annotations
 
 import functools
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -101,7 +102,10 @@ def openvino_model(graph: bytes, device: str = "cpu", threads: int = 1, *, batch
     import openvino.properties as props
     import openvino.properties.hint as hints
 
-    core = _openvino_core_with_extension() if _has_native_nodes(graph) else _openvino_core()
+    native = _has_native_nodes(graph)
+    core = _openvino_core_with_extension() if native else _openvino_core()
+    if native:  # the extension's kernels learn the thread count from here (one process, one count)
+        os.environ["FUSIONNAS_THREADS"] = str(threads)
     model = core.read_model(graph)
     shape = model.input(0).get_partial_shape()  # (N, C, H, W), N symbolic in a dynamic-batch export
     if batch_size is not None and shape[0].is_dynamic:

@@ -6,5 +6,12 @@ One C/C++ source (``csrc/``) built for this machine at install
 extension links it. Without it the layers run their reference forms.
 """
 from fusionnas.kernels._native import available, describe, reference_forms, unavailable_reason
+from fusionnas.kernels.onnx_nodes import OPENVINO_EXTENSION
 
-__all__ = ["available", "describe", "reference_forms", "unavailable_reason"]
+
+def openvino_extension_available() -> bool:
+    """Whether the OpenVINO extension (the native export form's kernels) was built."""
+    return OPENVINO_EXTENSION.exists()
+
+
+__all__ = ["available", "describe", "openvino_extension_available", "reference_forms", "unavailable_reason"]

@@ -379,8 +379,7 @@ void row_tile_levels(float* row, int64_t width, int64_t tw) {
 
 // The separable 2D FWHT of every th x tw tile of a (th, width) band.
 void band_transform(float* band, int64_t th, int64_t width, int64_t tw) {
-  if (th > 1)
-    for (int64_t k = 0; k < width; k += V) fwht_elements(band + k, th, width, 1);
+  if (th > 1) fwht_elements(band, th, width, width / V);  // rows are the elements: one pass for the band
   for (int64_t r = 0; r < th; ++r) row_tile_levels(band + r * width, width, tw);
 }
 
@@ -503,68 +502,75 @@ void fn_butterfly(const float* x, float* y, int64_t batch, int64_t c_in, int64_t
   });
 }
 
+// Stride 2 averages 2 x 2 windows of each t_h x t_w tile's output, and that is the same layer at
+// half resolution: the coefficients (p, q) with p and q even are the (t_h/2) x (t_w/2) transform of
+// the map's 2 x 2 sums (H_2k's rows 2a are H_k's row a, each entry twice), and only they reach the
+// averaged output (rows 2i and 2i+1 of H_2k cancel in every odd column). So a stride-2 layer is the
+// stride-1 layer with half tiles, the even coefficients and the same out_norm on the 2 x 2 sums:
+// a quarter of the thresholds and transforms, none of them wasted on pixels the pooling averages.
 void fn_wht2d(const float* x, float* y, int64_t batch, int64_t channels, int64_t h, int64_t w, int64_t th,
               int64_t tw, int stride, const float* coef, const float* thr, int shared, float out_norm,
               int threads) {
-  const int64_t bands = (h + th - 1) / th;
-  const int64_t tiled = ((w + tw - 1) / tw) * tw;
-  const int64_t width = ((tiled + V - 1) / V) * V;  // whole tiles, whole vectors (tw | V or V | tw)
   const int64_t out_h = (h + stride - 1) / stride, out_w = (w + stride - 1) / stride;
-  const int64_t pattern = std::max<int64_t>(tw, V);  // a row's coefficients repeat every `pattern` floats
+  const int64_t step = stride == 2 ? 2 : 1;  // the coefficients used: every one, or the even ones
+  const int64_t kh = th / step, kw = tw / step;
+  const int64_t bands = (out_h + kh - 1) / kh;
+  const int64_t width = ((out_w + kw - 1) / kw * kw + V - 1) / V * V;  // whole tiles, whole vectors
+  const int64_t pattern = std::max<int64_t>(kw, V);  // a row's coefficients repeat every `pattern` floats
   fn::parallel_for(batch * channels, threads, [&](int64_t begin, int64_t end, int) {
-    float* band = scratch(th * width + 2 * th * pattern);
-    float* cv = band + th * width;
-    float* tv = cv + th * pattern;
+    float* band = scratch(kh * width + 2 * kh * pattern + (step == 2 ? out_h * out_w : 0));
+    float* cv = band + kh * width;
+    float* tv = cv + kh * pattern;
+    float* sums = tv + kh * pattern;
     int64_t loaded = -1;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t c = item % channels, param = shared ? 0 : c;
       if (param != loaded) {  // this channel's coefficients laid out along a row
-        for (int64_t p = 0; p < th; ++p)
+        for (int64_t p = 0; p < kh; ++p)
           for (int64_t q = 0; q < pattern; ++q) {
-            cv[p * pattern + q] = coef[(param * th + p) * tw + q % tw];
-            tv[p * pattern + q] = thr[(param * th + p) * tw + q % tw];
+            const int64_t at = (param * th + p * step) * tw + (q % kw) * step;
+            cv[p * pattern + q] = coef[at];
+            tv[p * pattern + q] = thr[at];
           }
         loaded = param;
       }
       const float* src = x + item * h * w;
+      if (step == 2) {  // the 2 x 2 sums, zero beyond the map
+        for (int64_t oy = 0; oy < out_h; ++oy)
+          for (int64_t ox = 0; ox < out_w; ++ox) {
+            float total = 0;
+            for (int64_t iy = 2 * oy; iy < std::min(2 * oy + 2, h); ++iy)
+              for (int64_t ix = 2 * ox; ix < std::min(2 * ox + 2, w); ++ix) total += src[iy * w + ix];
+            sums[oy * out_w + ox] = total;
+          }
+        src = sums;
+      }
       float* dst = y + item * out_h * out_w;
       for (int64_t bnd = 0; bnd < bands; ++bnd) {
-        for (int64_t r = 0; r < th; ++r) {
+        for (int64_t r = 0; r < kh; ++r) {
           float* row = band + r * width;
-          const int64_t iy = bnd * th + r;
+          const int64_t iy = bnd * kh + r;
           int64_t filled = 0;
-          if (iy < h) {
-            std::memcpy(row, src + iy * w, sizeof(float) * w);
-            filled = w;
+          if (iy < out_h) {
+            std::memcpy(row, src + iy * out_w, sizeof(float) * out_w);
+            filled = out_w;
           }
           std::fill(row + filled, row + width, 0.0f);
         }
-        band_transform(band, th, width, tw);
-        for (int64_t r = 0; r < th; ++r)
+        band_transform(band, kh, width, kw);
+        for (int64_t r = 0; r < kh; ++r)
           for (int64_t k = 0; k < width; k += V) {
             const int64_t q = k % pattern;
             vf u = load(band + r * width + k) * load(cv + r * pattern + q);
             store(band + r * width + k, smooth_threshold(u, load(tv + r * pattern + q)));
           }
-        band_transform(band, th, width, tw);
-        if (stride == 1) {
-          for (int64_t r = 0; r < th && bnd * th + r < h; ++r) {
-            float* out_row = dst + (bnd * th + r) * w;
-            const float* row = band + r * width;
-            int64_t k = 0;
-            for (; k + V <= w; k += V) store(out_row + k, load(row + k) * out_norm);
-            for (; k < w; ++k) out_row[k] = row[k] * out_norm;
-          }
-        } else {
-          const float quarter = 0.25f * out_norm;
-          for (int64_t r = 0; r + 1 < th; r += 2) {
-            const int64_t oy = (bnd * th + r) / 2;
-            if (oy >= out_h) break;
-            const float *r0 = band + r * width, *r1 = r0 + width;
-            float* out_row = dst + oy * out_w;
-            for (int64_t ox = 0; ox < out_w; ++ox)
-              out_row[ox] = (r0[2 * ox] + r0[2 * ox + 1] + r1[2 * ox] + r1[2 * ox + 1]) * quarter;
-          }
+        band_transform(band, kh, width, kw);
+        for (int64_t r = 0; r < kh && bnd * kh + r < out_h; ++r) {
+          float* out_row = dst + (bnd * kh + r) * out_w;
+          const float* row = band + r * width;
+          int64_t k = 0;
+          for (; k + V <= out_w; k += V) store(out_row + k, load(row + k) * out_norm);
+          for (; k < out_w; ++k) out_row[k] = row[k] * out_norm;
         }
       }
     }

@@ -21,15 +21,13 @@
 namespace fusionnas {
 namespace {
 
-// OpenVINO runs its streams and requests around an op, so a kernel call takes one thread (the calling
-// one) unless the FUSIONNAS_THREADS environment variable, read once, says otherwise.
+// OpenVINO runs its streams and requests around an op and does not tell it its thread count, so a
+// kernel call takes the FUSIONNAS_THREADS environment variable's count (fusionnas sets it to the
+// compiled model's inference threads), one thread (the calling one) where it is unset.
 int kernel_threads() {
-    static const int threads = [] {
-        const char* value = std::getenv("FUSIONNAS_THREADS");
-        const int parsed = value ? std::atoi(value) : 1;
-        return parsed > 0 ? parsed : 1;
-    }();
-    return threads;
+    const char* value = std::getenv("FUSIONNAS_THREADS");
+    const int parsed = value ? std::atoi(value) : 1;
+    return parsed > 0 ? parsed : 1;
 }
 
 ov::Dimension ceil_div(const ov::Dimension& size, int64_t by) {
