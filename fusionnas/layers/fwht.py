@@ -39,9 +39,12 @@ def next_power_of_two(n: int) -> int:
 
 
 def _build_hadamard(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    h = torch.ones(1, 1, dtype=dtype, device=device)
-    while h.shape[0] < n:
-        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    # Never an inference tensor, even when first built under torch.inference_mode: the cached
+    # matrix is used by autograd later.
+    with torch.inference_mode(False):
+        h = torch.ones(1, 1, dtype=dtype, device=device)
+        while h.shape[0] < n:
+            h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
     return h
 
 

@@ -84,3 +84,19 @@ def test_integer_input_is_rejected():
 
 def test_next_power_of_two():
     assert [next_power_of_two(n) for n in (1, 2, 3, 5, 96, 1024, 1025)] == [1, 2, 4, 8, 128, 1024, 2048]
+
+
+def test_a_hadamard_matrix_first_built_in_inference_mode_still_serves_autograd() -> None:
+    from fusionnas.kernels import reference_forms
+    from fusionnas.layers import WHTPointwise
+    from fusionnas.layers.fwht import _build_hadamard_cached
+
+    _build_hadamard_cached.cache_clear()  # so that this test's inference-mode call builds the matrices
+    layer = WHTPointwise(48, 80)
+    with torch.inference_mode():
+        hadamard(128)
+        layer.eval()(torch.randn(1, 48, 3, 3))
+    layer.train()
+    with reference_forms():
+        layer(torch.randn(2, 48, 3, 3)).sum().backward()
+    assert layer.scale.grad is not None

@@ -397,7 +397,7 @@ int fn_abi_version(void) { return 1; }
 
 void fn_fwht(const float* x, float* y, int64_t lead, int64_t n, int64_t trail, int threads) {
   if (trail == 1) {
-    fn::parallel_for(lead, threads, [&](int64_t begin, int64_t end, int) {
+    fn::parallel_for(lead, threads, 2 * lead * n, [&](int64_t begin, int64_t end, int) {
       for (int64_t r = begin; r < end; ++r) {
         float* row = y + r * n;
         if (n >= V) {
@@ -411,7 +411,7 @@ void fn_fwht(const float* x, float* y, int64_t lead, int64_t n, int64_t trail, i
     return;
   }
   const int64_t W = strip_width(n, trail), strips = (trail + W - 1) / W;
-  fn::parallel_for(lead * strips, threads, [&](int64_t begin, int64_t end, int) {
+  fn::parallel_for(lead * strips, threads, 2 * lead * n * trail, [&](int64_t begin, int64_t end, int) {
     float* buf = scratch(n * W);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t l = item / strips, p0 = (item % strips) * W, lanes = std::min(W, trail - p0);
@@ -427,7 +427,8 @@ void fn_wht_pointwise(const float* x, float* y, int64_t batch, int64_t c_in, int
                       const float* out_shift, int act, int threads) {
   const WhtShape s(c_in, c_out, pixels, n);
   const int64_t W = strip_width(s.m_in + s.m_out, pixels), strips = (pixels + W - 1) / W;
-  fn::parallel_for(batch * strips, threads, [&](int64_t begin, int64_t end, int) {
+  const int64_t work = batch * pixels * (c_in + c_out + 4 * n);  // ~ the thresholds' share
+  fn::parallel_for(batch * strips, threads, work, [&](int64_t begin, int64_t end, int) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / strips, p0 = (item % strips) * W;
       wht_strip(s, x + b * c_in * pixels, y + b * c_out * pixels, p0, W, coef, thr, out_scale, out_shift, act);
@@ -442,11 +443,13 @@ void fn_wht_pointwise_backward(const float* x, const float* grad_y, float* grad_
   const WhtShape s(c_in, c_out, pixels, n);
   const int64_t W = strip_width(2 * s.m_in + s.m_out, pixels), strips = (pixels + W - 1) / W;
   const int64_t items = batch * strips;
-  const int workers = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(std::max(threads, 1), items)));
+  const int64_t work = batch * pixels * (2 * c_in + c_out + 8 * n);
+  const int workers = static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>({std::max(threads, 1), items, work / fn::kMinWorkPerThread})));
   const bool params = grad_coef || grad_thr;
   // Per worker, per lane sums: reduced once at the end, so no thread writes another's lines.
   std::vector<float> sums(params ? size_t(workers) * 2 * n * V : 0, 0.0f);
-  fn::parallel_for(items, workers, [&](int64_t begin, int64_t end, int worker) {
+  fn::parallel_for(items, workers, work, [&](int64_t begin, int64_t end, int worker) {
     float* gcoef = params ? sums.data() + size_t(worker) * 2 * n * V : nullptr;
     float* gthr = params ? gcoef + n * V : nullptr;
     for (int64_t item = begin; item < end; ++item) {
@@ -476,7 +479,10 @@ void fn_butterfly(const float* x, float* y, int64_t batch, int64_t c_in, int64_t
     widest = std::max(widest, st[s].groups * st[s].k_out);
   }
   const int64_t W = strip_width(2 * widest, pixels, S), strips = (pixels + W - 1) / W;  // stages work in lines
-  fn::parallel_for(batch * strips, threads, [&](int64_t begin, int64_t end, int) {
+  int64_t macs = 0;
+  for (const Stage& stage : st) macs += stage.groups * stage.k_out * stage.k_in;
+  const int64_t work = batch * pixels * (c_in + c_out + macs / 4);
+  fn::parallel_for(batch * strips, threads, work, [&](int64_t begin, int64_t end, int) {
     float* a = scratch(2 * widest * W);
     float* b = a + widest * W;
     for (int64_t item = begin; item < end; ++item) {
@@ -517,7 +523,7 @@ void fn_wht2d(const float* x, float* y, int64_t batch, int64_t channels, int64_t
   const int64_t bands = (out_h + kh - 1) / kh;
   const int64_t width = ((out_w + kw - 1) / kw * kw + V - 1) / V * V;  // whole tiles, whole vectors
   const int64_t pattern = std::max<int64_t>(kw, V);  // a row's coefficients repeat every `pattern` floats
-  fn::parallel_for(batch * channels, threads, [&](int64_t begin, int64_t end, int) {
+  fn::parallel_for(batch * channels, threads, batch * channels * h * w * 8, [&](int64_t begin, int64_t end, int) {
     float* band = scratch(kh * width + 2 * kh * pattern + (step == 2 ? out_h * out_w : 0));
     float* cv = band + kh * width;
     float* tv = cv + kh * pattern;

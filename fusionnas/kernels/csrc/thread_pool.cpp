@@ -94,18 +94,23 @@ Pool& pool() {
 
 }  // namespace
 
-void parallel_for(int64_t count, int threads, const std::function<void(int64_t, int64_t, int)>& body) {
-  if (count <= 0) return;
-  int n = static_cast<int>(std::min<int64_t>(std::max(threads, 1), count));
+int parallel_for(int64_t count, int threads, int64_t work, const std::function<void(int64_t, int64_t, int)>& body) {
+  if (count <= 0) return 1;
+  const int64_t worth = std::max<int64_t>(1, work / kMinWorkPerThread);
+  int n = static_cast<int>(std::min<int64_t>({std::max(threads, 1), count, worth}));
   if (n == 1) {
     body(0, count, 0);
-    return;
+    return 1;
   }
   auto job = [&](int worker) {
     int64_t begin = count * worker / n, end = count * (worker + 1) / n;
     if (begin < end) body(begin, end, worker);
   };
-  if (!pool().run(n, job)) body(0, count, 0);
+  if (!pool().run(n, job)) {
+    body(0, count, 0);
+    return 1;
+  }
+  return n;
 }
 
 }  // namespace fn

@@ -10,8 +10,12 @@
 namespace fn {
 
 // body(begin, end, worker) over contiguous ranges of [0, count); worker in [0, threads) indexes
-// per-thread scratch. The caller runs range 0. A call made while the pool is busy (from another
-// thread) runs on its caller alone, so concurrent callers never wait for each other.
-void parallel_for(int64_t count, int threads, const std::function<void(int64_t, int64_t, int)>& body);
+// per-thread scratch. The caller runs range 0. `work` is the whole call's size in floats touched:
+// a thread more is used only for kMinWorkPerThread of it, since waking one costs tens of
+// microseconds on a small VM, more than small calls take. A call made while the pool is busy
+// (from another thread) runs on its caller alone, so concurrent callers never wait for each other.
+// Returns the number of threads used.
+constexpr int64_t kMinWorkPerThread = int64_t(1) << 18;
+int parallel_for(int64_t count, int threads, int64_t work, const std::function<void(int64_t, int64_t, int)>& body);
 
 }  // namespace fn
