@@ -18,7 +18,7 @@ from pathlib import Path
 __all__ = ["LIBRARY", "ABI_VERSION", "library", "available", "describe", "reference_forms", "unavailable_reason"]
 
 LIBRARY = Path(__file__).resolve().parent / "lib" / "libfusionnas_kernels.so"
-ABI_VERSION = 1
+ABI_VERSION = 2
 _BUILD_HINT = "build them with `python -m fusionnas.kernels.build` (make does at install)"
 
 _i64, _int, _float, _ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_float, ctypes.c_void_p
@@ -28,6 +28,7 @@ _SIGNATURES = {
     "fn_wht_pointwise_backward": [_ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _int],
     "fn_butterfly": [_ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _int, _ptr, _ptr, _ptr, _ptr, _int, _int],
     "fn_wht2d": [_ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _i64, _int, _ptr, _ptr, _int, _float, _int],
+    "fn_depthwise_conv": [_ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _int, _ptr, _ptr, _ptr, _int, _int],
 }
 
 _state = threading.local()

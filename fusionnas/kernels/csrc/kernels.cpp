@@ -393,7 +393,7 @@ const char* fn_describe(void) {
   return text;
 }
 
-int fn_abi_version(void) { return 1; }
+int fn_abi_version(void) { return 2; }
 
 void fn_fwht(const float* x, float* y, int64_t lead, int64_t n, int64_t trail, int threads) {
   if (trail == 1) {
@@ -577,6 +577,56 @@ void fn_wht2d(const float* x, float* y, int64_t batch, int64_t channels, int64_t
           int64_t k = 0;
           for (; k + V <= out_w; k += V) store(out_row + k, load(row + k) * out_norm);
           for (; k < out_w; ++k) out_row[k] = row[k] * out_norm;
+        }
+      }
+    }
+  });
+}
+
+// Each channel's map is copied once into a zero-padded plane; a stride-2 conv reads its even and
+// odd columns from two planes split on the way in, so every tap is a contiguous vector load.
+void fn_depthwise_conv(const float* x, float* y, int64_t batch, int64_t channels, int64_t h, int64_t w,
+                       int64_t k, int stride, const float* weight, const float* scale, const float* shift,
+                       int act, int threads) {
+  const int64_t pad = k / 2, out_h = (h + stride - 1) / stride, out_w = (w + stride - 1) / stride;
+  const int64_t rows = h + 2 * pad;
+  const int64_t span = (out_w + V - 1) / V * V + k;  // floats a plane row must hold for whole-vector loads
+  const int64_t planes = stride == 2 ? 2 : 1;
+  fn::parallel_for(batch * channels, threads, batch * channels * h * w * k, [&](int64_t begin, int64_t end, int) {
+    float* plane = scratch(planes * rows * span + w + 2 * pad);
+    float* line = plane + planes * rows * span;  // one padded input row
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t c = item % channels;
+      const float* src = x + item * h * w;
+      std::fill(plane, plane + planes * rows * span, 0.0f);
+      std::fill(line, line + w + 2 * pad, 0.0f);
+      for (int64_t r = 0; r < h; ++r) {
+        float* dst = plane + (r + pad) * span;
+        if (stride == 1) {
+          std::memcpy(dst + pad, src + r * w, sizeof(float) * w);
+        } else {
+          std::memcpy(line + pad, src + r * w, sizeof(float) * w);
+          for (int64_t j = 0; 2 * j < w + 2 * pad; ++j) dst[j] = line[2 * j];
+          for (int64_t j = 0; 2 * j + 1 < w + 2 * pad; ++j) dst[rows * span + j] = line[2 * j + 1];
+        }
+      }
+      const float* wc = weight + c * k * k;
+      const vf sc = splat(scale ? scale[c] : 1.0f), sh = splat(shift ? shift[c] : 0.0f);
+      float* dst = y + item * out_h * out_w;
+      for (int64_t oy = 0; oy < out_h; ++oy) {
+        for (int64_t ox = 0; ox < out_w; ox += V) {
+          vf acc = {};
+          for (int64_t dy = 0; dy < k; ++dy) {
+            const int64_t r = oy * stride + dy;
+            for (int64_t dx = 0; dx < k; ++dx) {
+              const float* src_row = stride == 1 ? plane + r * span + ox + dx
+                                                 : plane + (dx & 1) * rows * span + r * span + ox + dx / 2;
+              acc += load(src_row) * wc[dy * k + dx];
+            }
+          }
+          vf v = acc * sc + sh;
+          if (act == 1) v = vmin(vmax(v, vf{}), splat(6.0f));
+          store_partial(dst + oy * out_w + ox, v, static_cast<int>(std::min<int64_t>(V, out_w - ox)));
         }
       }
     }
