@@ -383,6 +383,53 @@ void band_transform(float* band, int64_t th, int64_t width, int64_t tw) {
   for (int64_t r = 0; r < th; ++r) row_tile_levels(band + r * width, width, tw);
 }
 
+// ---- depthwise conv -----------------------------------------------------------------------------
+
+// A channel's zero-padded map: one plane, or at stride 2 its even columns then its odd ones.
+struct DepthwisePlane {
+  const float* data;
+  int64_t parity_stride, span, out_w;
+};
+
+inline vf depthwise_finish(vf acc, vf sc, vf sh, int act) {
+  vf v = acc * sc + sh;
+  return act == 1 ? vmin(vmax(v, vf{}), splat(6.0f)) : v;
+}
+
+// Every output row, K x K taps unrolled: each tap one contiguous vector load.
+template <int K, int STRIDE>
+void depthwise_rows(const DepthwisePlane& p, const float* wc, float* dst, int64_t out_h, vf sc, vf sh, int act) {
+  float w[K * K];
+  for (int i = 0; i < K * K; ++i) w[i] = wc[i];
+  for (int64_t oy = 0; oy < out_h; ++oy) {
+    for (int64_t ox = 0; ox < p.out_w; ox += V) {
+      vf acc = {};
+      for (int dy = 0; dy < K; ++dy) {
+        const float* row = p.data + (oy * STRIDE + dy) * p.span + ox;
+        for (int dx = 0; dx < K; ++dx)
+          acc += load(STRIDE == 1 ? row + dx : row + (dx & 1) * p.parity_stride + dx / 2) * w[dy * K + dx];
+      }
+      store_partial(dst + oy * p.out_w + ox, depthwise_finish(acc, sc, sh, act),
+                    static_cast<int>(std::min<int64_t>(V, p.out_w - ox)));
+    }
+  }
+}
+
+void depthwise_rows_any(const DepthwisePlane& p, const float* wc, float* dst, int64_t out_h, int64_t k, int stride,
+                        vf sc, vf sh, int act) {
+  for (int64_t oy = 0; oy < out_h; ++oy)
+    for (int64_t ox = 0; ox < p.out_w; ox += V) {
+      vf acc = {};
+      for (int64_t dy = 0; dy < k; ++dy) {
+        const float* row = p.data + (oy * stride + dy) * p.span + ox;
+        for (int64_t dx = 0; dx < k; ++dx)
+          acc += load(stride == 1 ? row + dx : row + (dx & 1) * p.parity_stride + dx / 2) * wc[dy * k + dx];
+      }
+      store_partial(dst + oy * p.out_w + ox, depthwise_finish(acc, sc, sh, act),
+                    static_cast<int>(std::min<int64_t>(V, p.out_w - ox)));
+    }
+}
+
 }  // namespace
 
 extern "C" {
@@ -613,22 +660,12 @@ void fn_depthwise_conv(const float* x, float* y, int64_t batch, int64_t channels
       const float* wc = weight + c * k * k;
       const vf sc = splat(scale ? scale[c] : 1.0f), sh = splat(shift ? shift[c] : 0.0f);
       float* dst = y + item * out_h * out_w;
-      for (int64_t oy = 0; oy < out_h; ++oy) {
-        for (int64_t ox = 0; ox < out_w; ox += V) {
-          vf acc = {};
-          for (int64_t dy = 0; dy < k; ++dy) {
-            const int64_t r = oy * stride + dy;
-            for (int64_t dx = 0; dx < k; ++dx) {
-              const float* src_row = stride == 1 ? plane + r * span + ox + dx
-                                                 : plane + (dx & 1) * rows * span + r * span + ox + dx / 2;
-              acc += load(src_row) * wc[dy * k + dx];
-            }
-          }
-          vf v = acc * sc + sh;
-          if (act == 1) v = vmin(vmax(v, vf{}), splat(6.0f));
-          store_partial(dst + oy * out_w + ox, v, static_cast<int>(std::min<int64_t>(V, out_w - ox)));
-        }
-      }
+      const DepthwisePlane p{plane, rows * span, span, out_w};
+      if (k == 3 && stride == 1) depthwise_rows<3, 1>(p, wc, dst, out_h, sc, sh, act);
+      else if (k == 3) depthwise_rows<3, 2>(p, wc, dst, out_h, sc, sh, act);
+      else if (k == 5 && stride == 1) depthwise_rows<5, 1>(p, wc, dst, out_h, sc, sh, act);
+      else if (k == 5) depthwise_rows<5, 2>(p, wc, dst, out_h, sc, sh, act);
+      else depthwise_rows_any(p, wc, dst, out_h, k, stride, sc, sh, act);
     }
   });
 }
