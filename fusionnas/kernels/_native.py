@@ -28,7 +28,6 @@ _SIGNATURES = {
     "fn_wht_pointwise_backward": [_ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _int],
     "fn_butterfly": [_ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _int, _ptr, _ptr, _ptr, _ptr, _int, _int],
     "fn_wht2d": [_ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _i64, _int, _ptr, _ptr, _int, _float, _int],
-    "fn_depthwise_conv": [_ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _int, _ptr, _ptr, _ptr, _int, _int],
 }
 
 _state = threading.local()

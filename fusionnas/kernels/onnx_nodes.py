@@ -15,11 +15,6 @@ at all. Node signatures (float32; ``x`` NCHW; semantics of ``csrc/fusionnas_kern
 - ``WHT2d(x, coef[C or 1, th, tw], thr[C or 1, th, tw])``, attributes
   ``tile`` (``th, tw``), ``stride``, ``out_norm``: ``fn_wht2d`` (WHT2d and
   HadamardDepthwise; one coefficient row is shared by all channels).
-- ``DepthwiseConv(x, weight[C, k, k], scale[C], shift[C])``, attributes
-  ``kernel``, ``stride``, ``act``: ``fn_depthwise_conv``, the depthwise conv of
-  a block whose fusions are native nodes (its batch norm and ReLU6 folded in),
-  so that OpenVINO keeps the block in one layout instead of reordering the
-  map before and after every native node.
 
 :data:`REFERENCES` defines each node type in NumPy; the nodes' forwards while
 exporting compute it, so exporting needs no native code.
@@ -40,15 +35,14 @@ from torch import nn
 from fusionnas.errors import UserError
 
 __all__ = ["DOMAIN", "DOMAIN_VERSION", "OPENVINO_EXTENSION", "REFERENCES", "native_form", "native_form_enabled",
-           "wht_pointwise_node", "butterfly_node", "wht2d_node", "depthwise_conv_node", "finish_graph", "has_native_nodes",
-           "openvino_extension", "butterfly", "depthwise_conv", "wht2d", "wht_pointwise"]
+           "wht_pointwise_node", "butterfly_node", "wht2d_node", "finish_graph", "has_native_nodes",
+           "openvino_extension", "butterfly", "wht2d", "wht_pointwise"]
 
 DOMAIN = "fusionnas"
 DOMAIN_VERSION = 1
 OPENVINO_EXTENSION = Path(__file__).resolve().parent / "lib" / "libfusionnas_openvino.so"
 # Names of the parameter inputs (after x) of each node, for the initializers they become.
-_INPUT_ROLES = {"WHTPointwise": ("coef", "thr", "out_scale", "out_shift"), "WHT2d": ("coef", "thr"),
-                "DepthwiseConv": ("weight", "scale", "shift")}
+_INPUT_ROLES = {"WHTPointwise": ("coef", "thr", "out_scale", "out_shift"), "WHT2d": ("coef", "thr")}
 
 _native: ContextVar[bool] = ContextVar("fusionnas_native_form", default=False)
 
@@ -92,14 +86,6 @@ def wht2d_node(x: torch.Tensor, coef: torch.Tensor, thr: torch.Tensor, stride: i
     if not _exporting_native(x):
         return None
     return _WHT2dNode.apply(x, _array(coef), _array(thr), stride, out_norm)
-
-
-def depthwise_conv_node(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
-                        stride: int, act: int) -> torch.Tensor | None:
-    """A ``DepthwiseConv`` node (weight (C, k, k)) while exporting the native form, else None."""
-    if not _exporting_native(x):
-        return None
-    return _DepthwiseConvNode.apply(x, _array(weight), _array(scale), _array(shift), stride, act)
 
 
 def _exporting_native(x: torch.Tensor) -> bool:
@@ -188,24 +174,8 @@ def wht2d(x: np.ndarray, coef: np.ndarray, thr: np.ndarray, *, stride: int, out_
     return _activate(y[:, :, : math.ceil(h / stride), : math.ceil(w / stride)], 0)
 
 
-def depthwise_conv(x: np.ndarray, weight: np.ndarray, scale: np.ndarray, shift: np.ndarray, *, kernel: int,
-                   stride: int, act: int = 0, **_) -> np.ndarray:
-    """DepthwiseConv: a k x k depthwise conv (zero padding k // 2), then ``act(scale * y + shift)`` per channel."""
-    n_img, c, h, w = x.shape
-    pad = kernel // 2
-    padded = np.zeros((n_img, c, h + 2 * pad, w + 2 * pad), np.float32)
-    padded[:, :, pad : pad + h, pad : pad + w] = x
-    out_h, out_w = math.ceil(h / stride), math.ceil(w / stride)
-    y = np.zeros((n_img, c, out_h, out_w), np.float32)
-    for dy in range(kernel):
-        for dx in range(kernel):
-            taps = padded[:, :, dy : dy + stride * out_h : stride, dx : dx + stride * out_w : stride]
-            y += taps * weight[:, dy, dx].reshape(1, c, 1, 1)
-    return _activate(y * scale.reshape(1, c, 1, 1) + shift.reshape(1, c, 1, 1), act)
-
-
 # The definition of each node type, called with x, the other inputs and the attributes by name.
-REFERENCES = {"WHTPointwise": wht_pointwise, "Butterfly": butterfly, "WHT2d": wht2d, "DepthwiseConv": depthwise_conv}
+REFERENCES = {"WHTPointwise": wht_pointwise, "Butterfly": butterfly, "WHT2d": wht2d}
 
 
 def _forward(op: str, x: torch.Tensor, *inputs: np.ndarray, **attributes) -> torch.Tensor:
@@ -253,19 +223,6 @@ class _WHT2dNode(torch.autograd.Function):
         out = (c, math.ceil(h / stride), math.ceil(w / stride))
         return _emit(g, "WHT2d", x, (coef, thr), out, tile_i=[int(th), int(tw)], stride_i=stride,
                      out_norm_f=out_norm)
-
-
-class _DepthwiseConvNode(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, scale, shift, stride, act):  # noqa: D102
-        return _forward("DepthwiseConv", x, weight, scale, shift, kernel=int(weight.shape[-1]), stride=stride, act=act)
-
-    @staticmethod
-    def symbolic(g, x, weight, scale, shift, stride, act):  # noqa: D102
-        _, c, h, w = _input_sizes(x)
-        out = (c, math.ceil(h / stride), math.ceil(w / stride))
-        return _emit(g, "DepthwiseConv", x, (weight, scale, shift), out, kernel_i=int(weight.shape[-1]),
-                     stride_i=stride, act_i=act)
 
 
 def finish_graph(graph: bytes) -> bytes:

@@ -16,7 +16,7 @@ import torch
 
 from fusionnas.kernels._native import library
 
-__all__ = ["usable", "fwht", "wht_pointwise", "butterfly", "wht2d", "wht2d_supported", "depthwise_conv", "RELU6"]
+__all__ = ["usable", "fwht", "wht_pointwise", "butterfly", "wht2d", "wht2d_supported", "RELU6"]
 
 RELU6 = 1  # the fused activation code of the kernels (0: none)
 
@@ -216,23 +216,6 @@ def _wht2d(x, coef, threshold, stride, out_norm):
 @_wht2d_op.register_fake
 def _(x, coef, threshold, stride, out_norm):
     return x.new_empty(x.shape[0], x.shape[1], -(-x.shape[2] // stride), -(-x.shape[3] // stride))
-
-
-def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, scale: torch.Tensor | None = None,
-                   shift: torch.Tensor | None = None, act: int = 0) -> torch.Tensor:
-    """The native form's depthwise conv on (N, C, H, W), weight (C, k, k), padding k // 2 (inference).
-
-    No custom op: in torch the layers keep PyTorch's conv; this is the OpenVINO node's kernel, for tests.
-    """
-    x = x.contiguous()
-    n_img, c, h, w = x.shape
-    k = weight.shape[-1]
-    y = x.new_empty(n_img, c, -(-h // stride), -(-w // stride))
-    scale = None if scale is None else scale.contiguous()
-    shift = None if shift is None else shift.contiguous()
-    library().fn_depthwise_conv(_ptr(x), _ptr(y), n_img, c, h, w, k, stride, _ptr(weight.contiguous()), _ptr(scale),
-                                _ptr(shift), act, _threads())
-    return y
 
 
 def wht2d_supported(tile: tuple[int, int], stride: int) -> bool:

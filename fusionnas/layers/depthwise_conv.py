@@ -9,8 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusionnas.kernels import onnx_nodes
-from fusionnas.layers._folded import fold_batch_norm
 from fusionnas.layers.registry import register_depthwise
 
 __all__ = ["ConvBNReLU6", "CHANNELS_LAST_DEPTHWISE_TRAINING", "FAST_DEPTHWISE_WEIGHT_GRADIENT",
@@ -49,22 +47,8 @@ class ConvBNReLU6(nn.Sequential):
         self.is_depthwise = groups > 1 and groups == in_channels == out_channels
         # Depthwise units only; a block turns it off where its next operator wants NCHW.
         self.train_channels_last = self.is_depthwise
-        # Set by a block whose fusions export as native nodes: the native ONNX form then writes this
-        # unit as one too, so that OpenVINO runs the block in one layout (no reorder around each node).
-        self.native_in_block = False
-
-    def _native_node(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The unit as one ``DepthwiseConv`` node while ``to_onnx(form="native")`` exports, else None."""
-        conv, bn, _ = self
-        if not (self.is_depthwise and conv.stride[0] in (1, 2) and conv.kernel_size[0] % 2 == 1):
-            return None
-        scale, shift = fold_batch_norm(bn)
-        k = conv.kernel_size[0]
-        return onnx_nodes.depthwise_conv_node(x, conv.weight.reshape(-1, k, k), scale, shift, conv.stride[0], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        if self.native_in_block and not self.training and (node := self._native_node(x)) is not None:
-            return node
         # Training on a CPU only: inference paths (latency tables, export) keep their layout.
         if not (self.is_depthwise and self.training and x.device.type == "cpu"):
             return super().forward(x)

@@ -100,8 +100,6 @@ class InvertedResidual(nn.Module):
         self.project = FusionBN(project, hidden, out_channels, activation=False)
         if isinstance(self.depthwise, ConvBNReLU6):  # a 1x1 conv takes channels-last input without a copy
             self.depthwise.train_channels_last &= project == "conv"
-            fusions = [f[0] for f in (self.expand, self.project) if f is not None]
-            self.depthwise.native_in_block = any(hasattr(f, "native_node") for f in fusions)
         self.signature = (
             f"ir(in={in_channels},out={out_channels},hidden={hidden},s={stride},k={kernel_size},"
             f"expand={expand or 'none'},dw={depthwise},project={project},res={int(self.use_residual)})"

@@ -146,16 +146,3 @@ def test_torch_compile_captures_each_transform_as_one_op() -> None:
         got = torch.compile(model, backend=backend, fullgraph=True)(x)
     torch.testing.assert_close(got, expected)
     assert {"fusionnas.wht_pointwise.default", "fusionnas.butterfly.default", "fusionnas.wht2d.default"} <= set(captured)
-
-
-@pytest.mark.parametrize("channels,h,w,kernel,stride", [(8, 7, 7, 3, 1), (8, 7, 9, 3, 2), (5, 16, 16, 5, 1),
-                                                        (5, 9, 3, 5, 2), (3, 1, 2, 5, 1), (4, 2, 2, 3, 2),
-                                                        (16, 33, 20, 3, 2)])
-def test_depthwise_conv_equals_torch(channels, h, w, kernel, stride) -> None:
-    x = torch.randn(2, channels, h, w)
-    weight = torch.randn(channels, 1, kernel, kernel)
-    scale, shift = torch.rand(channels) + 0.5, torch.randn(channels)
-    expected = torch.nn.functional.conv2d(x, weight, stride=stride, padding=kernel // 2, groups=channels)
-    expected = (expected * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)).clamp(0, 6)
-    got = K.depthwise_conv(x, weight.reshape(channels, kernel, kernel), stride, scale, shift, K.RELU6)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

@@ -21,7 +21,7 @@ from fusionnas.evaluators.onnx_export import CHECKED_BATCHES, input_batch, onnx_
 from fusionnas.evaluators.runtimes import onnxruntime_session, openvino_model
 from fusionnas.kernels import onnx_nodes, reference_forms
 from fusionnas.kernels.onnx_nodes import DOMAIN, OPENVINO_EXTENSION, REFERENCES
-from fusionnas.layers import ButterflyPointwise, ConvBNReLU6, HadamardDepthwise, WHT2d, WHTPointwise, create_depthwise
+from fusionnas.layers import ButterflyPointwise, HadamardDepthwise, WHT2d, WHTPointwise
 from fusionnas.spaces import get_space
 from fusionnas.spaces.blocks import FusionBN
 
@@ -65,18 +65,7 @@ LAYERS = {
     "hadamard-s2-odd": (lambda: HadamardDepthwise(24, stride=2), (24, 7, 5), "WHT2d"),
     "hadamard-s2-small": (lambda: HadamardDepthwise(8, stride=2, block=8), (8, 3, 3), "WHT2d"),
     "wht2d-shared": (lambda: WHT2d(8, (2, 4)), (8, 5, 6), "WHT2d"),
-    "depthwise-s1": (lambda: native_depthwise(16, 3, 1), (16, 7, 5), "DepthwiseConv"),
-    "depthwise-s2": (lambda: native_depthwise(24, 3, 2), (24, 7, 8), "DepthwiseConv"),
-    "depthwise-5x5-s2": (lambda: native_depthwise(8, 5, 2), (8, 9, 3), "DepthwiseConv"),
-    "depthwise-5x5-tiny": (lambda: native_depthwise(8, 5, 1), (8, 1, 2), "DepthwiseConv"),
 }
-
-
-def native_depthwise(channels: int, kernel: int, stride: int) -> ConvBNReLU6:
-    """A depthwise unit as a block with native fusions has it: exported as a DepthwiseConv node."""
-    unit = create_depthwise("conv", channels, kernel, stride)
-    unit.native_in_block = True
-    return unit
 
 
 def expected_outputs(module: torch.nn.Module, x: torch.Tensor) -> list[np.ndarray]:
@@ -145,7 +134,7 @@ def test_a_graph_fixed_at_batch_2_runs_in_openvino() -> None:
 @needs_extension
 @pytest.mark.parametrize("preset, nodes", [
     ("all-wht-hadamard", {"WHTPointwise": 34, "WHT2d": 17}),  # 16 expansions, 17 projections, the head
-    ("all-bft", {"Butterfly": 34, "DepthwiseConv": 17}),  # its blocks' depthwise convs native too
+    ("all-bft", {"Butterfly": 34}),
 ])
 def test_a_whole_mobilenetv2_runs_its_transforms_as_single_nodes_in_openvino(preset: str, nodes) -> None:
     space = get_space("mobilenetv2-cifar")

@@ -66,14 +66,6 @@ FN_API void fn_wht2d(const float* x, float* y, int64_t batch, int64_t channels, 
                      int64_t th, int64_t tw, int stride, const float* coef, const float* thr, int shared,
                      float out_norm, int threads);
 
-/* Depthwise k x k convolution (k odd, zero padding k / 2, stride 1 or 2), (batch, channels, h, w)
- * -> (batch, channels, ceil(h / stride), ceil(w / stride)), then y = act(scale * y + shift) per
- * channel (either may be NULL: 1 and 0); weight is (channels, k, k). The native form's depthwise
- * node, so that a block of native nodes keeps one layout in OpenVINO. */
-FN_API void fn_depthwise_conv(const float* x, float* y, int64_t batch, int64_t channels, int64_t h, int64_t w,
-                              int64_t k, int stride, const float* weight, const float* scale, const float* shift,
-                              int act, int threads);
-
 #ifdef __cplusplus
 }
 #endif

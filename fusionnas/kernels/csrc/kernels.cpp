@@ -383,53 +383,6 @@ void band_transform(float* band, int64_t th, int64_t width, int64_t tw) {
   for (int64_t r = 0; r < th; ++r) row_tile_levels(band + r * width, width, tw);
 }
 
-// ---- depthwise conv -----------------------------------------------------------------------------
-
-// A channel's zero-padded map: one plane, or at stride 2 its even columns then its odd ones.
-struct DepthwisePlane {
-  const float* data;
-  int64_t parity_stride, span, out_w;
-};
-
-inline vf depthwise_finish(vf acc, vf sc, vf sh, int act) {
-  vf v = acc * sc + sh;
-  return act == 1 ? vmin(vmax(v, vf{}), splat(6.0f)) : v;
-}
-
-// Every output row, K x K taps unrolled: each tap one contiguous vector load.
-template <int K, int STRIDE>
-void depthwise_rows(const DepthwisePlane& p, const float* wc, float* dst, int64_t out_h, vf sc, vf sh, int act) {
-  float w[K * K];
-  for (int i = 0; i < K * K; ++i) w[i] = wc[i];
-  for (int64_t oy = 0; oy < out_h; ++oy) {
-    for (int64_t ox = 0; ox < p.out_w; ox += V) {
-      vf acc = {};
-      for (int dy = 0; dy < K; ++dy) {
-        const float* row = p.data + (oy * STRIDE + dy) * p.span + ox;
-        for (int dx = 0; dx < K; ++dx)
-          acc += load(STRIDE == 1 ? row + dx : row + (dx & 1) * p.parity_stride + dx / 2) * w[dy * K + dx];
-      }
-      store_partial(dst + oy * p.out_w + ox, depthwise_finish(acc, sc, sh, act),
-                    static_cast<int>(std::min<int64_t>(V, p.out_w - ox)));
-    }
-  }
-}
-
-void depthwise_rows_any(const DepthwisePlane& p, const float* wc, float* dst, int64_t out_h, int64_t k, int stride,
-                        vf sc, vf sh, int act) {
-  for (int64_t oy = 0; oy < out_h; ++oy)
-    for (int64_t ox = 0; ox < p.out_w; ox += V) {
-      vf acc = {};
-      for (int64_t dy = 0; dy < k; ++dy) {
-        const float* row = p.data + (oy * stride + dy) * p.span + ox;
-        for (int64_t dx = 0; dx < k; ++dx)
-          acc += load(stride == 1 ? row + dx : row + (dx & 1) * p.parity_stride + dx / 2) * wc[dy * k + dx];
-      }
-      store_partial(dst + oy * p.out_w + ox, depthwise_finish(acc, sc, sh, act),
-                    static_cast<int>(std::min<int64_t>(V, p.out_w - ox)));
-    }
-}
-
 }  // namespace
 
 extern "C" {
@@ -626,46 +579,6 @@ void fn_wht2d(const float* x, float* y, int64_t batch, int64_t channels, int64_t
           for (; k < out_w; ++k) out_row[k] = row[k] * out_norm;
         }
       }
-    }
-  });
-}
-
-// Each channel's map is copied once into a zero-padded plane; a stride-2 conv reads its even and
-// odd columns from two planes split on the way in, so every tap is a contiguous vector load.
-void fn_depthwise_conv(const float* x, float* y, int64_t batch, int64_t channels, int64_t h, int64_t w,
-                       int64_t k, int stride, const float* weight, const float* scale, const float* shift,
-                       int act, int threads) {
-  const int64_t pad = k / 2, out_h = (h + stride - 1) / stride, out_w = (w + stride - 1) / stride;
-  const int64_t rows = h + 2 * pad;
-  const int64_t span = (out_w + V - 1) / V * V + k;  // floats a plane row must hold for whole-vector loads
-  const int64_t planes = stride == 2 ? 2 : 1;
-  fn::parallel_for(batch * channels, threads, batch * channels * h * w * k, [&](int64_t begin, int64_t end, int) {
-    float* plane = scratch(planes * rows * span + w + 2 * pad);
-    float* line = plane + planes * rows * span;  // one padded input row
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t c = item % channels;
-      const float* src = x + item * h * w;
-      std::fill(plane, plane + planes * rows * span, 0.0f);
-      std::fill(line, line + w + 2 * pad, 0.0f);
-      for (int64_t r = 0; r < h; ++r) {
-        float* dst = plane + (r + pad) * span;
-        if (stride == 1) {
-          std::memcpy(dst + pad, src + r * w, sizeof(float) * w);
-        } else {
-          std::memcpy(line + pad, src + r * w, sizeof(float) * w);
-          for (int64_t j = 0; 2 * j < w + 2 * pad; ++j) dst[j] = line[2 * j];
-          for (int64_t j = 0; 2 * j + 1 < w + 2 * pad; ++j) dst[rows * span + j] = line[2 * j + 1];
-        }
-      }
-      const float* wc = weight + c * k * k;
-      const vf sc = splat(scale ? scale[c] : 1.0f), sh = splat(shift ? shift[c] : 0.0f);
-      float* dst = y + item * out_h * out_w;
-      const DepthwisePlane p{plane, rows * span, span, out_w};
-      if (k == 3 && stride == 1) depthwise_rows<3, 1>(p, wc, dst, out_h, sc, sh, act);
-      else if (k == 3) depthwise_rows<3, 2>(p, wc, dst, out_h, sc, sh, act);
-      else if (k == 5 && stride == 1) depthwise_rows<5, 1>(p, wc, dst, out_h, sc, sh, act);
-      else if (k == 5) depthwise_rows<5, 2>(p, wc, dst, out_h, sc, sh, act);
-      else depthwise_rows_any(p, wc, dst, out_h, k, stride, sc, sh, act);
     }
   });
 }

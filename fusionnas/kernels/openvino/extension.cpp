@@ -252,66 +252,6 @@ private:
     float m_out_norm = 1.0f;
 };
 
-class DepthwiseConv : public ov::op::Op {
-public:
-    OPENVINO_OP("DepthwiseConv", "fusionnas");
-
-    DepthwiseConv() = default;
-    DepthwiseConv(const ov::OutputVector& args, int64_t kernel, int64_t stride, int64_t act)
-        : Op(args), m_kernel(kernel), m_stride(stride), m_act(act) {
-        constructor_validate_and_infer_types();
-    }
-
-    void validate_and_infer_types() override {
-        FN_CHECK(get_input_size() == 4, "DepthwiseConv takes x, weight, scale, shift");
-        for (size_t i = 0; i < get_input_size(); ++i) {
-            FN_CHECK(get_input_element_type(i) == ov::element::f32, "DepthwiseConv input ", i, " must be f32");
-        }
-        FN_CHECK(m_kernel > 0 && m_kernel % 2 == 1, "kernel must be odd, got ", m_kernel);
-        FN_CHECK(m_stride == 1 || m_stride == 2, "stride must be 1 or 2");
-        const auto& shape = get_input_partial_shape(0);
-        FN_CHECK(shape.rank().compatible(4), "x must be NCHW");
-        if (shape.rank().is_dynamic()) {
-            set_output_type(0, ov::element::f32, ov::PartialShape::dynamic(4));
-            return;
-        }
-        FN_CHECK(get_input_partial_shape(1).compatible(ov::PartialShape{shape[1], m_kernel, m_kernel}),
-                 "weight must be (C, k, k)");
-        const ov::PartialShape out{shape[0], shape[1], ceil_div(shape[2], m_stride), ceil_div(shape[3], m_stride)};
-        set_output_type(0, ov::element::f32, out);
-    }
-
-    std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& args) const override {
-        return std::make_shared<DepthwiseConv>(args, m_kernel, m_stride, m_act);
-    }
-
-    bool visit_attributes(ov::AttributeVisitor& visitor) override {
-        visitor.on_attribute("kernel", m_kernel);
-        visitor.on_attribute("stride", m_stride);
-        visitor.on_attribute("act", m_act);
-        return true;
-    }
-
-    bool has_evaluate() const override {
-        return true;
-    }
-
-    bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override {
-        const ov::Shape& shape = inputs[0].get_shape();
-        const size_t stride = static_cast<size_t>(m_stride);
-        outputs[0].set_shape({shape[0], shape[1], (shape[2] + stride - 1) / stride, (shape[3] + stride - 1) / stride});
-        fn_depthwise_conv(data_of(inputs[0]), outputs[0].data<float>(), shape[0], shape[1], shape[2], shape[3],
-                          m_kernel, static_cast<int>(m_stride), data_of(inputs[1]), data_of(inputs[2]),
-                          data_of(inputs[3]), static_cast<int>(m_act), kernel_threads());
-        return true;
-    }
-
-private:
-    int64_t m_kernel = 3;
-    int64_t m_stride = 1;
-    int64_t m_act = 0;
-};
-
 #undef FN_CHECK
 
 namespace {
@@ -344,13 +284,6 @@ ov::OutputVector convert_wht2d(const ov::frontend::NodeContext& node) {
         ->outputs();
 }
 
-ov::OutputVector convert_depthwise_conv(const ov::frontend::NodeContext& node) {
-    return std::make_shared<DepthwiseConv>(inputs_of(node), node.get_attribute<int64_t>("kernel"),
-                                           node.get_attribute<int64_t>("stride", 1),
-                                           node.get_attribute<int64_t>("act", 0))
-        ->outputs();
-}
-
 }  // namespace
 }  // namespace fusionnas
 
@@ -358,11 +291,8 @@ OPENVINO_CREATE_EXTENSIONS(std::vector<ov::Extension::Ptr>({
     std::make_shared<ov::OpExtension<fusionnas::WHTPointwise>>(),
     std::make_shared<ov::OpExtension<fusionnas::Butterfly>>(),
     std::make_shared<ov::OpExtension<fusionnas::WHT2d>>(),
-    std::make_shared<ov::OpExtension<fusionnas::DepthwiseConv>>(),
     std::make_shared<ov::frontend::onnx::ConversionExtension>("WHTPointwise", "fusionnas",
                                                               fusionnas::convert_wht_pointwise),
     std::make_shared<ov::frontend::onnx::ConversionExtension>("Butterfly", "fusionnas", fusionnas::convert_butterfly),
     std::make_shared<ov::frontend::onnx::ConversionExtension>("WHT2d", "fusionnas", fusionnas::convert_wht2d),
-    std::make_shared<ov::frontend::onnx::ConversionExtension>("DepthwiseConv", "fusionnas",
-                                                              fusionnas::convert_depthwise_conv),
 }));
