@@ -146,3 +146,15 @@ def test_torch_compile_captures_each_transform_as_one_op() -> None:
         got = torch.compile(model, backend=backend, fullgraph=True)(x)
     torch.testing.assert_close(got, expected)
     assert {"fusionnas.wht_pointwise.default", "fusionnas.butterfly.default", "fusionnas.wht2d.default"} <= set(captured)
+
+
+def test_a_missing_library_names_the_build_command(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(_native, "LIBRARY", tmp_path / "libfusionnas_kernels.so")
+    lib, reason = _native._load.__wrapped__()
+    assert lib is None and "python -m fusionnas.kernels.build" in reason
+
+
+def test_reference_forms_switch_the_kernels_off_in_this_thread_only() -> None:
+    with _native.reference_forms():
+        assert not _native.available() and _native.library() is None
+    assert _native.available()
