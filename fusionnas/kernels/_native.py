@@ -2,15 +2,18 @@
 
 Loaded once, on first use. Where it was not built (or ``FUSIONNAS_KERNELS=reference``
 is set, or :func:`reference_forms` is active) the operators run their reference
-forms, and the first operator that could have used a kernel says so once.
+forms. The build says so where it fails (``make``); at run time the first
+operator that could have used a kernel logs it once (logger ``fusionnas.kernels``,
+level INFO: every worker process would otherwise repeat it on stderr), and
+:func:`describe` (printed by the benchmarks) names what runs.
 """
 from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import os
 import threading
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +34,8 @@ _SIGNATURES = {
 }
 
 _state = threading.local()
-_warned = False
+_logged = False
+_log = logging.getLogger("fusionnas.kernels")
 
 
 @functools.cache
@@ -55,16 +59,15 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
 
 
 def library() -> ctypes.CDLL | None:
-    """The loaded library, or None where the reference forms must run (said once per process)."""
+    """The loaded library, or None where the reference forms must run (logged once per process)."""
     if _state.__dict__.get("reference", False):
         return None
     lib, reason = _load()
     if lib is None:
-        global _warned
-        if not _warned and not reason.startswith("FUSIONNAS_KERNELS"):
-            _warned = True
-            warnings.warn(f"fusionnas: native kernels unavailable, the transforms run their reference forms: "
-                          f"{reason}", RuntimeWarning, stacklevel=3)
+        global _logged
+        if not _logged:
+            _logged = True
+            _log.info("native kernels unavailable, the transforms run their reference forms: %s", reason)
     return lib
 
 

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 import fusionnas.evaluators.deployed as deployed
+from _runtimes import runtime_params
 from fusionnas.evaluators.deployed import DeployedLatencyMeter, WholeLatency, calibrate_reference, time_against
-from fusionnas.evaluators.runtimes import RUNTIMES
 
 
 class FakeClock:
@@ -68,7 +68,7 @@ def small(width: int) -> nn.Module:
                          nn.Linear(width, 4))
 
 
-@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("runtime", runtime_params())
 def test_a_network_is_measured_in_each_runtime_and_keeps_its_mode(runtime):
     meter = DeployedLatencyMeter(small(8), (3, 8, 8), runtime, pairs=3, reference_ms=0.5)
     model = small(16).train()

@@ -6,13 +6,13 @@ import torch
 from torch import nn
 
 from _onnx import run_graph
+from _runtimes import GRAPH_RUNTIMES, runtime_params
 from fusionnas.errors import UserError
 from fusionnas.evaluators.onnx_export import input_batch, node_count, onnx_error, to_onnx
-from fusionnas.evaluators.runtimes import (RUNTIMES, get_runtime, measure_in_runtime, measure_side_by_side,
+from fusionnas.evaluators.runtimes import (get_runtime, measure_in_runtime, measure_side_by_side,
                                            onnxruntime_session, openvino_model, prepare, time_session)
 from fusionnas.spaces import get_space
 
-GRAPH_RUNTIMES = [r for r in RUNTIMES if r != "torch"]
 
 
 def small() -> nn.Module:
@@ -39,14 +39,14 @@ def test_a_preset_runs_in_onnxruntime_like_torch():
 
 
 @pytest.mark.parametrize("batch_size", [1, 4])
-@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("runtime", runtime_params())
 def test_latency_in_each_runtime(runtime, batch_size):
     ms = measure_in_runtime(small(), (3, 8, 8), runtime, threads=1, warmup=1, repeats=3, batch_size=batch_size)
     assert 0 < ms < 1000
     assert get_runtime(runtime).version()[0].isdigit()
 
 
-@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("runtime", runtime_params())
 def test_a_runner_runs_its_batch(runtime):
     out = prepare(small(), (3, 8, 8), runtime, batch_size=4)()  # a tensor, or the graph's outputs
     assert tuple((out if isinstance(out, torch.Tensor) else out[0]).shape) == (4, 4)

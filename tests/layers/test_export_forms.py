@@ -14,12 +14,11 @@ import pytest
 import torch
 
 from _onnx import run_graph
+from _runtimes import GRAPH_RUNTIMES
 from fusionnas.evaluators.onnx_export import CHECKED_BATCHES, input_batch, node_count, onnx_error, to_onnx
-from fusionnas.evaluators.runtimes import RUNTIMES
 from fusionnas.layers import create_depthwise, create_fusion, list_depthwise, list_fusions
 from fusionnas.spaces.blocks import FusionBN
 
-GRAPH_RUNTIMES = [r for r in RUNTIMES if r != "torch"]
 
 # (in, out, map side): MobileNetV2's expansions, projections and head, and odd sizes.
 SHAPES = [(16, 16, 4), (96, 24, 8), (24, 144, 8), (160, 960, 4), (576, 96, 4), (320, 1280, 2), (5, 7, 3),
