@@ -45,7 +45,7 @@ from fusionnas.evaluators.proxy import ProxyBudget, ProxyTrainingError, train_pr
 from fusionnas.evaluators.supernet import SuperNet, score as supernet_accuracy, train_supernet
 from fusionnas.evaluators.zero_cost import ZERO_COST_PROXIES, score
 from fusionnas.search import load_study_config
-from fusionnas.spaces import Arch, get_space, random_archs
+from fusionnas.spaces import Arch, Space, get_space, random_archs
 
 Estimator = Callable[[Arch], float]
 
@@ -150,7 +150,7 @@ def fidelity_table(archs: list[Arch], estimators: list[str], cache: dict, refere
     return pd.DataFrame(rows)
 
 
-def main() -> None:  # noqa: D103
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="studies/quickstart.toml", help="space, data and budget to use")
     parser.add_argument("--archs", type=int, default=20, help="presets plus random architectures, in all")
@@ -171,23 +171,13 @@ def main() -> None:  # noqa: D103
     parser.add_argument("--only", default="", metavar="PREFIX", help="measure only the estimators named so")
     parser.add_argument("--supernet-steps", type=int, default=0,
                         help="also score by inheriting from a supernet trained so many steps (0: skip)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    config = load_study_config(args.study)
-    space = get_space(config.space)
-    data = get_dataset(config.dataset.name, config.dataset.root, seed=config.seed,
-                       val_fraction=config.dataset.val_fraction)
-    options = config.budget.proxy_options()
-    options.pop("epochs", None)
-    study_steps = int(options.pop("steps", 100))
-    reference_steps = args.reference_steps or 4 * study_steps
-    presets = [space.preset(name) for name in space.presets()]
-    archs = (presets + random_archs(space, args.archs, seed=args.seed + 1))[:max(args.archs, 1)]
-    reference = f"reference {reference_steps} steps"
-    reference_options = dict(options)
-    if args.reference_batch_size and args.reference_batch_size != options.get("batch_size"):
-        reference += f", batch {args.reference_batch_size}"
-        reference_options["batch_size"] = args.reference_batch_size
+    return parser
+
+
+def _estimators(args: argparse.Namespace, space: Space, data: DataSplits, options: dict, study_steps: int,
+                reference: str, reference_options: dict, reference_steps: int,
+                resolution: int | None) -> dict[str, Estimator]:
+    """Every estimator the run compares, by name: the reference first."""
     estimators: dict[str, Estimator] = {
         reference: trained_accuracy(space, data, reference_options, reference_steps, args.seed)}
     steps_list = sorted({int(s) for s in args.steps.split(",") if s.strip()})
@@ -208,9 +198,32 @@ def main() -> None:  # noqa: D103
         estimators[f"proxy {study_steps} steps, validated on {len(subset.y_val)} images"] = trained_accuracy(
             space, subset, options, study_steps, args.seed)
     for proxy in ZERO_COST_PROXIES:
-        estimators[proxy] = zero_cost(space, data, proxy, config.budget.resolution, args.seed)
+        estimators[proxy] = zero_cost(space, data, proxy, resolution, args.seed)
     for what in ("flops", "params"):
         estimators[what] = size(space, data, what)
+    return estimators
+
+
+def main() -> None:  # noqa: D103
+    args = _parser().parse_args()
+    torch.set_num_threads(args.threads)
+    config = load_study_config(args.study)
+    space = get_space(config.space)
+    data = get_dataset(config.dataset.name, config.dataset.root, seed=config.seed,
+                       val_fraction=config.dataset.val_fraction)
+    options = config.budget.proxy_options()
+    options.pop("epochs", None)
+    study_steps = int(options.pop("steps", 100))
+    reference_steps = args.reference_steps or 4 * study_steps
+    presets = [space.preset(name) for name in space.presets()]
+    archs = (presets + random_archs(space, args.archs, seed=args.seed + 1))[:max(args.archs, 1)]
+    reference = f"reference {reference_steps} steps"
+    reference_options = dict(options)
+    if args.reference_batch_size and args.reference_batch_size != options.get("batch_size"):
+        reference += f", batch {args.reference_batch_size}"
+        reference_options["batch_size"] = args.reference_batch_size
+    estimators = _estimators(args, space, data, options, study_steps, reference, reference_options, reference_steps,
+                             config.budget.resolution)
     paths = [Path(p) for p in args.cache.split(",") if p]
     cache_path = paths[0]
     if args.supernet_steps:

@@ -46,6 +46,7 @@ from fusionnas.evaluators.deployed import DeployedLatencyMeter
 from fusionnas.results import trials_frame
 from fusionnas.search import SpaceRestriction, StudyConfig, artifacts_dir, load_study_config
 from fusionnas.spaces import Arch, get_space
+from fusionnas.trial_record import latency_column
 
 CONV_ONLY = {"fusions": ("conv",), "depthwise": ("conv",)}
 
@@ -114,7 +115,7 @@ def idle_check(config: StudyConfig, url: str, frame: pd.DataFrame, latency: str,
     space = get_space(config.space)
     device = latency.split("@")[1]
     whole = frame[(frame["state"] == "COMPLETE") & frame[latency].notna()
-                  & frame.get(f"latency_source@{device}", pd.Series(dtype=object)).eq("whole")]
+                  & frame.get(latency_column("source", device), pd.Series(dtype=object)).eq("whole")]
     whole = whole.drop_duplicates("archid")
     chosen = pd.concat([whole[whole["is_pareto"]], whole[~whole["is_pareto"]].sample(frac=1, random_state=seed)])
     chosen = chosen.head(count)
@@ -123,7 +124,7 @@ def idle_check(config: StudyConfig, url: str, frame: pd.DataFrame, latency: str,
     weights = artifacts_dir(config, url) / "weights"
     classes = int(chosen["num_classes"].iloc[0])
     meter = DeployedLatencyMeter(space.build(space.baseline(), num_classes=classes), space.input_shape,
-                                 str(chosen[f"latency_runtime@{device}"].iloc[0]), device,
+                                 str(chosen[latency_column("runtime", device)].iloc[0]), device,
                                  batch_size=config.latency_batch_sizes[device])
     rows = []
     for _, row in chosen.iterrows():
@@ -132,7 +133,7 @@ def idle_check(config: StudyConfig, url: str, frame: pd.DataFrame, latency: str,
             model.load_state_dict(torch.load(weights / row["weights"], map_location="cpu", weights_only=True))
         idle = meter.measure(model)
         rows.append({"trial": int(row["number"]), "recorded_ms": float(row[latency]), "idle_ms": idle.ms,
-                     "recorded_ratio": float(row[f"latency_ratio@{device}"]), "idle_ratio": idle.ratio})
+                     "recorded_ratio": float(row[latency_column("ratio", device)]), "idle_ratio": idle.ratio})
     return pd.DataFrame(rows)
 
 
@@ -184,11 +185,11 @@ def compare(seed: int, frames: dict[str, pd.DataFrame], latency: str, reference:
     """One row per run of a seed: hypervolume and its ratio to the conv-only run's, transform networks on
     its frontier and how many of them dominate a conv-only frontier point.
 
-    Latency is taken relative to the baseline measured beside each network (``latency_ratio@``): each
+    Latency is taken relative to the baseline measured beside each network (``latency_column("ratio", device)``): each
     run calibrates its own reference time, and on these VMs two calibrations minutes apart differ by
     up to ~10 %, which would tilt a comparison in milliseconds between runs.
     """
-    ratio = f"latency_ratio@{latency.split('@', 1)[1]}"
+    ratio = latency_column("ratio", latency.split("@", 1)[1])
     fronts = {name: frontier(frame, latency).dropna(subset=[ratio]) for name, frame in frames.items()}
     hv = {name: hypervolume(front, ratio, reference) for name, front in fronts.items()}
     rows = []

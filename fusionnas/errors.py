@@ -12,7 +12,18 @@ class UserError(ValueError):
     The command line prints it as one ``fusionnas: error: ...`` line and exits
     with 2; any other exception is a bug and shows its traceback. It is a
     ``ValueError`` so that library callers catching ``ValueError`` keep working.
+
+    Args:
+        problem: what is wrong (the whole message when ``fix`` is empty).
+        fix: how to mend it; the message is ``<problem>; <fix>``. Kept apart so that
+            a caller reporting the error in its own terms (a study file's field) need
+            not split the message.
     """
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        super().__init__(f"{problem}; {fix}" if fix else problem)
+        self.problem = problem
+        self.fix = fix
 
 
 def in_terms_of(message: str, names: Mapping[str, str]) -> str:

@@ -39,8 +39,8 @@ def load_plugins(names: Sequence[str], folder: str | Path | None = None) -> None
         except Exception as error:  # noqa: BLE001 (a plugin's own bug is reported in one line)
             first = (str(error).strip().splitlines() or [""])[0]
             where = f" (looked in {folder} and on sys.path)" if folder is not None else ""
-            raise PluginError(f"plugin {name!r} failed to import: {type(error).__name__}: {first}{where}; fix it "
-                              f"or remove it from the study file's plugins") from error
+            raise PluginError(f"plugin {name!r} failed to import: {type(error).__name__}: {first}{where}",
+                              "fix it or remove it from the study file's plugins") from error
 
 
 def load_entry_point_plugins() -> None:
@@ -51,4 +51,4 @@ def load_entry_point_plugins() -> None:
         except Exception as error:  # noqa: BLE001
             first = (str(error).strip().splitlines() or [""])[0]
             raise PluginError(f"plugin {point.value!r} (entry point {point.name!r} of {ENTRY_POINT_GROUP}) failed "
-                              f"to import: {type(error).__name__}: {first}; fix or uninstall it") from error
+                              f"to import: {type(error).__name__}: {first}", "fix or uninstall it") from error

@@ -31,5 +31,5 @@ def check_runtime_device(runtime: str, device: str) -> None:
     devices = RUNTIME_DEVICES.get(runtime, ())
     if device in ("cpu", "cuda") and device not in devices:
         others = [r for r, where in RUNTIME_DEVICES.items() if device in where]
-        raise UserError(f"runtime {runtime} runs on the {' or '.join(devices)} only, got device {device!r}; "
+        raise UserError(f"runtime {runtime} runs on the {' or '.join(devices)} only, got device {device!r}",
                         f"use device {devices[0]}, or runtime {' or '.join(others)} on {device}")

@@ -11,6 +11,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from fusionnas.trial_record import TrialRecord
+
 # Many workers share two cores: one thread each; unbuffered so that progress lines arrive as printed.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -74,9 +76,9 @@ def ended_normally(trial: optuna.trial.FrozenTrial) -> bool:
     a result of the architecture, not a fault of the worker.
     """
     return trial.state == TrialState.COMPLETE or (
-        trial.state == TrialState.FAIL and trial.user_attrs.get("failure_reason", "").startswith("diverged"))
+        trial.state == TrialState.FAIL and (TrialRecord.read(trial).failure_reason or "").startswith("diverged"))
 
 
 def states(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[int, str, str | None]]:
     """What an assertion on the trials' states shows when it fails."""
-    return [(t.number, t.state.name, t.user_attrs.get("failure_reason")) for t in trials]
+    return [(t.number, t.state.name, TrialRecord.read(t).failure_reason) for t in trials]

@@ -1,4 +1,4 @@
-"""Bad input (issue 7): each mistake gives one clear line on stderr, exit code 2, and changes nothing.
+"""Bad input: each mistake gives one clear line on stderr, exit code 2, and changes nothing.
 
 Every test starts from a copy of one small stored study (two COMPLETE trials and
 one FAIL trial in ``tiny.db`` beside ``tiny.toml``), runs the command line
@@ -10,7 +10,7 @@ in-process (``fusionnas.cli.main``), and checks
   values, params, user and system attributes), and no file or folder appeared
   or disappeared (no new database, artifacts folder, export or checkpoint).
 
-The README's "Errors you can cause" table lists the same cases.
+docs/errors.md lists the same cases.
 """
 from __future__ import annotations
 
@@ -29,10 +29,12 @@ import pytest
 from optuna.trial import TrialState
 
 import _postgres
+from _records import frozen_trial
 from _studies import ZERO_COST_TOML
 from fusionnas.cli import main
 from fusionnas.evaluators.latency import LatencyModel
 from fusionnas.spaces import get_space
+from fusionnas.trial_record import TrialRecord
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -53,8 +55,8 @@ def template(tmp_path_factory) -> Path:
         patch.chdir(folder)
         assert main(["search", "tiny.toml", "--n-trials", "2"]) == 0
     study = optuna.load_study(study_name="tiny", storage=sqlite(folder))
-    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, params={}, distributions={},
-                                              user_attrs={"failure_reason": "diverged: nan"}))
+    study.add_trial(frozen_trial(TrialRecord(failure_reason="diverged: nan"), state=TrialState.FAIL, params={},
+                                 distributions={}))
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL]
     return folder
 
@@ -72,15 +74,14 @@ def sqlite(folder: Path) -> str:
     return f"sqlite:///{folder / 'tiny.db'}"
 
 
-def snapshot(url: str, names: tuple[str, ...] | None = None) -> dict[str, list[tuple]]:
-    """Every study in the storage (or those of ``names`` there) with everything stored about its trials."""
+def snapshot(url: str, names: tuple[str, ...] | None = None) -> dict[str, list[optuna.trial.FrozenTrial]]:
+    """Every study in the storage (or those of ``names`` there) with everything stored about its trials:
+    whole trials, equal only when all they hold is (number, state, values, params, user and system
+    attributes, times, ...)."""
     storage = optuna.storages.RDBStorage(url)
     try:
         return {
-            summary.study_name: [
-                (t.number, t.state, t.values, t.params, t.user_attrs, t.system_attrs)
-                for t in optuna.load_study(study_name=summary.study_name, storage=storage).trials
-            ]
+            summary.study_name: optuna.load_study(study_name=summary.study_name, storage=storage).trials
             for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)
             if names is None or summary.study_name in names
         }

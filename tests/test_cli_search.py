@@ -18,6 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from _studies import PROXY_TOML, ZERO_COST_TOML, write_study
+from fusionnas.trial_record import TrialRecord
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # two workers share two cores
@@ -107,7 +108,7 @@ def test_ctrl_c_stops_cleanly_and_the_study_resumes(tmp_path) -> None:
         assert first or worker.poll() is None, worker.stderr.read() if worker.stderr else ""
     deadline = time.monotonic() + 60
     running = (TrialState.RUNNING,)
-    while not any(t.number == 1 and "flops" in t.user_attrs  # past its costs: training
+    while not any(t.number == 1 and "flops" in TrialRecord.read(t).costs  # past its costs: training
                   for t in load(tmp_path).get_trials(deepcopy=False, states=running)):
         assert worker.poll() is None and time.monotonic() < deadline, "trial 1 never started training"
         time.sleep(0.05)
@@ -117,7 +118,7 @@ def test_ctrl_c_stops_cleanly_and_the_study_resumes(tmp_path) -> None:
     assert "interrupted: trial 1 marked failed" in err and "Traceback" not in err
     study = load(tmp_path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
-    assert study.trials[1].user_attrs["failure_reason"] == "interrupted"
+    assert TrialRecord.read(study.trials[1]).failure_reason == "interrupted"
     cli("search", "tiny.toml", cwd=tmp_path)
     states = [t.state for t in load(tmp_path).trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]

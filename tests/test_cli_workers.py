@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from _studies import PROXY_TOML, ZERO_COST_TOML, write_study
 from _workers import ENV, has_study, storage
+from fusionnas.trial_record import TrialRecord
 from fusionnas.workers import worker_environments
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -33,7 +34,7 @@ def wait_until_training(folder, parent: subprocess.Popen, count: int, timeout: f
         if has_study(url, "tiny"):
             running = optuna.load_study(study_name="tiny", storage=storage(url)).get_trials(
                 deepcopy=False, states=(TrialState.RUNNING,))
-            if sum("flops" in t.user_attrs for t in running) >= count:
+            if sum("flops" in TrialRecord.read(t).costs for t in running) >= count:
                 return
         assert parent.poll() is None, parent.communicate()
         assert time.monotonic() < deadline, f"{count} trials never trained at once"

@@ -42,3 +42,51 @@ def test_search_and_results_do_not_import_each_other() -> None:
     for unit, other in (("search", "results"), ("results", "search")):
         for path in (PACKAGE / unit).rglob("*.py"):
             assert not [n for n, _ in imports(path) if n.startswith(f"fusionnas.{other}")], path
+
+
+# Known and outside the spaces: onnx_export imports runtimes inside a function (to time OpenVINO),
+# runtimes imports onnx_export's to_onnx at module level. No other circle may appear.
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _runtime_imports(path: Path, modules: set[str]) -> set[str]:
+    """The fusionnas modules ``path`` imports when it runs, inside functions too; ``from p import m``
+    imports module ``p.m`` where that is one. Imports under ``if TYPE_CHECKING:`` never run."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    type_only = {id(inner) for node in ast.walk(tree)
+                 if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+                 for statement in node.body for inner in ast.walk(statement)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                      for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return found & modules
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Modules reached from ``start`` in one or more imports."""
+    seen, todo = set(), list(graph[start])
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += graph[module]
+    return seen
+
+
+def test_no_import_circles_inside_fusionnas() -> None:
+    paths = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph = {module: _runtime_imports(path, set(paths)) - {module} for module, path in paths.items()}
+    reach = {module: _reachable(graph, module) for module in graph}
+    circles = {frozenset({module} | {other for other in reach[module] if module in reach[other]})
+               for module in graph if module in reach[module]}
+    assert not circles, "\n".join(" <-> ".join(sorted(c)) for c in circles)

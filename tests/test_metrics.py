@@ -1,14 +1,13 @@
 """The metric records: names, attributes and directions said once, read everywhere."""
-from fusionnas.evaluators.zero_cost import ZERO_COST_PROXIES as IMPLEMENTED
+from fusionnas.evaluators.zero_cost import SCORES as IMPLEMENTED
 from fusionnas.metrics import (
     METRICS,
     ZERO_COST_PROXIES,
-    attribute_of,
-    attribute_of_column,
     column_of,
     label_of,
     natural_direction,
 )
+from fusionnas.trial_record import attribute_of, attribute_of_column
 from fusionnas.search import Objective
 
 

@@ -19,6 +19,7 @@ from fusionnas.evaluators.proxy import (
     TrainingDiverged,
     train_proxy,
 )
+from fusionnas.evaluators.training import atomic_save, endless_batches, eval_mode, evaluate, run_steps, train_mode
 from fusionnas.evaluators.zero_cost import ZERO_COST_PROXIES, grad_norm, naswot, score, synflow
 
 __all__ = [
@@ -41,6 +42,12 @@ __all__ = [
     "TrainingDiverged",
     "OutOfMemory",
     "train_proxy",
+    "run_steps",
+    "endless_batches",
+    "evaluate",
+    "eval_mode",
+    "train_mode",
+    "atomic_save",
     "ZERO_COST_PROXIES",
     "synflow",
     "naswot",

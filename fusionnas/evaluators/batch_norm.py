@@ -15,6 +15,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from fusionnas.evaluators.training import train_mode
+
 __all__ = ["recalibrate_batch_norm"]
 
 
@@ -29,19 +31,17 @@ def recalibrate_batch_norm(model: nn.Module, batches: Iterable[torch.Tensor]) ->
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not layers:
         return 0
-    was_training = model.training
     momenta = [layer.momentum for layer in layers]
     for layer in layers:
         layer.reset_running_stats()
         layer.momentum = None  # cumulative average over the batches below
-    model.train()
     count = 0
     try:
-        for batch in batches:
-            model(batch)
-            count += 1
+        with train_mode(model):
+            for batch in batches:
+                model(batch)
+                count += 1
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
-        model.train(was_training)
     return count

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from fusionnas.evaluators.training import eval_mode
 from fusionnas.layers.registry import operator_flop_handles
 
 with warnings.catch_warnings():  # fvcore imports torch.jit.script, deprecated in torch 2.x
@@ -104,9 +105,7 @@ def _analysis(model: nn.Module, input_shape: Sequence[int]) -> FlopCountAnalysis
 
 def _run(model: nn.Module, input_shape: Sequence[int]) -> FlopCountAnalysis:
     """Trace ``model`` in eval mode (the deployed form) and warn about uncounted ops."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         analysis = _analysis(model, input_shape)
         # fvcore logs through `logging`; keep its tracer chatter out of user output.
         logger = logging.getLogger("fvcore.nn.jit_analysis")
@@ -117,8 +116,6 @@ def _run(model: nn.Module, input_shape: Sequence[int]) -> FlopCountAnalysis:
                 analysis.total()
         finally:
             logger.setLevel(level)
-    finally:
-        model.train(was_training)
     unsupported = set(analysis.unsupported_ops()) - _warned
     if unsupported:
         _warned.update(unsupported)

@@ -24,7 +24,7 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -152,6 +152,25 @@ def get_dataset(
     _check_fraction("fraction", fraction, allow_one=True)
     if val_fraction is not None:
         _check_fraction("val_fraction", val_fraction, allow_one=False)
+    _check_options(name, loader, options)
+    path = Path(root).expanduser() if root is not None else None
+    raw = loader(path, seed=seed, download=download, **options)
+    train, val = _split(raw, name, raw.val_fraction if val_fraction is None else val_fraction, fraction, seed)
+    x_train = raw.x[train]
+    mean, std = raw.mean, raw.std
+    if mean is None or std is None:
+        mean, std = _channel_stats(x_train)
+    splits = DataSplits(
+        name=name, x_train=x_train, y_train=raw.y[train], x_val=raw.x[val], y_val=raw.y[val],
+        num_classes=len(raw.classes), mean=tuple(mean), std=tuple(std), classes=raw.classes,
+        augment=raw.augment, x_test=raw.x_test, y_test=raw.y_test,
+    )
+    logger.info("loaded %r", splits)
+    return splits
+
+
+def _check_options(name: str, loader: Callable[..., RawDataset], options: dict[str, Any]) -> None:
+    """A UserError naming the options ``loader`` does not take (and those it does)."""
     accepted = [p for p in inspect.signature(loader).parameters if p not in ("root", "seed", "download")]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -159,10 +178,15 @@ def get_dataset(
             f"dataset {name!r} takes no option {', '.join(unknown)}; "
             f"its options: {', '.join(accepted) or 'none'}"
         )
-    path = Path(root).expanduser() if root is not None else None
-    raw = loader(path, seed=seed, download=download, **options)
+
+
+# -- splits --------------------------------------------------------------------------------
+
+
+def _split(raw: RawDataset, name: str, val_fraction: float, fraction: float,
+           seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) indices into ``raw``: a seeded, stratified validation split, then ``fraction`` of the rest."""
     generator = _generator(seed)
-    val_fraction = raw.val_fraction if val_fraction is None else val_fraction
     train, val = _stratified_split(raw.y, val_fraction, generator)
     if len(val) == 0 or len(train) == 0:
         raise UserError(
@@ -171,29 +195,7 @@ def get_dataset(
         )
     if fraction < 1.0:
         train = train[_stratified_subset(raw.y[train], fraction, generator)]
-    x_train = raw.x[train]
-    mean, std = raw.mean, raw.std
-    if mean is None or std is None:
-        mean, std = _channel_stats(x_train)
-    splits = DataSplits(
-        name=name,
-        x_train=x_train,
-        y_train=raw.y[train],
-        x_val=raw.x[val],
-        y_val=raw.y[val],
-        num_classes=len(raw.classes),
-        mean=tuple(mean),
-        std=tuple(std),
-        classes=raw.classes,
-        augment=raw.augment,
-        x_test=raw.x_test,
-        y_test=raw.y_test,
-    )
-    logger.info("loaded %r", splits)
-    return splits
-
-
-# -- splits --------------------------------------------------------------------------------
+    return train, val
 
 
 def _check_fraction(name: str, value: float, *, allow_one: bool) -> None:

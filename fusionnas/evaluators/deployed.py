@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from fusionnas.evaluators.runtimes import Runner, median_ms, prepare, torch_threads
+from fusionnas.evaluators.training import eval_mode
 
 __all__ = ["WholeLatency", "DeployedLatencyMeter", "time_against", "calibrate_reference", "PAIRS"]
 
@@ -131,12 +132,8 @@ class DeployedLatencyMeter:
                 graph: bytes | None = None) -> Runner:
         """``model`` ready to run in the meter's runtime (exported, for a graph runtime): the slow half
         of :meth:`measure`, which a caller may do before it asks the machine to be quiet."""
-        was_training = model.training
-        try:
-            with torch_threads(self.threads):
-                return self._prepare(model, input_shape or self.input_shape, graph)
-        finally:
-            model.train(was_training)
+        with eval_mode(model), torch_threads(self.threads):
+            return self._prepare(model, input_shape or self.input_shape, graph)
 
     def time(self, run: Runner) -> WholeLatency:
         """A prepared network (:meth:`prepare`) timed against the reference."""

@@ -29,6 +29,7 @@ from torch import nn
 from fusionnas.errors import UserError
 from fusionnas.evaluators.runtimes import measure_in_runtime
 from fusionnas.evaluators.timing import batch_shape
+from fusionnas.evaluators.training import eval_mode
 
 __all__ = ["DeviceProfile", "DEVICE_PROFILES", "MEASURABLE_DEVICES", "HostRates", "measure_host_rates",
            "estimate_latency", "moved_bytes", "list_devices", "device_profile"]
@@ -153,12 +154,8 @@ def _unit_traffic(module: nn.Module, x: torch.Tensor) -> dict[str, float]:
 
 def moved_bytes(module: nn.Module, input_shape: Sequence[int]) -> float:
     """Bytes read and written by every operator of ``module`` in one forward pass at batch 1."""
-    was_training = module.training
-    module.eval()
-    try:
+    with eval_mode(module):
         return float(sum(_unit_traffic(module, torch.zeros(batch_shape(input_shape, 1))).values()))
-    finally:
-        module.train(was_training)
 
 
 def estimate_latency(module: nn.Module, input_shape: Sequence[int], profile: DeviceProfile | str, *,

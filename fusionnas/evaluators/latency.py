@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from fusionnas.atomic import atomic_path
 from fusionnas.errors import UserError
 from fusionnas.evaluators.device_profiles import (
     DEVICE_PROFILES,
@@ -310,10 +311,8 @@ class LatencyModel:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the table as JSON (atomically: a crash never leaves half a file)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], space: Space | None = None, device: str | None = None,

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from fusionnas.evaluators.timing import batch_shape
+from fusionnas.evaluators.training import eval_mode
 
 __all__ = ["peak_activation_bytes"]
 
@@ -49,13 +50,11 @@ def peak_activation_bytes(model: nn.Module, input_shape: Sequence[int], batch_si
             hooks += [m.register_forward_pre_hook(pre_block), m.register_forward_hook(post_block)]
         if not list(m.children()):
             hooks.append(m.register_forward_hook(leaf))
-    was_training = model.training
-    model.eval()
     try:
-        param = next(model.parameters(), None)
-        model(torch.zeros(shape, dtype=param.dtype if param is not None else torch.float32))
+        with eval_mode(model):
+            param = next(model.parameters(), None)
+            model(torch.zeros(shape, dtype=param.dtype if param is not None else torch.float32))
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     return peak

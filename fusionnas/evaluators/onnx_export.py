@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from fusionnas.errors import UserError
+from fusionnas.evaluators.training import eval_mode
 
-__all__ = ["ONNX_OPSET", "ONNX_TOLERANCE", "CHECKED_BATCHES", "ONNX_FORMS", "to_onnx", "simplify", "onnx_error",
+__all__ = ["ONNX_OPSET", "ONNX_TOLERANCE", "CHECKED_BATCHES", "ONNX_FORMS", "ONNX_FILES", "to_onnx", "simplify", "onnx_error",
            "input_batch", "node_count"]
 
 ONNX_OPSET = 17
@@ -29,6 +30,7 @@ _BATCH_AXIS = "batch"  # the symbolic batch dimension of a dynamic-batch graph
 # standard: ONNX operators only, for any runtime; native: the transforms as fusionnas-domain nodes (OpenVINO
 # with the fusionnas extension; see fusionnas.kernels.onnx_nodes)
 ONNX_FORMS = ("standard", "native")
+ONNX_FILES = {"standard": "model.onnx", "native": "model.native.onnx"}  # the file `fusionnas export` writes per form
 
 
 def to_onnx(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1,
@@ -52,18 +54,13 @@ def to_onnx(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1
     nodes = None
     if form == "native":
         from fusionnas.kernels import onnx_nodes as nodes
-    was_training = model.training
-    model.eval()
     x = torch.zeros((batch_size, *(int(d) for d in input_shape[-3:])))
     axes = {"input": {0: _BATCH_AXIS}, "logits": {0: _BATCH_AXIS}} if dynamic_batch else None
     buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings(), nodes.native_form() if nodes else nullcontext():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-            torch.onnx.export(model, (x,), buffer, opset_version=ONNX_OPSET, dynamo=False, input_names=["input"],
-                              output_names=["logits"], dynamic_axes=axes)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), warnings.catch_warnings(), nodes.native_form() if nodes else nullcontext():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(model, (x,), buffer, opset_version=ONNX_OPSET, dynamo=False, input_names=["input"],
+                          output_names=["logits"], dynamic_axes=axes)
     return nodes.finish_graph(buffer.getvalue()) if nodes else simplify(buffer.getvalue())
 
 
@@ -98,9 +95,7 @@ def onnx_error(graph: bytes, model: nn.Module, input_shape: Sequence[int], *, se
     sizes = CHECKED_BATCHES if batch is None else (batch,)
     generator = torch.Generator().manual_seed(seed)
     error, bound = 0.0, 0.0
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for size in [size for size in sizes for _ in range(batches)]:
             x = torch.randn((size, *(int(d) for d in input_shape[-3:])), generator=generator)
             got = run(x.numpy())
@@ -108,8 +103,6 @@ def onnx_error(graph: bytes, model: nn.Module, input_shape: Sequence[int], *, se
                 expected = model(x).numpy()
             error = max(error, float(np.max(np.abs(got - expected))))
             bound = max(bound, ONNX_TOLERANCE * (1 + float(np.max(np.abs(expected)))))
-    finally:
-        model.train(was_training)
     return error, bound
 
 
@@ -118,7 +111,7 @@ def _graph_runner(graph: bytes) -> Callable[[np.ndarray], np.ndarray]:
     from fusionnas.kernels.onnx_nodes import has_native_nodes
 
     if has_native_nodes(graph):
-        from fusionnas.evaluators.runtimes import openvino_model
+        from fusionnas.evaluators.sessions import openvino_model
 
         compiled = openvino_model(graph, threads=1)
         return lambda x: compiled(x)[0]

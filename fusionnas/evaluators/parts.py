@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fusionnas.evaluators.training import eval_mode
 from fusionnas.spaces.network import HeadPart
 
 __all__ = ["Part", "model_parts"]
@@ -37,16 +38,12 @@ def model_parts(model: nn.Module, input_shape: Sequence[int]) -> list[Part]:
         raise ValueError(f"{type(model).__name__} has no parts(); build it with a fusionnas search space")
     c, h, w = (int(d) for d in input_shape[-3:])
     parts = model.parts()
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         x = torch.zeros(1, c, h, w, dtype=next(model.parameters()).dtype)
         shapes = []
         for _, module in parts:
             shapes.append(tuple(x.shape[1:]))
             x = module(x)
-    finally:
-        model.train(was_training)
     return [Part(name, module, shape, f"{_key(module)}@{'x'.join(map(str, shape))}")
             for (name, module), shape in zip(parts, shapes)]
 

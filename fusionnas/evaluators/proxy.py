@@ -26,7 +26,7 @@ import gc
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -37,6 +37,7 @@ from torch import nn
 from fusionnas.errors import UserError
 from fusionnas.evaluators.batch_norm import recalibrate_batch_norm
 from fusionnas.evaluators.data import DataSplits, iterate_batches
+from fusionnas.evaluators.training import cosine_with_warmup, endless_batches, evaluate, param_groups, run_steps
 from fusionnas.layers import operator_loss
 
 __all__ = [
@@ -52,8 +53,6 @@ __all__ = [
     "eval_batch_size",
     "recalibrate",
     "sgd",
-    "cosine_with_warmup",
-    "param_groups",
 ]
 
 logger = logging.getLogger(__name__)
@@ -234,34 +233,14 @@ def _schedule(n_train: int, budget: ProxyBudget) -> tuple[int, int]:
     return max(1, round((budget.epochs or 1.0) * per_epoch)), per_epoch
 
 
-def cosine_with_warmup(total: int, warmup_fraction: float) -> Callable[[int], float]:
-    """The lr multiplier per step: a linear warm-up over ``warmup_fraction`` of ``total``, then a cosine."""
-    warmup = min(total - 1, math.ceil(total * warmup_fraction)) if warmup_fraction > 0 else 0
-
-    def factor(step: int) -> float:  # lr multiplier before optimizer step `step` (0-based)
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def param_groups(params: Iterable[nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on weights with >= 2 dims only (not BN, biases, thresholds, scales)."""
-    decay, no_decay = [], []
-    for param in params:
-        if param.requires_grad:
-            (decay if param.dim() >= 2 else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def sgd(params: Iterable[nn.Parameter], budget: ProxyBudget, total: int) -> tuple[
-        torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The proxy's optimiser (SGD, Nesterov) and its warm-up + cosine schedule over ``total`` steps."""
+        torch.optim.Optimizer, Callable[[int], float]]:
+    """The proxy's optimiser (SGD, Nesterov) and its learning rate per step (0-based) for
+    :func:`~fusionnas.evaluators.training.run_steps`: a warm-up into a cosine over ``total`` steps."""
     optimizer = torch.optim.SGD(param_groups(params, budget.weight_decay), lr=budget.lr, momentum=budget.momentum,
                                 nesterov=budget.momentum > 0)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, budget.warmup_fraction))
+    factor = cosine_with_warmup(total, budget.warmup_fraction)
+    return optimizer, lambda step: budget.lr * factor(step)
 
 
 def _amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
@@ -275,60 +254,13 @@ def _train(
     on_step: Callable[[int], None] | None = None,
 ) -> ProxyResult:
     train = data.subsample(budget.data_fraction, seed=budget.seed)
-    n_train = len(train.x_train)
-    batch_size = min(budget.batch_size, n_train)  # whole batches only: BN needs > 1 sample
-    total, per_epoch = _schedule(n_train, budget)
-    augment = data.augment if budget.augment is None else budget.augment
-    amp_dtype = _amp_dtype(device, budget.amp)
-
+    total, per_epoch = _schedule(len(train.x_train), budget)
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, device_type="cuda"):  # seed dropout etc., restore after
         torch.manual_seed(budget.seed)
         generator = torch.Generator().manual_seed(budget.seed)
-        x_train, y_train = train.x_train.to(device), train.y_train.to(device)
-        model.to(device).train()
-        optimizer, schedule = sgd(model.parameters(), budget, total)
-        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-        criterion = nn.CrossEntropyLoss(label_smoothing=budget.label_smoothing)
-
-        def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-            while True:
-                yield from iterate_batches(
-                    x_train, y_train, batch_size, mean=data.mean, std=data.std, shuffle=True,
-                    generator=generator, augment=augment, resolution=budget.resolution, drop_last=True,
-                )
-
-        curve: list[float] = []
-        bar = _progress_bar(total, progress)
         start = time.perf_counter()
-        try:
-            for step, (xb, yb) in zip(range(1, total + 1), batches()):
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    logits = model(xb)
-                    if step == 1:
-                        _check_logits(logits, data.num_classes)
-                    loss = criterion(logits.float(), yb)
-                    if budget.operator_loss_weight > 0:
-                        loss = loss + budget.operator_loss_weight * operator_loss(model).float()
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise TrainingDiverged(
-                        f"training loss is {value} at step {step} of {total} (lr={budget.lr}); "
-                        f"lower lr or check the architecture", step=step, loss=value,
-                    )
-                curve.append(value)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                schedule.step()
-                bar.update(1)
-                if step % 10 == 0 or step == total:
-                    bar.set_postfix(loss=f"{value:.3f}")
-                if on_step is not None:
-                    on_step(step)
-        finally:
-            bar.close()
+        curve = _fit(model, train, budget, device, generator, total, progress, on_step)
         recalibrate(model, train, budget, device, generator)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -344,7 +276,7 @@ def _train(
         )
     result = ProxyResult(
         val_accuracy=accuracy, val_loss=val_loss, loss_curve=curve, train_seconds=train_seconds,
-        eval_seconds=eval_seconds, steps=total, epochs=total / per_epoch, train_samples=n_train,
+        eval_seconds=eval_seconds, steps=total, epochs=total / per_epoch, train_samples=len(train.x_train),
         device=str(device),
     )
     logger.info(
@@ -352,6 +284,52 @@ def _train(
         total, result.epochs, train_seconds, device, accuracy, val_loss,
     )
     return result
+
+
+def _fit(model: nn.Module, train: DataSplits, budget: ProxyBudget, device: torch.device, generator: torch.Generator,
+         total: int, progress: bool, on_step: Callable[[int], None] | None) -> list[float]:
+    """Take the ``total`` optimiser steps on ``train`` (batches drawn from ``generator``); the loss curve."""
+    amp_dtype = _amp_dtype(device, budget.amp)
+    batches = endless_batches(  # whole batches only: BN needs > 1 sample
+        train.x_train.to(device), train.y_train.to(device), min(budget.batch_size, len(train.x_train)),
+        mean=train.mean, std=train.std, generator=generator, resolution=budget.resolution,
+        augment=train.augment if budget.augment is None else budget.augment)
+    model.to(device).train()
+    optimizer, lr = sgd(model.parameters(), budget, total)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    criterion = nn.CrossEntropyLoss(label_smoothing=budget.label_smoothing)
+    curve: list[float] = []
+
+    def loss_at(step: int) -> torch.Tensor:
+        xb, yb = next(batches)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(xb)
+            if step == 1:
+                _check_logits(logits, train.num_classes)
+            loss = criterion(logits.float(), yb)
+            if budget.operator_loss_weight > 0:
+                loss = loss + budget.operator_loss_weight * operator_loss(model).float()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"training loss is {value} at step {step} of {total} (lr={budget.lr}); "
+                                   f"lower lr or check the architecture", step=step, loss=value)
+        curve.append(value)
+        return loss
+
+    bar = _progress_bar(total, progress)
+
+    def after(step: int) -> None:
+        bar.update(1)
+        if step % 10 == 0 or step == total:
+            bar.set_postfix(loss=f"{curve[-1]:.3f}")
+        if on_step is not None:
+            on_step(step)
+
+    try:
+        run_steps(loss_at, optimizer, total, lr=lr, scaler=scaler, on_step=after)
+    finally:
+        bar.close()
+    return curve
 
 
 def recalibrate(model: nn.Module, data: DataSplits, budget: ProxyBudget, device: torch.device,
@@ -382,7 +360,6 @@ def eval_batch_size(budget: ProxyBudget, device: torch.device, image_size: tuple
     return max(1, min(budget.eval_batch_size, _CPU_EVAL_PIXELS // pixels))
 
 
-@torch.no_grad()
 def validate(model: nn.Module, data: DataSplits, budget: ProxyBudget, device: torch.device) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of ``model`` in eval mode on the validation split.
 
@@ -390,18 +367,9 @@ def validate(model: nn.Module, data: DataSplits, budget: ProxyBudget, device: to
     share of the time, and the transform layers' inference paths (matmuls
     into preallocated outputs) do not run under autocast.
     """
-    model.eval()
-    correct, loss_sum = 0, 0.0
     x_val, y_val = data.x_val.to(device), data.y_val.to(device)
-    batch_size = eval_batch_size(budget, device, tuple(x_val.shape[-2:]))
-    for xb, yb in iterate_batches(
-        x_val, y_val, batch_size, mean=data.mean, std=data.std, resolution=budget.resolution
-    ):
-        logits = model(xb).float()
-        loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
-        correct += int((logits.argmax(dim=1) == yb).sum())
-    n = len(y_val)
-    return correct / n, loss_sum / n
+    return evaluate(model, x_val, y_val, eval_batch_size(budget, device, tuple(x_val.shape[-2:])),
+                    mean=data.mean, std=data.std, resolution=budget.resolution)
 
 
 def _check_logits(logits: torch.Tensor, num_classes: int) -> None:

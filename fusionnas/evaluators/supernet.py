@@ -37,8 +37,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from fusionnas.evaluators.data import DataSplits, iterate_batches
-from fusionnas.evaluators.proxy import ProxyBudget, cosine_with_warmup, recalibrate, resolve_device, sgd, validate
+from fusionnas.evaluators.data import DataSplits
+from fusionnas.evaluators.proxy import ProxyBudget, recalibrate, resolve_device, sgd, validate
+from fusionnas.evaluators.training import atomic_save, endless_batches, run_steps
 from fusionnas.spaces import Arch, MobileNetV2Space
 
 __all__ = ["SuperNet", "FairPaths", "train_supernet", "score"]
@@ -68,6 +69,15 @@ class FairPaths:
                 queue.extend(self._rng.sample(values, len(values)))
             params[name] = queue.pop()
         return self.space.sample(optuna.trial.FixedTrial(params))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the rounds stand: the random state and each choice's values left in its round."""
+        return {"rng": self._rng.getstate(), "queues": {name: list(queue) for name, queue in self._queues.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the rounds from a :meth:`state_dict`, as if the paths it had drawn were drawn here."""
+        self._rng.setstate(state["rng"])
+        self._queues = {name: list(queue) for name, queue in state["queues"].items()}
 
 
 class SuperNet(nn.Module):
@@ -110,25 +120,15 @@ class SuperNet(nn.Module):
         return model
 
     def _largest(self) -> list[Arch]:
-        """Per (fusion, depthwise, kernel), the architecture with every width and ratio at its largest."""
-        choices = self.space.choices()
-        ops = {field: sorted({v for n, vs in choices.items() if n.endswith(f".{field}") for v in vs}, key=str)
-               for field in ("expand", "depthwise", "kernel")}
-        fusions = sorted({v for n, vs in choices.items() if n.endswith((".expand", ".project", ".fusion"))
-                          for v in vs if v is not None}, key=str)
-        archs = []
-        for fusion in fusions:
-            for depthwise in ops["depthwise"]:
-                for kernel in ops["kernel"] or [None]:
-                    params = {}
-                    for name, values in choices.items():
-                        field = name.rsplit(".", 1)[-1]
-                        params[name] = {"expand": fusion, "project": fusion, "fusion": fusion,
-                                        "depthwise": depthwise, "kernel": kernel}.get(field, None)
-                        if params[name] is None or params[name] not in values:
-                            params[name] = max(values, key=lambda v: (v is not None, v if v is not None else 0))
-                    archs.append(self.space.sample(optuna.trial.FixedTrial(params)))
-        return archs
+        """Per (fusion, depthwise, kernel), the architecture with every width and ratio at its largest.
+
+        Sorted by name: the order they are built in decides a seeded supernet's initial weights.
+        """
+        space = self.space
+        return [space.uniform(fusion, depthwise, kernel=kernel, size="largest")
+                for fusion in sorted(space.fusions, key=str)
+                for depthwise in sorted(space.depthwise, key=str)
+                for kernel in sorted(space.kernels, key=str)]
 
     @staticmethod
     def _key(arch: Arch, name: str) -> str:
@@ -168,59 +168,57 @@ def train_supernet(supernet: SuperNet, data: DataSplits, budget: ProxyBudget, *,
     total = budget.steps or 1
     paths = FairPaths(supernet.space, seed=budget.seed)
     generator = torch.Generator().manual_seed(budget.seed)
-    step, initial = 0, len(supernet.shared)
+    done, initial = 0, len(supernet.shared)
     state = torch.load(checkpoint, map_location="cpu", weights_only=False) if checkpoint and checkpoint.is_file() \
         else None
     if state is not None:
         _add_missing(supernet, state["weights"])
         supernet.load_state_dict(state["weights"])
-        initial, step = state["initial"], state["step"]
-        paths._rng.setstate(state["paths"])
-        paths._queues = state["queues"]
+        initial, done = state["initial"], state["step"]
+        paths.load_state_dict({"rng": state["paths"], "queues": state["queues"]})
         generator.set_state(state["generator"])
     supernet.to(device)
-    shared = list(supernet.shared.values())
-    optimizer, _ = sgd(shared[:initial], budget, total)  # the lr is set per step: groups are added later
-    factor = cosine_with_warmup(total, budget.warmup_fraction)
-    for param in shared[initial:]:  # own-shape parameters, one group each, in the order they were made
-        optimizer.add_param_group({"params": [param], "weight_decay": 0.0})
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+    optimizer, lr = _optimizer(supernet, budget, total, initial, state)
     criterion = nn.CrossEntropyLoss(label_smoothing=budget.label_smoothing)
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    batch_size = min(budget.batch_size, len(x_train))
-    augment = data.augment if budget.augment is None else budget.augment
+    batches = endless_batches(data.x_train.to(device), data.y_train.to(device),
+                              min(budget.batch_size, len(data.x_train)), mean=data.mean, std=data.std,
+                              generator=generator, resolution=budget.resolution,
+                              augment=data.augment if budget.augment is None else budget.augment)
 
-    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        while True:
-            yield from iterate_batches(x_train, y_train, batch_size, mean=data.mean, std=data.std, shuffle=True,
-                                       generator=generator, augment=augment, resolution=budget.resolution,
-                                       drop_last=True)
-
-    start = time.perf_counter()
-    stream = batches()
-    while step < total:
+    def loss_at(step: int) -> torch.Tensor:
         arch = next(paths)
         model = supernet.path(arch).train()
         known = len(supernet.shared)
         weights = supernet.weights(arch, model)
         for param in list(supernet.shared.values())[known:]:  # no larger twin: the optimiser learns of it
             optimizer.add_param_group({"params": [param], "weight_decay": 0.0})
-        xb, yb = next(stream)
-        loss = criterion(functional_call(model, weights, (xb,)).float(), yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for group in optimizer.param_groups:
-            group["lr"] = budget.lr * factor(step)
-        optimizer.step()
-        step += 1
+        xb, yb = next(batches)
+        return criterion(functional_call(model, weights, (xb,)).float(), yb)
+
+    def after(step: int) -> None:
         if checkpoint is not None and (step % checkpoint_every == 0 or step == total):
             _save(checkpoint, supernet, optimizer, paths, generator, step, initial)
         if on_step is not None:
             on_step(step)
+
+    start = time.perf_counter()
+    done = run_steps(loss_at, optimizer, total, done=done, lr=lr, on_step=after)
     seconds = time.perf_counter() - start
-    logger.info("supernet: %d steps in %.1f s", step, seconds)
-    return {"steps": float(step), "seconds": seconds}
+    logger.info("supernet: %d steps in %.1f s", done, seconds)
+    return {"steps": float(done), "seconds": seconds}
+
+
+def _optimizer(supernet: SuperNet, budget: ProxyBudget, total: int, initial: int,
+               state: dict[str, Any] | None) -> tuple[torch.optim.Optimizer, Callable[[int], float]]:
+    """The proxy's SGD over the shared weights and its lr per step, resumed from ``state`` when given: the
+    first ``initial`` weights in its two groups, each own-shape parameter made since in a group of its own."""
+    shared = list(supernet.shared.values())
+    optimizer, lr = sgd(shared[:initial], budget, total)  # the lr is set per step: groups are added later
+    for param in shared[initial:]:  # in the order they were made
+        optimizer.add_param_group({"params": [param], "weight_decay": 0.0})
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    return optimizer, lr
 
 
 def score(supernet: SuperNet, arch: Arch, data: DataSplits, budget: ProxyBudget) -> float:
@@ -235,11 +233,10 @@ def score(supernet: SuperNet, arch: Arch, data: DataSplits, budget: ProxyBudget)
 def _save(path: Path, supernet: SuperNet, optimizer, paths: FairPaths, generator, step: int,
           initial: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"weights": supernet.state_dict(), "optimizer": optimizer.state_dict(),
-                "paths": paths._rng.getstate(), "queues": paths._queues,
-                "generator": generator.get_state(), "step": step, "initial": initial}, tmp)
-    tmp.replace(path)
+    sampler = paths.state_dict()
+    atomic_save({"weights": supernet.state_dict(), "optimizer": optimizer.state_dict(),
+                 "paths": sampler["rng"], "queues": sampler["queues"],
+                 "generator": generator.get_state(), "step": step, "initial": initial}, path)
 
 
 def _add_missing(supernet: SuperNet, weights: dict[str, torch.Tensor]) -> None:

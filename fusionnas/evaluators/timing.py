@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from fusionnas.errors import UserError
+from fusionnas.evaluators.training import eval_mode
 
 __all__ = ["measure_latency", "batch_shape"]
 
@@ -63,24 +64,22 @@ def measure_latency(
         raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
     device = _resolve_device(device)
     x = torch.randn(batch_shape(input_shape, batch_size), device=device)
-    was_training = model.training
     old_threads = torch.get_num_threads()
-    model.eval()
     try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        model.to(device)
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        for _ in range(warmup):
-            model(x)
-        sync()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
+        with eval_mode(model):
+            if threads is not None:
+                torch.set_num_threads(threads)
+            model.to(device)
+            sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+            for _ in range(warmup):
+                model(x)
             sync()
-            times.append(time.perf_counter() - start)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(x)
+                sync()
+                times.append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(old_threads)
-        model.train(was_training)
     return statistics.median(times) * 1e3

@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusionnas.errors import UserError
+from fusionnas.metrics import ZERO_COST_PROXIES
 
-__all__ = ["synflow", "naswot", "grad_norm", "score", "ZERO_COST_PROXIES", "NASWOT_ACTIVATIONS"]
+__all__ = ["synflow", "naswot", "grad_norm", "score", "SCORES", "ZERO_COST_PROXIES", "NASWOT_ACTIVATIONS"]
 
 # NASWOT reads a unit's linear region at these modules: input > 0 (ReLU6's
 # saturated units count as active, as for the input of a ReLU). Activations
@@ -150,7 +151,8 @@ def grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(total)
 
 
-ZERO_COST_PROXIES: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], float]] = {
+# The implementation of each proxy that fusionnas.metrics names (a test checks the two agree).
+SCORES: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], float]] = {
     "synflow": lambda model, x, y: synflow(model, x.shape[1:]),
     "naswot": lambda model, x, y: naswot(model, x),
     "grad_norm": grad_norm,
@@ -158,11 +160,11 @@ ZERO_COST_PROXIES: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], f
 
 
 def score(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Zero-cost proxy ``name`` (a key of ``ZERO_COST_PROXIES``) of ``model`` on the batch (x, y)."""
+    """Zero-cost proxy ``name`` (one of ``ZERO_COST_PROXIES``) of ``model`` on the batch (x, y)."""
     try:
-        proxy = ZERO_COST_PROXIES[name]
+        proxy = SCORES[name]
     except KeyError:
         raise UserError(
-            f"unknown zero-cost proxy {name!r}; known: {', '.join(sorted(ZERO_COST_PROXIES))}"
+            f"unknown zero-cost proxy {name!r}; known: {', '.join(sorted(SCORES))}"
         ) from None
     return proxy(model, x, y)

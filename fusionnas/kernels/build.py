@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fusionnas.atomic import atomic_path
+
 HERE = Path(__file__).resolve().parent
 LIB_DIR = HERE / "lib"
 LIBRARIES = ("libfusionnas_kernels.so", "libfusionnas_openvino.so")
@@ -54,9 +56,8 @@ def build(verbose: bool = False) -> list[Path]:
             found = sorted(Path(build_dir).rglob(name))
             if found:
                 target = LIB_DIR / name
-                tmp = target.with_suffix(".so.tmp")
-                shutil.copy2(found[0], tmp)
-                os.replace(tmp, target)  # a process that has the old one loaded keeps its copy
+                with atomic_path(target) as tmp:  # a process that has the old one loaded keeps its copy
+                    shutil.copy2(found[0], tmp)
                 built.append(target)
             elif (LIB_DIR / name).exists():
                 (LIB_DIR / name).unlink()  # never leave a stale library beside fresh ones

@@ -17,10 +17,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from fusionnas.kernels import onnx_nodes
 from fusionnas.kernels import torch_ops as native
+from fusionnas.layers._butterfly_chunked import ChunkedButterfly
 from fusionnas.layers._checks import check_input, check_positive, fast_path_allowed, is_tracing
 from fusionnas.layers._folded import Folded
 from fusionnas.layers.registry import register_fusion
@@ -33,7 +33,6 @@ _DEFAULT_RADIX = 32
 # CPU path: images per chunk are chosen so that one chunk's widest
 # intermediate stays within this many bytes, i.e. in the L2 cache.
 _CHUNK_BYTES = 1 << 20
-
 
 
 def _largest_prime_factor(n: int) -> int:
@@ -86,81 +85,6 @@ def _orthogonal(batch: int, k: int) -> torch.Tensor:
     """``batch`` random k x k orthogonal matrices (Haar: QR with the signs of R's diagonal)."""
     q, r = torch.linalg.qr(torch.randn(batch, k, k))
     return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
-
-
-def _pad_channels(y: torch.Tensor, width: int) -> torch.Tensor:
-    """Zero-pad (B, C, P) to ``width`` channels (no copy when there is nothing to pad)."""
-    return y if y.shape[1] == width else F.pad(y, (0, 0, 0, width - y.shape[1]))
-
-
-def _digit_first(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """View (B, k_in G, P) as (B, G, k_in, P): the digit a stage mixes leads the channel index."""
-    groups, _, k_in = weight.shape
-    return y.view(y.shape[0], k_in, groups, y.shape[-1]).transpose(1, 2)
-
-
-class _ButterflyFunction(torch.autograd.Function):
-    """All stages on (N, C_in, P), a chunk of images at a time (the CPU path, with or without autograd).
-
-    A chunk's intermediates stay in cache and a stage's GEMM reads them through
-    a strided view (no copy for a chunk of one image); the last stage writes
-    straight into the output. Only the input is saved: backward recomputes a
-    chunk's intermediates, so it too makes one pass over input, output
-    gradient and input gradient.
-    """
-
-    @staticmethod
-    def forward(ctx, x, width_in, out_channels, step, *weights):  # noqa: D102
-        n_img, c_in, pixels = x.shape
-        out = x.new_empty(n_img, out_channels, pixels)
-        for start in range(0, n_img, step):
-            y = _pad_channels(x[start : start + step], width_in)
-            b = y.shape[0]
-            for s, weight in enumerate(weights):
-                groups, k_out, _ = weight.shape
-                direct = s == len(weights) - 1 and groups * k_out == out_channels
-                dst = out[start : start + b].view(b, groups, k_out, pixels) if direct else None
-                y = torch.matmul(weight, _digit_first(y, weight), out=dst).view(b, groups * k_out, pixels)
-            if not direct:  # the crop of an expansion
-                out[start : start + b] = y[:, :out_channels]
-        ctx.save_for_backward(x, *weights)
-        ctx.width_in, ctx.step = width_in, step
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):  # noqa: D102
-        x, *weights = ctx.saved_tensors
-        n_img, c_in, pixels = x.shape
-        grad_out = grad_out.contiguous()
-        grad_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        grad_w = [torch.zeros_like(w) if ctx.needs_input_grad[4 + s] else None
-                  for s, w in enumerate(weights)]
-        width_out = weights[-1].shape[0] * weights[-1].shape[1]
-        for start in range(0, n_img, ctx.step):
-            acts = [_pad_channels(x[start : start + ctx.step], ctx.width_in)]
-            b = acts[0].shape[0]
-            for weight in weights[:-1]:
-                y = torch.matmul(weight, _digit_first(acts[-1], weight))
-                acts.append(y.view(b, weight.shape[0] * weight.shape[1], pixels))
-            grad = _pad_channels(grad_out[start : start + b], width_out)
-            for s in range(len(weights) - 1, -1, -1):
-                weight = weights[s]
-                groups, k_out, k_in = weight.shape
-                grad = grad.view(b, groups, k_out, pixels)
-                if grad_w[s] is not None:
-                    act_t = _digit_first(acts[s], weight).transpose(-1, -2)  # (B, G, P, k_in)
-                    grad_w[s] += torch.matmul(grad, act_t).sum(0)
-                if s == 0 and grad_x is None:
-                    break
-                grad = torch.matmul(weight.transpose(1, 2), grad).transpose(1, 2)  # (B, k_in, G, P)
-                if s > 0:
-                    grad = grad.reshape(b, k_in * groups, pixels)
-                elif ctx.width_in == c_in:
-                    grad_x[start : start + b].view(b, k_in, groups, pixels).copy_(grad)
-                else:
-                    grad_x[start : start + b] = grad.reshape(b, k_in * groups, pixels)[:, :c_in]
-        return grad_x, None, None, None, *grad_w
 
 
 @register_fusion("bft", letter="b")
@@ -224,7 +148,7 @@ class ButterflyPointwise(nn.Module):
     is part of the last stage's multiply-adds, not separate adds.
 
     **Speed.** On CPU (not tracing) a batch of images goes through
-    ``_ButterflyFunction``: chunks of images sized to stay in cache (one image
+    ``ChunkedButterfly``: chunks of images sized to stay in cache (one image
     for large maps), each stage a GEMM on a strided view, the last stage
     written straight into the output; with autograd it saves only the input
     and recomputes a chunk's intermediates in backward. A single image, and
@@ -326,7 +250,7 @@ class ButterflyPointwise(nn.Module):
         else:
             n_img, c_in, h, w = x.shape
             flat = x.reshape(n_img, c_in, h * w).contiguous()
-            y = _ButterflyFunction.apply(flat, self._width_in, self.out_channels, step, *self.weights)
+            y = ChunkedButterfly.apply(flat, self._width_in, self.out_channels, step, *self.weights)
             y = y.view(n_img, self.out_channels, h, w)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)

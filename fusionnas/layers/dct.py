@@ -12,14 +12,23 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fusionnas.layers._checks import check_input, check_positive, fast_path_allowed, is_tracing
+from fusionnas.layers._dct_bands import (
+    Band,
+    band_side,
+    channel_product,
+    dct_coefficients,
+    dct_path_flops,
+    inverse_dct,
+    outside_trace,
+    plan_bands,
+    take_channels,
+)
 from fusionnas.layers.registry import register_fusion
 
 __all__ = ["dct_matrix", "DCTPointwise", "frequency_regularizer"]
@@ -31,21 +40,6 @@ __all__ = ["dct_matrix", "DCTPointwise", "frequency_regularizer"]
 _CHUNK_BYTES = 8 << 20
 
 
-def _outside_trace(make: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """Run ``make`` with tracing paused, so its result is a plain constant to the tracer.
-
-    Otherwise a tensor built while tracing (fvcore, ONNX export) is recorded as
-    ops the FLOP counter cannot count, and it belongs to that trace's graph.
-    """
-    state = torch._C._get_tracing_state()
-    if state is None:
-        return make()
-    torch._C._set_tracing_state(None)
-    try:
-        return make()
-    finally:
-        torch._C._set_tracing_state(state)
-
 
 @functools.lru_cache(maxsize=64)
 def _dct_cached(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -56,7 +50,7 @@ def _dct_cached(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tenso
         d[0] /= math.sqrt(2)
         return d.to(dtype=dtype, device=device)
 
-    return _outside_trace(build)
+    return outside_trace(build)
 
 
 def dct_matrix(n: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -73,43 +67,6 @@ def dct_matrix(n: int, dtype: torch.dtype = torch.float32, device: torch.device 
     check_positive("n", n)
     return _dct_cached(n, dtype, torch.device(device))
 
-
-def _band_side(fraction: float, n: int) -> int:
-    """Kept rows along a side of n: ``clamp(ceil(fraction * n), 1, n)``."""
-    return min(max(math.ceil(fraction * n), 1), n)
-
-
-@dataclass(frozen=True)
-class _Band:
-    """Input channels that keep the same (k_h, k_w) block of low frequencies."""
-
-    k_h: int
-    k_w: int
-    channels: tuple[int, ...] | None  # None: every input channel, in order
-
-
-def _bands(fractions: Sequence[float], h: int, w: int) -> list[_Band]:
-    """Group channels by kept block, largest first (blocks are nested)."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for c, t in enumerate(fractions):
-        groups.setdefault((_band_side(t, h), _band_side(t, w)), []).append(c)
-    if len(groups) == 1:
-        ((k_h, k_w),) = groups
-        return [_Band(k_h, k_w, None)]
-    return [_Band(k_h, k_w, tuple(groups[k_h, k_w])) for k_h, k_w in sorted(groups, reverse=True)]
-
-
-def _dct_path_flops(bands: list[_Band], c_in: int, c_out: int, h: int, w: int, bias: bool) -> int:
-    """Multiply-adds (and adds) of one image through the hard-masked DCT path."""
-    big_h, big_w = bands[0].k_h, bands[0].k_w
-    flops = c_out * big_w * h * (big_h + w)  # inverse: along H, then along W
-    for i, band in enumerate(bands):
-        c_b = c_in if band.channels is None else len(band.channels)
-        flops += c_b * h * band.k_w * (w + band.k_h)  # forward: along W, then along H
-        flops += c_out * c_b * band.k_h * band.k_w  # channel product
-        if i:
-            flops += c_out * band.k_h * band.k_w  # accumulation into the largest block
-    return flops + (c_out if bias else 0)
 
 
 def _frequency_penalty(layer: DCTPointwise) -> torch.Tensor:
@@ -197,7 +154,7 @@ class DCTPointwise(nn.Module):
             check_positive("input_size[0]", input_size[0])
             check_positive("input_size[1]", input_size[1])
         self._last_size: tuple[int, int] | None = input_size
-        self._plan_cache: tuple[tuple[int, int, int], list[_Band]] | None = None
+        self._plan_cache: tuple[tuple[int, int, int], list[Band]] | None = None
         # nn.Conv2d's initialisation, so the layer starts as the conv it replaces.
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
@@ -238,7 +195,7 @@ class DCTPointwise(nn.Module):
     def kept_bands(self, size: tuple[int, int] | None = None) -> list[tuple[int, int]]:
         """Hard-mask (k_h, k_w) kept by each input channel at ``size`` (default: last input's)."""
         h, w = self._size(size)
-        return [(_band_side(t, h), _band_side(t, w)) for t in self.threshold.detach().tolist()]
+        return [(band_side(t, h), band_side(t, w)) for t in self.threshold.detach().tolist()]
 
     @property
     def kept_fraction(self) -> float:
@@ -253,7 +210,7 @@ class DCTPointwise(nn.Module):
             raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
         self.threshold.fill_(math.sqrt(fraction))
 
-    def _plan(self, h: int, w: int) -> list[_Band]:
+    def _plan(self, h: int, w: int) -> list[Band]:
         # Cached until the thresholds change (any in-place update, optimizer step or
         # load_state_dict, bumps the tensor's version): planning costs ~0.1 ms, as
         # much as a whole small layer.
@@ -261,12 +218,12 @@ class DCTPointwise(nn.Module):
         if self._plan_cache is None or self._plan_cache[0] != key:
             with warnings.catch_warnings():  # while tracing: the bands are constants, as intended
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                self._plan_cache = (key, _bands(self.threshold.detach().tolist(), h, w))
+                self._plan_cache = (key, plan_bands(self.threshold.detach().tolist(), h, w))
         return self._plan_cache[1]
 
-    def _runs_dense(self, bands: list[_Band], h: int, w: int) -> bool:
+    def _runs_dense(self, bands: list[Band], h: int, w: int) -> bool:
         dense = self.out_channels * self.in_channels * h * w
-        return self.dense_fallback and dense <= _dct_path_flops(
+        return self.dense_fallback and dense <= dct_path_flops(
             bands, self.in_channels, self.out_channels, h, w, self.bias is not None
         )
 
@@ -275,7 +232,7 @@ class DCTPointwise(nn.Module):
         bands = self._plan(height, width)
         if self._runs_dense(bands, height, width):
             return self.out_channels * self.in_channels * height * width
-        return _dct_path_flops(
+        return dct_path_flops(
             bands, self.in_channels, self.out_channels, height, width, self.bias is not None
         )
 
@@ -303,14 +260,14 @@ class DCTPointwise(nn.Module):
         n, c_in, h, w = (int(d) for d in x.shape)
         dh, dw = dct_matrix(h, x.dtype, x.device), dct_matrix(w, x.dtype, x.device)
         mask = self.soft_mask((h, w)).permute(2, 1, 0).unsqueeze(1)  # (W, 1, H, C_in)
-        z = _coefficients(x, dh, dw).view(w, n, h, c_in) * mask
-        y = _inverse(_channel_product(z.reshape(-1, c_in), self.weight), dh, dw, n)
+        z = dct_coefficients(x, dh, dw).view(w, n, h, c_in) * mask
+        y = inverse_dct(channel_product(z.reshape(-1, c_in), self.weight), dh, dw, n)
         y = y.reshape(n, self.out_channels, h, w)
         return y if self.bias is None else y + self.bias.reshape(-1, 1, 1)
 
     def _band_operands(
-        self, bands: list[_Band], device: torch.device, weight: torch.Tensor | None = None
-    ) -> list[tuple[_Band, torch.Tensor | None, torch.Tensor]]:
+        self, bands: list[Band], device: torch.device, weight: torch.Tensor | None = None
+    ) -> list[tuple[Band, torch.Tensor | None, torch.Tensor]]:
         """(band, channel index, its columns of ``weight``, by default W) for every band."""
         weight = self.weight if weight is None else weight
         operands = []
@@ -318,8 +275,8 @@ class DCTPointwise(nn.Module):
             if band.channels is None:
                 operands.append((band, None, weight))
             else:
-                index = _outside_trace(lambda: torch.tensor(band.channels, device=device))
-                operands.append((band, index, _take(weight, index)))
+                index = outside_trace(lambda: torch.tensor(band.channels, device=device))
+                operands.append((band, index, take_channels(weight, index)))
         return operands
 
     def export_forward(self, x: torch.Tensor, scale: torch.Tensor | None = None,
@@ -361,7 +318,7 @@ class DCTPointwise(nn.Module):
     def _forward_hard(
         self,
         x: torch.Tensor,
-        operands: list[tuple[_Band, torch.Tensor | None, torch.Tensor]],
+        operands: list[tuple[Band, torch.Tensor | None, torch.Tensor]],
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Hard-masked DCT path; the one the FLOP counter sees (ONNX export traces :meth:`export_forward`)."""
@@ -370,9 +327,9 @@ class DCTPointwise(nn.Module):
         dh, dw = dct_matrix(h, x.dtype, x.device), dct_matrix(w, x.dtype, x.device)
         y = None  # output coefficients (K_w, N, K_h, C_out)
         for band, index, weight in operands:
-            xb = x if index is None else _take(x, index)
-            z = _coefficients(xb, dh[: band.k_h], dw[: band.k_w])  # (k_w * N, k_h, C_b)
-            p = _channel_product(z.reshape(-1, weight.shape[1]), weight)
+            xb = x if index is None else take_channels(x, index)
+            z = dct_coefficients(xb, dh[: band.k_h], dw[: band.k_w])  # (k_w * N, k_h, C_b)
+            p = channel_product(z.reshape(-1, weight.shape[1]), weight)
             p = p.reshape(band.k_w, n, band.k_h, c_out)
             if y is None:
                 y = p
@@ -382,12 +339,12 @@ class DCTPointwise(nn.Module):
             # A constant map b has one DCT coefficient, b sqrt(HW), at (0, 0).
             y[0, :, 0].add_(self.bias, alpha=math.sqrt(h * w))
         big = operands[0][0]
-        y = _inverse(y, dh[: big.k_h], dw[: big.k_w], n, out=None if out is None else out.view(-1, w))
+        y = inverse_dct(y, dh[: big.k_h], dw[: big.k_w], n, out=None if out is None else out.view(-1, w))
         return y.reshape(n, c_out, h, w)
 
     @torch.no_grad()
     def _forward_inference(
-        self, x: torch.Tensor, operands: list[tuple[_Band, torch.Tensor | None, torch.Tensor]]
+        self, x: torch.Tensor, operands: list[tuple[Band, torch.Tensor | None, torch.Tensor]]
     ) -> torch.Tensor:
         """Same arithmetic as :meth:`_forward_hard`, a chunk of images at a time, so
         that the intermediates stay in cache; the inverse writes into the output."""
@@ -400,49 +357,6 @@ class DCTPointwise(nn.Module):
             self._forward_hard(x[start : start + step], operands, out=out[start : start + step])
         return out
 
-
-
-def _take(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``t[:, index]``; eagerly as ``index_select``: twice as fast, but fvcore flags it as uncounted."""
-    return t[:, index] if is_tracing() else t.index_select(1, index)
-
-
-# Layout: the coefficients live as (k_w, N, k_h, C), frequency-major and channels
-# last, so that every step below is one GEMM (or a batch of large ones) on a
-# transposed view and no step copies or permutes data.
-
-
-def _coefficients(x: torch.Tensor, dh: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
-    """First ``len(dh) x len(dw)`` 2-D DCT coefficients of (N, C, H, W): (k_w * N, k_h, C)."""
-    n, c, h, w = (int(d) for d in x.shape)
-    k_h, k_w = int(dh.shape[0]), int(dw.shape[0])
-    a = torch.mm(dw, x.reshape(n * c * h, w).t())  # (k_w, N*C*H): along W
-    batch = k_w * n
-    return torch.bmm(dh.expand(batch, k_h, h), a.view(batch, c, h).transpose(1, 2))  # along H
-
-
-def _channel_product(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``z @ W^T`` for z (M, C_in), W (C_out, C_in, 1, 1): (M, C_out).
-
-    Computed as a 1x1 convolution of z seen as a channels-last (1, C_in, M, 1)
-    map: no copy, and oneDNN's kernel beats the BLAS GEMM by 10-20 % here.
-    """
-    m, c = (int(d) for d in z.shape)
-    y = F.conv2d(z.view(1, m, 1, c).permute(0, 3, 1, 2), weight)  # (1, C_out, M, 1), channels last
-    return y.permute(0, 2, 3, 1).reshape(m, -1)
-
-
-def _inverse(
-    y: torch.Tensor, dh: torch.Tensor, dw: torch.Tensor, n: int, out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Inverse 2-D DCT of coefficients (k_w, N, k_h, C) (any view of them): (N*C*H, W)."""
-    k_h, h = (int(d) for d in dh.shape)
-    k_w = int(dw.shape[0])
-    batch = k_w * n
-    y = y.reshape(batch, k_h, -1)
-    t = torch.bmm(y.transpose(1, 2), dh.expand(batch, k_h, h))  # (k_w*N, C, H): along H
-    t = t.view(k_w, -1).t()  # (N*C*H, k_w)
-    return torch.mm(t, dw) if out is None else torch.mm(t, dw, out=out)  # along W
 
 
 def frequency_regularizer(model: nn.Module) -> torch.Tensor:

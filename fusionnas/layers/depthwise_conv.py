@@ -18,7 +18,7 @@ __all__ = ["ConvBNReLU6", "CHANNELS_LAST_DEPTHWISE_TRAINING", "FAST_DEPTHWISE_WE
 # both passes; on channels-last input it does not: a training step of the unit is 1.1-2.2x
 # faster (one thread, batch 32). Its output stays channels-last, which a 1x1 conv takes as it
 # is but the transform layers copy back, so blocks turn it on only before a conv projection:
-# whole networks' steps 0.97-1.59x, geometric mean 1.07x (benchmarks/train_step.py, README).
+# whole networks' steps 0.97-1.59x, geometric mean 1.07x (benchmarks/train_step.py, docs/benchmarks.md "Training step").
 # A switch so that the benchmark can compare.
 CHANNELS_LAST_DEPTHWISE_TRAINING = True
 
@@ -26,7 +26,7 @@ CHANNELS_LAST_DEPTHWISE_TRAINING = True
 # maps no smaller than the kernel; every other case (all 5x5 kernels, 2x2 maps) falls back to
 # one small GEMM per channel, 1.2-5.4x slower than the alternatives in weight_gradient_method
 # (the gradient alone, one thread, batch 32); whole networks' steps 1.02-1.42x faster with them
-# (benchmarks/train_step.py, README). A switch so that the benchmark can compare.
+# (benchmarks/train_step.py, docs/benchmarks.md "Training step"). A switch so that the benchmark can compare.
 FAST_DEPTHWISE_WEIGHT_GRADIENT = True
 
 
@@ -76,7 +76,7 @@ def weight_gradient_method(height: int, width: int, kernel_size: int, stride: in
     16 pixels: the gradient as one grouped conv of the input with the output gradient
     (1.2-5.4x faster than the native fallback); ``"channels_last"`` elsewhere: the native
     fallback on channels-last copies (2.0-3.4x faster). Measured with one thread, batch
-    32, 96 and 384 channels, maps 2-16 (README "Training speed on a CPU").
+    32, 96 and 384 channels, maps 2-16 (docs/decisions.md "Training on a CPU").
     """
     if kernel_size <= 3 and min(height, width) >= (kernel_size if stride == 1 else 4):
         return "native"

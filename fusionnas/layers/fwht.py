@@ -21,7 +21,8 @@ import torch
 
 from fusionnas.kernels import torch_ops as native
 
-__all__ = ["fwht", "hadamard", "FWHTFunction", "FWHT_FLOP_HANDLES", "is_power_of_two", "next_power_of_two"]
+__all__ = ["fwht", "hadamard", "hadamard_factors", "FWHTFunction", "FWHT_FLOP_HANDLES", "is_power_of_two",
+           "next_power_of_two"]
 
 # Largest dense Hadamard factor. 32 x 32 GEMMs keep each pass memory-bound
 # while using two passes for up to 1024 points (benchmarks/operators.py).
@@ -65,7 +66,7 @@ def hadamard(n: int, dtype: torch.dtype = torch.float32, device: torch.device | 
     return _hadamard_cached(n, dtype, torch.device(device))
 
 
-def _factors(n: int, max_factor: int = _MAX_FACTOR) -> list[int]:
+def hadamard_factors(n: int, max_factor: int = _MAX_FACTOR) -> list[int]:
     """Split n = 2^k into as few balanced power-of-two factors <= max_factor as possible."""
     k = n.bit_length() - 1
     max_k = max_factor.bit_length() - 1
@@ -80,7 +81,7 @@ def _fwht_3d(x: torch.Tensor) -> torch.Tensor:
         return x.clone()
     if trail > 1 and (n <= 8 or trail <= 4):
         return _butterfly_3d(x)
-    sizes = _factors(n)
+    sizes = hadamard_factors(n)
     for i, f in enumerate(sizes):
         outer = lead * math.prod(sizes[:i])
         inner = math.prod(sizes[i + 1 :]) * trail

@@ -17,6 +17,7 @@ import torch
 from fusionnas.evaluators.latency import MEASURABLE_DEVICES
 from fusionnas.evaluators.runtimes import default_runtime, measure_side_by_side
 from fusionnas.spaces import Arch, get_space
+from fusionnas.trial_record import latency_column
 
 __all__ = ["measure_trials", "measurement_plan", "format_measurements"]
 
@@ -27,8 +28,8 @@ def measurement_plan(runtimes: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     A study without a latency gets ``cpu`` in its default runtime.
     """
     if not runtimes:
-        return {"latency_ms@cpu": ("cpu", default_runtime("cpu"))}
-    return {f"latency_ms@{device}": (device if device in MEASURABLE_DEVICES else "cpu", runtime)
+        return {latency_column("ms", "cpu"): ("cpu", default_runtime("cpu"))}
+    return {latency_column("ms", device): (device if device in MEASURABLE_DEVICES else "cpu", runtime)
             for device, runtime in runtimes.items()}
 
 

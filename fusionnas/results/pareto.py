@@ -29,7 +29,7 @@ import pandas as pd
 
 from fusionnas.frontier import pareto_mask
 from fusionnas.layers.registry import operator_letters
-from fusionnas.metrics import attribute_of_column
+from fusionnas.trial_record import TrialRecord, latency_column
 
 if TYPE_CHECKING:
     import optuna
@@ -76,37 +76,29 @@ def pareto_front(frame: pd.DataFrame, objectives: Mapping[str, str]) -> pd.Serie
     return mask
 
 
-# Per-device latency figures of a trial (fusionnas.search.costs): the one an objective uses, the
-# table's estimate before training, the ratio to the baseline measured beside it, and its time.
-_LATENCY_NUMBERS = ("latency_ms@", "latency_estimate_ms@", "latency_ratio@", "latency_reference_ms@")
-
-
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial of ``study`` (see the module docstring), sorted by number."""
     objectives = objectives_of(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
-        attrs = t.user_attrs
-        row: dict[str, Any] = {"number": t.number, "state": t.state.name, "archid": attrs.get("archid"),
-                               "arch": attrs.get("arch"), "ops": compact_ops(attrs.get("arch"))}
+        record = TrialRecord.read(t)
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name, **record.columns(),
+                               "ops": compact_ops(record.arch)}
         for name in objectives:
-            row[name] = _number(attrs.get(attribute_of_column(name)))
-        for key, value in attrs.items():
-            if key in ("params", "flops", "memory_mb") or key.startswith(_LATENCY_NUMBERS):
-                row[key] = _number(value)
-            elif key.startswith(("latency_source@", "latency_runtime@")):
-                row[key] = value
-        row["feasible"] = bool(attrs.get("feasible", False)) if t.state.is_finished() else None
-        for key in ("failure_reason", "reused_from", "val_accuracy", "train_seconds", "preset", "weights",
-                    "num_classes", "promoted_from", "proxy_steps", "supernet_steps"):
-            row[key] = attrs.get(key)
-        row["rung"] = int(attrs.get("rung", 0))
+            row[name] = _number(record.value(name))
+        row["feasible"] = bool(record.feasible) if t.state.is_finished() else None
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
         frame = pd.DataFrame(columns=["number", "state", "archid", "arch", "ops", *objectives, "feasible"])
     frame["is_pareto"] = pareto_front(frame, objectives) if len(frame) else pd.Series(dtype=bool)
     return frame.sort_values("number").reset_index(drop=True)
+
+
+def latency_columns(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """(column, device) of every latency column of ``frame`` (``latency_ms@<device>``)."""
+    devices = [(c, c.split("@", 1)[1]) for c in frame.columns if isinstance(c, str) and "@" in c]
+    return [(column, device) for column, device in devices if column == latency_column("ms", device)]
 
 
 def _number(value: Any) -> float:
@@ -139,12 +131,12 @@ def format_frontier(frame: pd.DataFrame, objectives: Mapping[str, str], *, all_t
     first = next(iter(objectives), "number")
     rows = rows.sort_values(first, ascending=objectives.get(first) != "maximize", na_position="last")
     costs = [c for c in ("accuracy", "flops", "params") if c in frame.columns]
-    for column in (c for c in frame.columns if c.startswith("latency_ms@")):
+    for column, device in latency_columns(frame):
         costs.append(column)
-        ratio = f"latency_ratio@{column.split('@', 1)[1]}"
+        ratio = latency_column("ratio", device)
         if ratio in rows.columns and rows[ratio].notna().any():  # measured whole beside the baseline
-            rows = rows.assign(**{f"x_baseline@{column.split('@', 1)[1]}": 1 / rows[ratio]})
-            costs.append(f"x_baseline@{column.split('@', 1)[1]}")
+            rows = rows.assign(**{f"x_baseline@{device}": 1 / rows[ratio]})
+            costs.append(f"x_baseline@{device}")
     costs += [c for c in frame.columns if c == "memory_mb"]
     costs += [c for c in objectives if c not in costs]
     columns = ["number", "archid", *costs, "feasible", "ops"]
@@ -162,11 +154,10 @@ def format_frontier(frame: pd.DataFrame, objectives: Mapping[str, str], *, all_t
 def latency_notes(frame: pd.DataFrame) -> list[str]:
     """One line per latency column saying where its figures came from."""
     notes = []
-    for column in (c for c in frame.columns if c.startswith("latency_ms@")):
-        device = column.split("@", 1)[1]
-        sources = set(frame.get(f"latency_source@{device}", pd.Series(dtype=object)).dropna())
+    for column, device in latency_columns(frame):
+        sources = set(frame.get(latency_column("source", device), pd.Series(dtype=object)).dropna())
         sources = {"table" if s == "measured" else s for s in sources}  # "measured": a table, before 2026-12-07
-        runtimes = set(frame.get(f"latency_runtime@{device}", pd.Series(dtype=object)).dropna())
+        runtimes = set(frame.get(latency_column("runtime", device), pd.Series(dtype=object)).dropna())
         runtime = "/".join(sorted(runtimes)) or "torch"  # trials stored before runtimes were recorded
         said = {
             "whole": f"trained networks measured whole in {runtime} on {device}, against the all-conv baseline "

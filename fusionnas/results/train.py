@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 from fusionnas.errors import UserError
-from fusionnas.evaluators.data import get_dataset, iterate_batches
+from fusionnas.evaluators.data import get_dataset
 from fusionnas.evaluators.proxy import ProxyBudget, planned_steps, resolve_device, train_proxy
+from fusionnas.evaluators.training import atomic_save, evaluate
 from fusionnas.spaces import Arch, get_space
 
 __all__ = ["TrainProgress", "TrainResult", "read_arch", "train_arch"]
@@ -83,16 +84,6 @@ def read_arch(path: str | Path) -> Arch:
                          f"`fusionnas show SPACE --json`") from None
 
 
-@torch.no_grad()
-def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std, resolution: int | None,
-              device: torch.device) -> float:
-    model.eval()
-    correct = 0
-    for xb, yb in iterate_batches(x.to(device), y.to(device), 512, mean=mean, std=std, resolution=resolution):
-        correct += int((model(xb).argmax(dim=1) == yb).sum())
-    return correct / max(1, len(y))
-
-
 def train_arch(arch_path: str | Path, dataset: str, epochs: float, out: str | Path | None = None, *,
                root: str | None = None, batch_size: int = 128, lr: float = 0.05, resolution: int | None = None,
                data_fraction: float = 1.0, device: str = "auto", seed: int = 0, progress: bool = False,
@@ -127,8 +118,9 @@ def train_arch(arch_path: str | Path, dataset: str, epochs: float, out: str | Pa
     result = train_proxy(model, data, budget, progress=progress, on_step=on_step)
     test = None
     if data.x_test is not None and data.y_test is not None:
-        test = _accuracy(model, data.x_test, data.y_test, data.mean, data.std, resolution,
-                         resolve_device(device))
+        on = resolve_device(device)
+        test, _ = evaluate(model, data.x_test.to(on), data.y_test.to(on), 512, mean=data.mean, std=data.std,
+                           resolution=resolution)
     checkpoint = {
         "arch": arch.to_json(), "archid": arch.archid, "num_classes": data.num_classes,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -136,9 +128,7 @@ def train_arch(arch_path: str | Path, dataset: str, epochs: float, out: str | Pa
         "test_accuracy": test, "epochs": result.epochs, "train_seconds": result.train_seconds,
         "init": str(init) if init is not None else None, "data": data.describe(),
     }
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(out)
+    atomic_save(checkpoint, out)
     return TrainResult(out, result.val_accuracy, test, result.train_seconds, result.epochs)
 
 

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
-import importlib.util
-import logging
 import re
 import tomllib
 import types
@@ -19,31 +16,24 @@ from pathlib import Path
 from typing import Any
 
 from fusionnas.plugins import PluginError, load_plugins
-from fusionnas.search.config import (
-    Budget,
-    Constraints,
-    DatasetConfig,
-    Objective,
-    SamplerConfig,
-    StudyConfig,
-)
+from fusionnas.search.config import Budget, StudyConfig
 from fusionnas.search.problems import StudyConfigError, StudyConfigProblem, choice
+from fusionnas.search.sampler_config import SamplerConfig
 from fusionnas.search.space_config import SpaceRestriction
+from fusionnas.search.study_sections import Constraints, DatasetConfig, Objective
 
-__all__ = ["load_study_config", "parse_study_config"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["load_study_config", "parse_study_config", "resolve_storage", "value_kind"]
 
 # --- reading TOML -------------------------------------------------------------------------
 
 _KINDS = {str: "str", int: "int", float: "number", bool: "bool"}
 
 
-def _kind(hint: Any) -> str:
+def value_kind(hint: Any) -> str:
     """The study-file kind of a field's type hint (``int | None`` -> ``"int"``)."""
     origin, args = typing.get_origin(hint), [a for a in typing.get_args(hint) if a is not type(None)]
     if origin in (typing.Union, types.UnionType):
-        return _kind(args[0])
+        return value_kind(args[0])
     if origin is tuple:
         return "table_list" if dataclasses.is_dataclass(args[0]) else "str_list"
     if dataclasses.is_dataclass(hint) or origin is Mapping:
@@ -54,7 +44,7 @@ def _kind(hint: Any) -> str:
 def _schema(cls: type) -> dict[str, tuple[str, str]]:
     """key -> (kind, example value for the fix), for the fields of ``cls`` made by ``key``."""
     hints = typing.get_type_hints(cls)
-    return {f.name: (_kind(hints[f.name]), f.metadata["example"])
+    return {f.name: (value_kind(hints[f.name]), f.metadata["example"])
             for f in dataclasses.fields(cls) if "example" in f.metadata}
 
 
@@ -144,7 +134,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str, problems: list,
 JOURNAL_SUFFIXES = (".log", ".journal")
 
 
-def _resolve_storage(storage: str | None, base: Path, stem: str) -> str:
+def resolve_storage(storage: str | None, base: Path, stem: str) -> str:
     """SQLite and journal URLs and bare paths become absolute, relative to the study file's folder.
 
     A bare path is a SQLite file, or an Optuna journal file when it ends in
@@ -164,25 +154,16 @@ def _resolve_storage(storage: str | None, base: Path, stem: str) -> str:
     return storage
 
 
-def _registry(kind: str, space: str | None = None) -> Collection[str] | None:
-    """Names registered by the other packages, or None while that registry does not exist."""
-    module_name, function = {
-        "space": ("fusionnas.spaces", "list_spaces"),
-        "preset": ("fusionnas.spaces", "get_space"),
-        "dataset": ("fusionnas.evaluators.data", "list_datasets"),
-        "device": ("fusionnas.evaluators.latency", "list_devices"),
-    }[kind]
-    if importlib.util.find_spec(module_name) is None:
-        logger.info("%s names left unchecked: %s is not available", kind, module_name)
-        return None
-    lookup = getattr(importlib.import_module(module_name), function, None)
-    if lookup is None:
-        logger.info("%s names left unchecked: %s.%s is missing", kind, module_name, function)
-        return None
+def _registered(kind: str, space: str | None) -> Collection[str] | None:
+    """The names the registries hold for ``kind``; None for the presets of a space not registered."""
+    from fusionnas.evaluators.data import list_datasets
+    from fusionnas.evaluators.latency import list_devices
+    from fusionnas.spaces import get_space, list_spaces
+
     if kind != "preset":
-        return list(lookup())
+        return list({"space": list_spaces, "dataset": list_datasets, "device": list_devices}[kind]())
     try:
-        return list(lookup(space).presets())
+        return list(get_space(str(space)).presets())
     except ValueError:  # a space known to the caller but not registered
         return None
 
@@ -202,7 +183,7 @@ def _name_problems(names: list[tuple[str, str, str]], known: dict[str, Any],
             if isinstance(choices, Mapping):
                 choices = choices.get(space, ())
         if choices is None:
-            choices = _registry(kind, space)
+            choices = _registered(kind, space)
         if choices is not None and name not in choices:
             problems.append(choice(field_, name, choices, kind))
             if kind == "space":
@@ -220,9 +201,8 @@ def parse_study_config(
     """Validate a study mapping (parsed TOML) into a StudyConfig; raise StudyConfigError.
 
     ``known_*`` None looks the names up in the registries (``list_spaces``,
-    ``get_space(space).presets()``, ``list_datasets``, ``list_devices``); a
-    registry not yet present leaves its names unchecked. ``known_presets`` may
-    map space names to their presets.
+    ``get_space(space).presets()``, ``list_datasets``, ``list_devices``);
+    ``known_presets`` may map space names to their presets.
     """
     path = Path(path) if path is not None else None
     problems: list[StudyConfigProblem] = []
@@ -231,57 +211,19 @@ def parse_study_config(
     stem = path.stem if path else str(top.get("name") or "study")
     space, lists = _space_table(top.get("space"), problems)
     field_ = "space.name" if isinstance(top.get("space"), Mapping) else "space"
-    names = [(field_, "space", space)] if space is not None else []  # (field, kind, name)
-    for i, plugin in enumerate(top.get("plugins", [])):  # first: they add operators the rest may name
-        try:
-            load_plugins([plugin], base)
-        except PluginError as error:
-            problems.append(StudyConfigProblem(f"plugins[{i}]", str(error).split("; fix")[0],
-                                               f"put {plugin}.py beside the study file, install it, or remove it"))
-
-    values = _read(top.get("dataset", {}), "dataset", "dataset.", problems)
-    if "root" in values:
-        values["root"] = str((base / Path(values["root"]).expanduser()).resolve())
-    names += [("dataset.name", "dataset", values["name"])] if "name" in values else []
-    dataset = _build(DatasetConfig, values, "dataset.", problems, ("name",))
-    if "dataset" in top and "name" not in top["dataset"]:
-        problems.append(StudyConfigProblem("dataset.name", "missing", 'add name = "cifar10"'))
-    sections = {}
-    for key, cls in (("constraints", Constraints), ("budget", Budget), ("sampler", SamplerConfig)):
-        values = _read(top.get(key, {}), key, f"{key}.", problems)
-        if cls is SamplerConfig and 0 <= top.get("seed", 0) < 2**32:
-            values.setdefault("seed", top.get("seed", 0))  # else the study reports the seed
-        if "latency_device" in values:
-            names.append(("constraints.latency_device", "device", values["latency_device"]))
-        sections[key] = _build(cls, values, f"{key}.", problems)
-    zero_cost_proxy = sections["budget"].zero_cost_proxy if sections["budget"] else "synflow"
-    objectives = []
-    for i, table in enumerate(top.get("objectives", [])):
-        values = _read(table, "objectives", f"objectives[{i}].", problems, required=("metric",))
-        if values.get("metric") == "zero_cost":
-            values.setdefault("proxy", zero_cost_proxy)
-        if "device" in values:
-            names.append((f"objectives[{i}].device", "device", values["device"]))
-        objectives.append(_build(Objective, values, f"objectives[{i}].", problems, ("metric",)))
+    names = [(field_, "space", space)] if space is not None else []  # (field, kind, name) to look up
+    _load_plugins(top.get("plugins", []), base, problems)  # first: they add operators the rest may name
+    dataset = _dataset(top, base, problems, names)
+    sections = {key: _section(top, key, cls, problems, names)
+                for key, cls in (("constraints", Constraints), ("budget", Budget), ("sampler", SamplerConfig))}
+    objectives = _objectives(top, sections["budget"], problems, names)
     names += [(f"enqueue[{i}]", "preset", p) for i, p in enumerate(top.get("enqueue", []))]
-    tables = {}
-    for device, table in top.get("latency_tables", {}).items():
-        names.append((f"latency_tables.{device}", "device", device))
-        tables[device] = str((base / Path(table).expanduser()).resolve()) if isinstance(
-            table, str) and table else table
-    known = {"space": known_spaces, "dataset": known_datasets, "device": known_devices,
-             "preset": known_presets}
+    tables = _latency_tables(top.get("latency_tables", {}), base, names)
+    known = {"space": known_spaces, "dataset": known_datasets, "device": known_devices, "preset": known_presets}
     problems += _name_problems(names, known, space)
-    restriction = None
-    if lists and not any(_root(p.field) == "space" for p in problems):
-        options = {"network_defaults": lists.pop("network_defaults")} if "network_defaults" in lists else {}
-        restriction = _build(SpaceRestriction, {"name": space, "subsets": lists, **options}, "space.", problems)
-
-    # Whole-study checks run even when a part failed (with a stand-in for it); only
-    # their problems about fields not already reported are kept.
-    late: list[StudyConfigProblem] = []
-    config = _build(StudyConfig, dict(
-        name=top.get("name", stem), storage=_resolve_storage(top.get("storage"), base, stem),
+    restriction = _restriction(space, lists, problems)
+    config = _whole_study(dict(
+        name=top.get("name", stem), storage=resolve_storage(top.get("storage"), base, stem),
         space=space or "?", space_restriction=restriction, dataset=dataset or DatasetConfig("?"),
         objectives=tuple(o for o in objectives if o is not None),
         constraints=sections["constraints"] or Constraints(), budget=sections["budget"] or Budget(),
@@ -289,14 +231,88 @@ def parse_study_config(
         timeout_s=top.get("timeout_s"), seed=top.get("seed", 0),
         enqueue=tuple(top.get("enqueue", ())), path=path.resolve() if path else None,
         latency_tables=tables, plugins=tuple(top.get("plugins", ())),
-    ), "", late)
-    reported = {_root(p.field) for p in problems}
-    problems += [p for p in late if _root(p.field) not in reported]
+    ), problems)
     meant = {p.meant for p in problems if isinstance(p, _Misspelt)} - {""}
     problems = [p for p in problems if p.field not in meant]  # `step = 8`: not also "add steps"
     if config is not None and not problems:
         return config
     raise StudyConfigError(problems, path)
+
+
+def _load_plugins(plugins: Sequence[str], base: Path, problems: list) -> None:
+    """Import each plugin module; one that fails is a problem of its ``plugins[i]``."""
+    for i, plugin in enumerate(plugins):
+        try:
+            load_plugins([plugin], base)
+        except PluginError as error:
+            problems.append(StudyConfigProblem(f"plugins[{i}]", error.problem,
+                                               f"put {plugin}.py beside the study file, install it, or remove it"))
+
+
+def _dataset(top: Mapping[str, Any], base: Path, problems: list, names: list) -> DatasetConfig | None:
+    """The ``[dataset]`` table (its root resolved beside the study file), or None with its problems."""
+    values = _read(top.get("dataset", {}), "dataset", "dataset.", problems)
+    if "root" in values:
+        values["root"] = str((base / Path(values["root"]).expanduser()).resolve())
+    if "name" in values:
+        names.append(("dataset.name", "dataset", values["name"]))
+    dataset = _build(DatasetConfig, values, "dataset.", problems, ("name",))
+    if "dataset" in top and "name" not in top["dataset"]:
+        problems.append(StudyConfigProblem("dataset.name", "missing", 'add name = "cifar10"'))
+    return dataset
+
+
+def _section(top: Mapping[str, Any], key: str, cls: type, problems: list, names: list) -> Any:
+    """The ``[constraints]``, ``[budget]`` or ``[sampler]`` table, or None with its problems."""
+    values = _read(top.get(key, {}), key, f"{key}.", problems)
+    if cls is SamplerConfig and 0 <= top.get("seed", 0) < 2**32:
+        values.setdefault("seed", top.get("seed", 0))  # else the study reports the seed
+    if "latency_device" in values:
+        names.append(("constraints.latency_device", "device", values["latency_device"]))
+    return _build(cls, values, f"{key}.", problems)
+
+
+def _objectives(top: Mapping[str, Any], budget: Budget | None, problems: list,
+                names: list) -> list[Objective | None]:
+    """Each ``[[objectives]]`` table, None where it has problems; a zero_cost one defaults to the
+    budget's proxy."""
+    zero_cost_proxy = budget.zero_cost_proxy if budget else "synflow"
+    objectives = []
+    for i, table in enumerate(top.get("objectives", [])):
+        prefix = f"objectives[{i}]."
+        values = _read(table, "objectives", prefix, problems, required=("metric",))
+        if values.get("metric") == "zero_cost":
+            values.setdefault("proxy", zero_cost_proxy)
+        if "device" in values:
+            names.append((f"{prefix}device", "device", values["device"]))
+        objectives.append(_build(Objective, values, prefix, problems, ("metric",)))
+    return objectives
+
+
+def _latency_tables(tables: Mapping[str, Any], base: Path, names: list) -> dict[str, Any]:
+    """Device -> table file resolved beside the study file; a bad entry is left for StudyConfig."""
+    for device in tables:
+        names.append((f"latency_tables.{device}", "device", device))
+    return {device: str((base / Path(table).expanduser()).resolve()) if isinstance(table, str) and table
+            else table for device, table in tables.items()}
+
+
+def _restriction(space: str | None, lists: dict[str, Any], problems: list) -> SpaceRestriction | None:
+    """The ``[space]`` table's lists, checked once its space is sound."""
+    if not lists or any(_root(p.field) == "space" for p in problems):
+        return None
+    options = {"network_defaults": lists.pop("network_defaults")} if "network_defaults" in lists else {}
+    return _build(SpaceRestriction, {"name": space, "subsets": lists, **options}, "space.", problems)
+
+
+def _whole_study(values: dict[str, Any], problems: list) -> StudyConfig | None:
+    """The StudyConfig of ``values``. Its whole-study checks run even when a part failed (with a
+    stand-in for it); only their problems about fields not already reported are kept."""
+    late: list[StudyConfigProblem] = []
+    config = _build(StudyConfig, values, "", late)
+    reported = {_root(p.field) for p in problems}
+    problems += [p for p in late if _root(p.field) not in reported]
+    return config
 
 
 def _space_table(value: Any, problems: list) -> tuple[str | None, dict[str, Any]]:

@@ -67,13 +67,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fusionnas.metrics import METRICS as METRIC_RECORDS
-from fusionnas.metrics import ZERO_COST_PROXIES, column_of
-from fusionnas.errors import UserError
-from fusionnas.runtime_names import RUNTIMES, check_runtime_device, default_runtime
+from fusionnas.metrics import ZERO_COST_PROXIES
+from fusionnas.runtime_names import default_runtime
+from fusionnas.search.estimators import ESTIMATORS, Estimator, estimator_for
 from fusionnas.search.problems import StudyConfigError, StudyConfigProblem, choice, positive, raise_if, study_key
 from fusionnas.search.sampler_config import SAMPLERS, SamplerConfig
 from fusionnas.search.space_config import SpaceRestriction
+from fusionnas.search.study_sections import METRICS, Constraints, DatasetConfig, Objective
 
 if TYPE_CHECKING:
     import optuna
@@ -87,161 +87,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METRICS = tuple(METRIC_RECORDS)
-DIRECTIONS = ("maximize", "minimize")
-MEASURABLE = ("cpu", "cuda")  # latency devices this machine times; the others are estimates at batch 1
-BUDGET_KINDS = ("proxy", "zero_cost", "supernet")
-
-
-@dataclass(frozen=True)
-class DatasetConfig:
-    """Where training and validation images come from (``root`` None: the loader's default)."""
-
-    name: str = study_key('"cifar10"', doc="the dataset (`dataset = \"digits\"` is short for this table with "
-                          "a name only)")
-    root: str | None = study_key('"data"', None, doc="folder of its files, relative to the study file; default: "
-                                 "`$FUSIONNAS_DATA`, else ~/.cache/fusionnas/data")
-    val_fraction: float | None = study_key('0.1', None, doc="share of the training files held out to score "
-                                           "proxies; default: the dataset's own")
-
-    def __post_init__(self) -> None:
-        problems: list[StudyConfigProblem] = []
-        if not self.name:
-            problems.append(StudyConfigProblem("name", "is empty", 'write name = "cifar10"'))
-        if self.val_fraction is not None and not 0 < self.val_fraction < 1:
-            problems.append(StudyConfigProblem(
-                "val_fraction", f"must lie in (0, 1), got {self.val_fraction!r}",
-                "write val_fraction = 0.1"))
-        raise_if(problems)
-
-
-def _runtime_problems(problems: list[StudyConfigProblem], owner: Any, key: str, applies: bool,
-                      otherwise: str, device: str | None, *, fill: bool = True) -> None:
-    """Check ``owner.<key>`` (a latency runtime); ``fill`` puts in the device's default."""
-    runtime = getattr(owner, key)
-    if not applies:
-        if runtime is not None:
-            problems.append(StudyConfigProblem(key, otherwise, f"remove the {key} key"))
-        return
-    if runtime is None:
-        if fill:
-            object.__setattr__(owner, key, default_runtime(str(device)))
-    elif runtime not in RUNTIMES:
-        problems.append(choice(key, runtime, RUNTIMES, "runtime"))
-    elif device in MEASURABLE:
-        try:
-            check_runtime_device(runtime, device)
-        except UserError as error:
-            problem, _, fix = str(error).partition("; ")
-            problems.append(StudyConfigProblem(key, problem, fix))
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One value a trial reports; ``latency`` needs a ``device`` (and has a ``runtime``),
-    ``zero_cost`` a ``proxy``."""
-
-    metric: str = study_key('"accuracy"', doc="what the objective measures", choices=METRICS)
-    direction: str | None = study_key('"maximize"', None, choices=DIRECTIONS, doc="default: the metric's "
-                                      "natural one (maximize accuracy and zero_cost, minimize costs)")
-    device: str | None = study_key('"jetson-nano"', None, doc="latency only (and required): the device it is "
-                                   "measured on, or estimated for")
-    proxy: str | None = study_key('"synflow"', None, choices=ZERO_COST_PROXIES,
-                                  doc="zero_cost only (and required): the score")
-    runtime: str | None = study_key('"onnxruntime"', None, choices=RUNTIMES, doc="latency only: what runs the "
-                                    "network; default: the device's (onnxruntime, torch on cuda)")
-    batch_size: int | None = study_key('8', None, doc="latency on cpu or cuda only: images per run (also that "
-                                       "device's limit's); default 1")
-
-    def __post_init__(self) -> None:
-        problems: list[StudyConfigProblem] = []
-        positive(problems, "batch_size", self.batch_size, "write batch_size = 8 or remove it")
-        if self.metric not in METRICS:
-            problems.append(choice("metric", self.metric, METRICS, "metric"))
-        if self.direction is None:
-            natural = METRIC_RECORDS[self.metric].direction if self.metric in METRIC_RECORDS else "minimize"
-            object.__setattr__(self, "direction", natural)
-        elif self.direction not in DIRECTIONS:
-            problems.append(choice("direction", self.direction, DIRECTIONS, "direction"))
-        if self.metric not in METRICS:  # which keys it takes depends on the metric: judged once it is known
-            raise_if(problems)
-        if self.batch_size is not None and not (self.metric == "latency" and self.device in MEASURABLE):
-            problems.append(StudyConfigProblem(
-                "batch_size", f"only latency objectives on {' or '.join(MEASURABLE)} take a batch size, not "
-                f"{self.metric!r}{f' on {self.device}' if self.device else ''} (estimates are at batch 1)",
-                "remove the batch_size key"))
-        if self.metric == "latency" and self.device is None:
-            problems.append(StudyConfigProblem(
-                "device", "a latency objective needs a device", 'add device = "jetson-nano"'))
-        if self.metric != "latency" and self.device is not None:
-            problems.append(StudyConfigProblem(
-                "device", f"only latency objectives take a device, not {self.metric!r}",
-                "remove the device key"))
-        _runtime_problems(problems, self, "runtime", self.metric == "latency" and self.device is not None,
-                          "only latency objectives take a runtime", self.device)
-        if self.metric == "zero_cost" and self.proxy is None:
-            problems.append(StudyConfigProblem(
-                "proxy", "a zero_cost objective needs a proxy", 'add proxy = "synflow"'))
-        elif self.metric == "zero_cost" and self.proxy not in ZERO_COST_PROXIES:
-            problems.append(choice("proxy", self.proxy, ZERO_COST_PROXIES, "zero-cost proxy"))
-        if self.metric != "zero_cost" and self.proxy is not None:
-            problems.append(StudyConfigProblem(
-                "proxy", f"only zero_cost objectives take a proxy, not {self.metric!r}",
-                "remove the proxy key"))
-        raise_if(problems)
-
-    @property
-    def name(self) -> str:
-        """Display name with unit and device, e.g. ``latency_ms@jetson-nano``."""
-        return column_of(self.metric, self.device, self.proxy)
-
-
-@dataclass(frozen=True)
-class Constraints:
-    """Hard limits; an architecture over any of them is recorded but never trained."""
-
-    max_flops: float | None = study_key('3e8', None, doc="FLOPs (fvcore: one multiply-add is 1) at the "
-                                        "space's input size")
-    max_params: float | None = study_key('2e6', None, doc="trainable parameters")
-    max_latency_ms: float | None = study_key('12.0', None, doc="milliseconds on latency_device (the cheap "
-                                             "estimate decides training; a measured network is judged again)")
-    latency_device: str | None = study_key('"jetson-nano"', None, doc="device of max_latency_ms (required "
-                                           "with it)")
-    max_memory_mb: float | None = study_key('64.0', None, doc="peak activation memory, MB at batch 1")
-    latency_runtime: str | None = study_key('"onnxruntime"', None, choices=RUNTIMES, doc="runtime of "
-                                            "max_latency_ms; default: a latency objective's on the same "
-                                            "device, else the device's")
-
-    def __post_init__(self) -> None:
-        problems: list[StudyConfigProblem] = []
-        for key in ("max_flops", "max_params", "max_latency_ms", "max_memory_mb"):
-            positive(problems, key, getattr(self, key), "use a positive limit or remove the key")
-        if self.max_latency_ms is not None and self.latency_device is None:
-            problems.append(StudyConfigProblem(
-                "latency_device", "max_latency_ms needs the device it is measured on",
-                'add latency_device = "jetson-nano"'))
-        if self.latency_device is not None and self.max_latency_ms is None:
-            problems.append(StudyConfigProblem(
-                "latency_device", "has no effect without max_latency_ms",
-                "add max_latency_ms = 12.0 or remove latency_device"))
-        _runtime_problems(problems, self, "latency_runtime", self.latency_device is not None,
-                          "has no effect without latency_device", self.latency_device, fill=False)
-        raise_if(problems)
-
-    @property
-    def limits(self) -> dict[str, float]:
-        """The active limits keyed by measurement: flops, params, latency_ms, memory_mb."""
-        pairs = {"flops": self.max_flops, "params": self.max_params,
-                 "latency_ms": self.max_latency_ms, "memory_mb": self.max_memory_mb}
-        return {k: v for k, v in pairs.items() if v is not None}
-
-    def violations(self, measured: Mapping[str, float]) -> dict[str, float]:
-        """``measured - limit`` per active limit (<= 0: feasible), for ``trial.set_constraint``."""
-        missing = [k for k in self.limits if k not in measured]
-        if missing:
-            raise ValueError(f"constraints need measured {', '.join(missing)}; "
-                             f"got only {', '.join(sorted(measured)) or 'nothing'}")
-        return {k: float(measured[k]) - limit for k, limit in self.limits.items()}
+BUDGET_KINDS = tuple(ESTIMATORS)  # as registered when the study file is read
 
 
 @dataclass(frozen=True)
@@ -278,8 +124,8 @@ class Budget:
 
     def __post_init__(self) -> None:
         problems: list[StudyConfigProblem] = []
-        if self.kind not in BUDGET_KINDS:
-            problems.append(choice("kind", self.kind, BUDGET_KINDS, "budget kind"))
+        if self.kind not in ESTIMATORS:
+            problems.append(choice("kind", self.kind, tuple(ESTIMATORS), "budget kind"))
         if self.epochs is not None and self.steps is not None:
             problems.append(StudyConfigProblem(
                 "steps", "set together with epochs", "keep epochs or steps, not both"))
@@ -294,13 +140,8 @@ class Budget:
         if self.reduction < 2:
             problems.append(StudyConfigProblem("reduction", f"must be >= 2, got {self.reduction}",
                                                "write reduction = 3 (each rung keeps its best third)"))
-        if self.rungs > 1 and self.kind == "zero_cost":
-            problems.append(StudyConfigProblem("rungs", "a zero_cost budget trains nothing, so it has no rungs",
-                                               "remove rungs"))
-        elif self.rungs > 1 and self.steps is None:
-            problems.append(StudyConfigProblem(
-                "steps", f"rungs = {self.rungs} needs training counted in steps (the top rung's)",
-                f"{'replace epochs with' if self.epochs is not None else 'add'} steps = 400, or remove rungs"))
+        if self.kind in ESTIMATORS:
+            problems += self.estimator.problems(self)
         positive(problems, "supernet_steps", self.supernet_steps, "write supernet_steps = 600")
         if self.bn_recalibration < 0:
             problems.append(StudyConfigProblem(
@@ -319,20 +160,14 @@ class Budget:
                 "zero_cost_proxy", self.zero_cost_proxy, ZERO_COST_PROXIES, "zero-cost proxy"))
         raise_if(problems)
 
+    @property
+    def estimator(self) -> type[Estimator]:
+        """The class that judges architectures under this budget (:mod:`fusionnas.search.estimators`)."""
+        return estimator_for(self.kind)
+
     def describe(self) -> str:
         """One line for titles: ``proxy training, rungs of 12, 48 steps, batch 32, 16 px``."""
-        from fusionnas.search.rungs import Rungs
-
-        size = f", {self.resolution} px" if self.resolution else ""
-        if self.kind == "zero_cost":
-            return f"zero-cost {self.zero_cost_proxy} score at initialisation{size}"
-        steps = Rungs.of(self).steps
-        length = (f"{self.epochs or 1:g} epochs" if self.steps is None else
-                  f"rungs of {', '.join(map(str, steps))} steps" if len(steps) > 1 else f"{self.steps} steps")
-        head = f"supernet ({self.supernet_steps} steps), then " if self.kind == "supernet" else "proxy training, "
-        batch = f", batch {self.batch_size}" if self.batch_size else ""
-        share = f", {self.data_fraction:.0%} of the data" if self.data_fraction < 1 else ""
-        return f"{head}{length}{batch}{size}{share}"
+        return self.estimator.describe(self)
 
     def proxy_options(self) -> dict[str, Any]:
         """The training options that are set, as ``ProxyBudget(**options)`` keywords."""
@@ -394,7 +229,7 @@ class StudyConfig:
             if name in names[:i]:
                 problems.append(StudyConfigProblem(
                     f"objectives[{i}]", f"repeats objective {name!r}", "remove the duplicate"))
-            if name == "accuracy" and self.budget.kind == "zero_cost":
+            if name == "accuracy" and not self.budget.estimator.trains:
                 problems.append(StudyConfigProblem(
                     f"objectives[{i}].metric", "accuracy needs training but budget.kind is "
                     "'zero_cost'", 'use metric = "zero_cost" or budget.kind = "proxy"'))
@@ -418,7 +253,7 @@ class StudyConfig:
                     f'write {device} = "{device}.json"'))
         runtimes: dict[str, str] = {}
         latency = [(f"objectives[{i}].runtime", o.device, o.runtime) for i, o in enumerate(self.objectives)
-                   if o.metric == "latency"]
+                   if o.device is not None]
         latency.append(("constraints.latency_runtime", self.constraints.latency_device,
                         self.constraints.latency_runtime))
         for key, device, runtime in latency:
@@ -442,7 +277,7 @@ class StudyConfig:
     @property
     def latency_runtimes(self) -> dict[str, str]:
         """Device -> runtime of every latency the study measures (objectives and the limit)."""
-        runtimes = {str(o.device): str(o.runtime) for o in self.objectives if o.metric == "latency"}
+        runtimes = {str(o.device): str(o.runtime) for o in self.objectives if o.device is not None}
         device = self.constraints.latency_device
         if device is not None:
             runtimes.setdefault(device, self.constraints.latency_runtime or default_runtime(device))
@@ -452,7 +287,7 @@ class StudyConfig:
     def latency_batch_sizes(self) -> dict[str, int]:
         """Device -> images per run of its latency (an objective's ``batch_size``, else 1)."""
         return {device: next((int(o.batch_size) for o in self.objectives
-                              if o.metric == "latency" and o.device == device and o.batch_size), 1)
+                              if o.device == device and o.batch_size), 1)
                 for device in self.latency_runtimes}
 
     @property
@@ -500,8 +335,7 @@ class StudyConfig:
             del data["budget"]["bn_recalibration"]
         if data["budget"]["rungs"] == 1:
             del data["budget"]["rungs"], data["budget"]["reduction"]
-        if data["budget"]["kind"] != "supernet":
-            del data["budget"]["supernet_steps"]
+        data["budget"] = self.budget.estimator.fingerprinted(data["budget"])
         for objective in data["objectives"]:
             if objective.get("runtime") in (None, "torch"):
                 del objective["runtime"]

@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING
 
 from optuna.trial import TrialState
 
+from fusionnas.trial_record import TrialRecord
+
 if TYPE_CHECKING:
     import optuna
 
@@ -246,18 +248,18 @@ def claim_archid(trial: optuna.Trial, archid: str, fingerprint: str, *, rung: in
     evaluating.) A claimer that fails or dies (FAIL) releases its claim.
     """
     with study_lock(trial.study):
-        same = [t for t in trial.study.get_trials(deepcopy=False)
-                if t.number != trial.number and t.user_attrs.get("archid") == archid
-                and t.user_attrs.get("fingerprint") == fingerprint and t.user_attrs.get("rung", 0) == rung]
-        done = [t for t in same if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-        evaluated = [t for t in done if t.user_attrs.get("evaluated")]
+        records = {t.number: (t, TrialRecord.read(t)) for t in trial.study.get_trials(deepcopy=False)
+                   if t.number != trial.number}
+        same = {n: (t, r) for n, (t, r) in records.items()
+                if (r.archid, r.fingerprint, r.rung) == (archid, fingerprint, rung)}
+        done = [t for t, _ in same.values() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        evaluated = [t for t in done if same[t.number][1].evaluated]
         if evaluated:
             return Claim(reuse=min(evaluated, key=lambda t: t.number))
-        running = [t for t in same if t.state == TrialState.RUNNING]
+        running = [t for t, _ in same.values() if t.state == TrialState.RUNNING]
         if running and not force:
             return Claim(wait_for=min(running, key=lambda t: t.number))
-        trial.set_user_attr("archid", archid)
-        trial.set_user_attr("fingerprint", fingerprint)
+        TrialRecord(archid=archid, fingerprint=fingerprint).write(trial)
     costed = max(done, key=lambda t: (t.state == TrialState.COMPLETE, -t.number)) if done else None
     return Claim(costed=costed)
 

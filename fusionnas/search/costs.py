@@ -8,47 +8,47 @@ the runner for its checks before the first trial. Latency comes twice:
   the network's parts in the study's latency table (one per device, in the
   study's runtime for it; measured tables are kept in the artifacts folder,
   merged with other workers'), or the Jetson estimate
-  (``latency_source@<device>`` ``table`` or ``estimated``);
+  (source ``table`` or ``estimated``);
 * after training, on a device this machine can run (``cpu``, ``cuda``), the
   whole trained network as deployed (exported, in the study's runtime),
   timed against the space's baseline beside it
   (:mod:`fusionnas.evaluators.deployed`; source ``whole``), one measurement at a
   time per machine while every worker on it pauses its training
   (:class:`~fusionnas.search.quiet_host.QuietHost`). The table's figure is
-  kept as ``latency_estimate_ms@<device>``, the ratio to the baseline as
-  ``latency_ratio@<device>``.
+  kept as the estimate, beside the ratio to the baseline
+  (:class:`~fusionnas.trial_record.Latency`).
 """
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from fusionnas.atomic import atomic_path
 from fusionnas.evaluators import count_flops, count_params, elementwise_flops
 from fusionnas.evaluators.deployed import DeployedLatencyMeter
 from fusionnas.evaluators.latency import MEASURABLE_DEVICES, LatencyModel, host_description, peak_activation_bytes
 from fusionnas.evaluators.parts import model_parts
 from fusionnas.interrupts import STOP
+from fusionnas.metrics import column_of
 from fusionnas.search.quiet_host import QuietHost
-from fusionnas.spaces import Arch, InvertedResidual, get_space
+from fusionnas.spaces import Arch, InvertedResidual
+from fusionnas.trial_record import COSTS, Latency, TrialRecord
 
 if TYPE_CHECKING:
     from fusionnas.search.config import StudyConfig
+    from fusionnas.spaces import Space
 
-__all__ = ["CostEvaluator", "COST_KEYS", "LATENCY_PREFIXES", "one_thread"]
+__all__ = ["CostEvaluator", "COST_KEYS", "one_thread"]
 
 logger = logging.getLogger(__name__)
 
-COST_KEYS = ("params", "flops", "memory_mb")  # plus latency_ms@<device>
-# Per-device latency attributes of a trial, copied with its costs when an architecture is reused.
-LATENCY_PREFIXES = ("latency_ms@", "latency_source@", "latency_runtime@", "latency_estimate_ms@",
-                    "latency_ratio@", "latency_reference_ms@")
-_CONSTRAINT_COST = {"flops": "flops", "params": "params", "memory_mb": "memory_mb"}
+COST_KEYS = COSTS  # plus a latency per device
 
 
 @contextmanager
@@ -67,15 +67,16 @@ class CostEvaluator:
     """Costs of architectures under one study's terms.
 
     Args:
-        config: the study (its space, latency devices and runtimes, tables, limits).
+        config: the study (its latency devices and runtimes, tables, limits).
         artifacts: folder where measured latency tables are kept (None: kept in memory only).
+        space: the space the study searches (default: the config's).
     """
 
-    def __init__(self, config: StudyConfig, artifacts: Path | None = None) -> None:
+    def __init__(self, config: StudyConfig, artifacts: Path | None = None, *, space: Space | None = None) -> None:
         self.config = config
-        self.space = get_space(config.space)
+        self.space = space if space is not None else config.search_space()
         self.artifacts = Path(artifacts) if artifacts is not None else None
-        devices = [o.device for o in config.objectives if o.metric == "latency"]
+        devices = [o.device for o in config.objectives if o.device is not None]
         devices.append(config.constraints.latency_device)
         self.latency_devices: list[str] = list(dict.fromkeys(d for d in devices if d))
         self._tables: dict[str, LatencyModel] = {}
@@ -86,53 +87,50 @@ class CostEvaluator:
 
     @property
     def names(self) -> list[str]:
-        """The cost keys a trial records (``latency_ms@<device>`` per latency device)."""
-        return [*COST_KEYS, *(f"latency_ms@{d}" for d in self.latency_devices)]
+        """The costs a trial records, as columns (``latency_ms@<device>`` per latency device)."""
+        return [*COSTS, *(column_of("latency", d) for d in self.latency_devices)]
 
-    def costs(self, arch: Arch, model: torch.nn.Module, known: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The costs of ``arch`` (built as ``model``) missing from ``known``; a latency comes with
-        ``latency_source@<device>`` (measured or estimated) and ``latency_runtime@<device>``."""
-        known = known or {}
-        costs: dict[str, Any] = {}
+    def complete(self, record: TrialRecord) -> bool:
+        """Whether ``record`` holds every cost this study records."""
+        return set(COSTS) <= set(record.costs) and set(self.latency_devices) <= set(record.latencies)
+
+    def measure(self, arch: Arch, model: torch.nn.Module, record: TrialRecord | None = None) -> TrialRecord:
+        """``record`` (default: a new one) with the costs of ``arch`` (built as ``model``) it lacks; a
+        latency from the device's table, with its source (``table`` or ``estimated``) and runtime."""
+        record = record if record is not None else TrialRecord()
+        measures = {"params": count_params, "flops": self.flops,
+                    "memory_mb": lambda m: peak_activation_bytes(m, self.space.input_shape) / 2**20}
         with one_thread():
-            if "params" not in known:
-                costs["params"] = count_params(model)
-            if "flops" not in known:
-                costs["flops"] = self.flops(model)
-            if "memory_mb" not in known:
-                costs["memory_mb"] = peak_activation_bytes(model, self.space.input_shape) / 2**20
+            for name, measure in measures.items():
+                if name not in record.costs:
+                    record.costs[name] = measure(model)
         for device in self.latency_devices:
-            if f"latency_ms@{device}" not in known:
+            if device not in record.latencies:
                 table = self.latency_table(device)
-                costs[f"latency_ms@{device}"] = table.predict(arch)
-                costs[f"latency_source@{device}"] = "estimated" if table.is_estimate else "table"
-                costs[f"latency_runtime@{device}"] = table.runtime
-        return costs
+                record.latencies[device] = Latency(table.predict(arch), "estimated" if table.is_estimate else "table",
+                                                   table.runtime)
+        return record
 
     @property
     def measured_devices(self) -> list[str]:
         """The latency devices whose trained networks are measured whole here (``cpu``, ``cuda``)."""
         return [d for d in self.latency_devices if d in MEASURABLE_DEVICES]
 
-    def whole_latencies(self, model: torch.nn.Module, num_classes: int,
-                        known: Mapping[str, Any]) -> dict[str, Any]:
-        """``model`` (trained) measured whole as deployed on every device of :attr:`measured_devices`:
-        ``latency_ms@<device>`` (source ``whole``), with the table's estimate of ``known`` kept as
-        ``latency_estimate_ms@<device>`` and the ratio to the space's baseline."""
-        measured: dict[str, Any] = {}
+    def measure_whole(self, model: torch.nn.Module, num_classes: int, record: TrialRecord) -> None:
+        """``model`` (trained) measured whole as deployed on every device of :attr:`measured_devices`,
+        into ``record.latencies`` (source ``whole``, with the ratio to the space's baseline run beside
+        it); the table's figure it replaces is kept as the estimate."""
         for device in self.measured_devices:
             model.to(device)
             meter = self._meter(device, num_classes)
             run = meter.prepare(model)  # the export, while the other workers train
             with self.host.measuring():
                 whole = meter.time(run)
-            estimate = known.get(f"latency_ms@{device}")
-            if known.get(f"latency_source@{device}") != "whole" and estimate is not None:
-                measured[f"latency_estimate_ms@{device}"] = estimate
-            measured.update({f"latency_ms@{device}": whole.ms, f"latency_source@{device}": "whole",
-                             f"latency_ratio@{device}": whole.ratio,
-                             f"latency_reference_ms@{device}": whole.reference_ms})
-        return measured
+            known = record.latencies.get(device)
+            estimate = known.estimate_ms if known is not None and known.measured_whole else (
+                known.ms if known is not None else None)
+            runtime = known.runtime if known is not None else self.config.latency_runtimes[device]
+            record.latencies[device] = Latency(whole.ms, "whole", runtime, estimate, whole.ratio, whole.reference_ms)
 
     def _meter(self, device: str, num_classes: int) -> DeployedLatencyMeter:
         """The meter of ``device``, its reference the space's baseline with ``num_classes`` classes;
@@ -151,9 +149,8 @@ class CostEvaluator:
         meter = DeployedLatencyMeter(reference, self.space.input_shape, runtime, device, batch_size=batch,
                                      reference_ms=known_ms)
         if path is not None and known_ms is None:
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(json.dumps({**record, "ms": meter.reference_ms}, indent=1) + "\n")
-            tmp.replace(path)
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps({**record, "ms": meter.reference_ms}, indent=1) + "\n")
         self._meters[key] = meter
         return meter
 
@@ -188,12 +185,12 @@ class CostEvaluator:
             self._part_flops[key] = count_flops(module, (1, *input_shape))
         return self._part_flops[key]
 
-    def constraint_measures(self, costs: Mapping[str, Any]) -> dict[str, float]:
+    def constraint_measures(self, record: TrialRecord) -> dict[str, float]:
         """What the study's limits compare: ``flops``, ``params``, ``memory_mb``, ``latency_ms``."""
-        measured = {key: costs[name] for key, name in _CONSTRAINT_COST.items() if name in costs}
+        measured = dict(record.costs)
         device = self.config.constraints.latency_device
         if device is not None:
-            measured["latency_ms"] = costs[f"latency_ms@{device}"]
+            measured["latency_ms"] = record.latencies[device].ms
         return measured
 
     def latency_table(self, device: str) -> LatencyModel:

@@ -15,10 +15,10 @@ For every trial :class:`SearchObjective`
    completes with its measured costs and the worst value of every objective
    it did not measure (accuracy 0, a zero-cost score -inf), which Optuna's
    constrained TPE and NSGA-II rank behind every feasible trial;
-5. evaluates it: a zero-cost score (``budget.kind = "zero_cost"``), the
-   accuracy it inherits from the study's supernet (``"supernet"``, rung 0;
-   :mod:`fusionnas.search.shared_weights`), or proxy training to its rung's
-   steps (a promotion resumes from the lower rung's weights;
+5. evaluates it with the budget's :class:`~fusionnas.search.estimators.Estimator`:
+   a zero-cost score (``budget.kind = "zero_cost"``), the accuracy it inherits
+   from the study's supernet (``"supernet"``, rung 0), or proxy training to its
+   rung's steps (a promotion resumes from the lower rung's weights;
    :mod:`fusionnas.search.rungs`), optionally only for the architectures whose zero-cost score
    reaches the top ``budget.prefilter`` share of the study so far (the rest
    are PRUNED, ``prefiltered`` set); trained weights go to the artifacts
@@ -29,105 +29,83 @@ For every trial :class:`SearchObjective`
    ``latency_estimate_ms@<device>``; see :mod:`fusionnas.search.costs`), and a
    latency limit on that device is reported on it (``feasible`` may turn false).
 
-Everything lands in the trial's user attributes: ``arch`` (JSON), ``archid``,
-``fingerprint``, every cost, ``latency_source@<device>`` (measured or estimated),
-``latency_runtime@<device>``, ``feasible``,
-``constraint_violations``, ``val_accuracy``, ``val_loss``, ``train_seconds``,
-the zero-cost scores by proxy name, ``weights``, ``reused_from`` and, for a
-failed trial, ``failure_reason``. Any error in a trial fails that trial only.
+Everything lands in the trial's :class:`~fusionnas.trial_record.TrialRecord`:
+the architecture and its archid, every cost, each latency with its source
+and runtime, the limits' verdict, the evaluation, the zero-cost scores, the
+weights' file, the trial it reused and, for a failed trial, why. Any error in
+a trial fails that trial only.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
 
 import optuna
 import torch
 
 from fusionnas.evaluators import iterate_batches
-from fusionnas.evaluators.proxy import ProxyBudget, ProxyResult, planned_steps, recalibrate, train_proxy, validate
+from fusionnas.evaluators.proxy import train_proxy
+from fusionnas.evaluators.training import atomic_save
 from fusionnas.evaluators.zero_cost import score as zero_cost_score
 from fusionnas.interrupts import STOP
-from fusionnas.metrics import attribute_of
+from fusionnas.search.context import StudyContext
 from fusionnas.search.coordination import claim_archid, fail_stale_trials, study_lock
-from fusionnas.search.costs import COST_KEYS, LATENCY_PREFIXES, CostEvaluator, one_thread
-from fusionnas.search.progress import StepTicker
-from fusionnas.search.rungs import Rungs, rung_of
-from fusionnas.search.shared_weights import StudySupernet
+from fusionnas.search.costs import CostEvaluator, one_thread
+from fusionnas.search.estimators import Estimator, Trainer
 from fusionnas.spaces import Arch
+from fusionnas.trial_record import INTERRUPTED, TrialRecord
 
-if TYPE_CHECKING:
-    from fusionnas.evaluators.data import DataSplits
-    from fusionnas.search.config import StudyConfig
-
-__all__ = ["SearchObjective", "TrialFailed", "Trainer", "COST_KEYS", "EVALUATION_KEYS"]
+__all__ = ["SearchObjective", "TrialFailed", "Trainer"]
 
 logger = logging.getLogger(__name__)
 
-# Results of the expensive evaluation, copied when an archid is reused.
-EVALUATION_KEYS = ("val_accuracy", "val_loss", "train_seconds", "proxy_steps", "weights", "evaluated")
 _SCORING_BATCH = 64  # images a zero-cost proxy sees
 
 
-# ``train(model, data, budget, *, on_step)``: how an architecture is trained, the signature of
-# :func:`~fusionnas.evaluators.proxy.train_proxy` (the default); ``on_step(step)`` is called
-# after every optimiser step and may raise to stop.
-Trainer = Callable[..., ProxyResult]
-
-
 class TrialFailed(RuntimeError):
-    """A trial gave no result; its ``failure_reason`` user attribute says why."""
+    """A trial gave no result; its record's ``failure_reason`` says why."""
 
 
 class SearchObjective:
     """Callable ``trial -> objective values`` for ``study.optimize`` (see the module docstring).
 
     Args:
-        config: the study.
-        data: the dataset, loaded once per worker.
-        artifacts: folder for weights and measured latency tables (None: keep nothing).
-        device: where proxies train (``auto``: CUDA when available).
+        context: the study run (:meth:`StudyContext.build`).
         duplicate_wait_s: how long to wait for another worker's RUNNING trial of
             the same archid before evaluating it here as well.
+        poll_s: how often to look at that trial meanwhile.
         train: how an architecture is trained (see :data:`Trainer`; tests pass a fake).
     """
 
-    def __init__(self, config: StudyConfig, data: DataSplits, artifacts: Path | None = None, *,
-                 device: str = "auto", duplicate_wait_s: float = 900.0, poll_s: float = 2.0,
+    def __init__(self, context: StudyContext, *, duplicate_wait_s: float = 900.0, poll_s: float = 2.0,
                  train: Trainer = train_proxy) -> None:
-        self.config = config
-        self.space = config.search_space()
-        self.data = data
-        self.artifacts = Path(artifacts) if artifacts is not None else None
-        self.device = device
+        self.context = context
         self.duplicate_wait_s = duplicate_wait_s
         self.poll_s = poll_s
-        self.train = train
-        self.current_trial: optuna.Trial | None = None
-        self.costs = CostEvaluator(config, self.artifacts)
-        self.rungs = Rungs.of(config.budget)
-        self.supernet = StudySupernet(config, self.space, data, self.artifacts, device, host=self.costs.host)
+        self.estimator: Estimator = context.config.budget.estimator(context, train)
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def costs(self) -> CostEvaluator:
+        """The cost evaluator of the study run."""
+        return self.context.costs
 
     # -- the trial ---------------------------------------------------------------------
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
-        self.current_trial = trial
         try:
             with self.costs.host.working():  # a measurement by another worker waits for a pause point
                 return self._run(trial)
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:
-            _try_set(trial, "failure_reason", "interrupted")
+            _record_failure(trial, INTERRUPTED)
             raise
         except Exception as error:  # noqa: BLE001 (one trial's failure must not stop the study)
             reason = getattr(error, "reason", None) or type(error).__name__
             first = (str(error).strip().splitlines() or [""])[0]
-            _try_set(trial, "failure_reason", f"{reason}: {first}" if first else reason)
+            _record_failure(trial, f"{reason}: {first}" if first else reason)
             logger.info("trial %d failed: %s: %s", trial.number, reason, first)
             logger.debug("trial %d failed", trial.number, exc_info=True)
             raise TrialFailed(f"{reason}: {first}") from error
@@ -136,85 +114,75 @@ class SearchObjective:
 
     def _run(self, trial: optuna.Trial) -> list[float]:
         STOP.check()
-        arch = self.space.sample(trial)
-        fingerprint = self.config.fingerprint
-        rung = rung_of(trial)
-        earlier = self._earlier(trial, arch.archid, fingerprint, rung)
-        trial.set_user_attr("arch", arch.to_json())
-        trial.set_user_attr("archid", arch.archid)
-        trial.set_user_attr("fingerprint", fingerprint)
-        trial.set_user_attr("num_classes", self.data.num_classes)
-        parent = self._parent(trial)
-        attrs: dict[str, Any] = {}
+        context = self.context
+        arch = context.space.sample(trial)
+        record = TrialRecord.read(trial)  # a queued trial holds its rung, parent or preset
+        earlier = self._earlier(trial, arch.archid, context.config.fingerprint, record.rung)
+        record.arch, record.archid = arch.to_json(), arch.archid
+        record.fingerprint, record.num_classes = context.config.fingerprint, context.data.num_classes
+        record.write(trial)
+        parent = self._parent(trial, record)
         if earlier is not None:
-            attrs = self._reusable(earlier, evaluation=True)
-            attrs["reused_from"] = earlier.user_attrs.get("reused_from", earlier.number)
-            logger.info("trial %d: archid %s reuses trial %d", trial.number, arch.archid, attrs["reused_from"])
+            first = TrialRecord.read(earlier)
+            record.reuse(first, evaluation=True)
+            record.reused_from = first.reused_from if first.reused_from is not None else earlier.number
+            logger.info("trial %d: archid %s reuses trial %d", trial.number, arch.archid, record.reused_from)
         elif parent is not None:  # the same architecture: its costs and lower rungs' results stand
-            attrs = self._reusable(parent, evaluation=False)
+            record.reuse(parent, evaluation=False)
         model = None
-        if not all(k in attrs for k in self.costs.names):
+        if not self.costs.complete(record):
             STOP.check()
             model = self._build(arch)
-            attrs.update(self.costs.costs(arch, model, attrs))
-        violations = self._limits(attrs)
-        evaluate = attrs["feasible"] and not attrs.get("evaluated")
-        measure_whole = evaluate and self.config.budget.kind != "zero_cost" and bool(self.costs.measured_devices)
+            self.costs.measure(arch, model, record)
+        violations = self._limits(record)
+        evaluate = record.feasible and not record.evaluated
+        measure_whole = evaluate and self.estimator.trains and bool(self.costs.measured_devices)
         # A latency limit on a device measured whole waits for that measurement (Optuna keeps the
         # first value of a constraint); the table's estimate only decides whether to train.
         later = {"latency_ms"} & set(violations) if (
-            measure_whole and self.config.constraints.latency_device in self.costs.measured_devices) else set()
+            measure_whole and context.config.constraints.latency_device in self.costs.measured_devices) else set()
         _report(trial, violations, set(violations) - later)
-        _set_all(trial, attrs)
+        record.write(trial)
         if evaluate:
             STOP.check()
             model = model or self._build(arch)
             try:
-                evaluation = self._evaluate(trial, arch, model, parent)
+                model = self._evaluate(trial, arch, model, record, parent)
                 if measure_whole:
                     STOP.check()
-                    evaluation.update(self.costs.whole_latencies(model, self.data.num_classes, attrs))
+                    self.costs.measure_whole(model, context.data.num_classes, record)
             except BaseException:
                 _report(trial, violations, later)  # a pruned trial is ranked on the estimate
                 raise
-            _set_all(trial, evaluation)
-            attrs.update(evaluation)
             if later:
-                violations = self._limits(attrs)
-                _set_all(trial, {k: attrs[k] for k in ("feasible", "constraint_violations")})
+                violations = self._limits(record)
+            record.write(trial)
             _report(trial, violations, later)
-        return self._values(attrs)
+        return self._values(record)
 
     def _build(self, arch: Arch) -> torch.nn.Module:
         """``arch``'s network with initial weights drawn from the study's seed, whatever ran before in this
         process (other trials, other studies), so that a seeded study repeats its accuracies."""
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.config.seed)
-            return self.space.build(arch, num_classes=self.data.num_classes)
+            torch.manual_seed(self.context.config.seed)
+            return self.context.space.build(arch, num_classes=self.context.data.num_classes)
 
-    def _limits(self, attrs: dict[str, Any]) -> dict[str, float]:
-        """Every limit's excess (<= 0: within it); sets ``feasible`` and ``constraint_violations`` in ``attrs``."""
-        violations = self.config.constraints.violations(self.costs.constraint_measures(attrs))
-        attrs["feasible"] = all(v <= 0 for v in violations.values())
-        attrs["constraint_violations"] = {k: v for k, v in violations.items() if v > 0}
+    def _limits(self, record: TrialRecord) -> dict[str, float]:
+        """Every limit's excess (<= 0: within it); sets the record's verdict."""
+        violations = self.context.config.constraints.violations(self.costs.constraint_measures(record))
+        record.feasible = all(v <= 0 for v in violations.values())
+        record.constraint_violations = {k: v for k, v in violations.items() if v > 0}
         return violations
 
     # -- reuse -------------------------------------------------------------------------
 
-    def _reusable(self, earlier: optuna.trial.FrozenTrial, *, evaluation: bool) -> dict[str, Any]:
-        """What ``earlier`` measured of the same architecture: costs, lower rungs' results, and
-        (``evaluation``) its own evaluation."""
-        keys = (*COST_KEYS, *self._zero_cost_names(), *(EVALUATION_KEYS if evaluation else ()))
-        prefixes = (*LATENCY_PREFIXES, "val_accuracy@rung")
-        return {k: v for k, v in earlier.user_attrs.items() if k in keys or k.startswith(prefixes)}
-
     @staticmethod
-    def _parent(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
-        """The trial a promotion continues (:mod:`fusionnas.search.rungs`), or None."""
-        number = trial.user_attrs.get("promoted_from")
-        if number is None:
+    def _parent(trial: optuna.Trial, record: TrialRecord) -> TrialRecord | None:
+        """The record of the trial a promotion continues (:mod:`fusionnas.search.rungs`), or None."""
+        if record.promoted_from is None:
             return None
-        return next((t for t in trial.study.get_trials(deepcopy=False) if t.number == number), None)
+        parent = next((t for t in trial.study.get_trials(deepcopy=False) if t.number == record.promoted_from), None)
+        return TrialRecord.read(parent) if parent is not None else None
 
     def _earlier(self, trial: optuna.Trial, archid: str, fingerprint: str,
                  rung: int = 0) -> optuna.trial.FrozenTrial | None:
@@ -244,121 +212,78 @@ class SearchObjective:
                 logger.warning("trial %d: trial %d of archid %s still runs after %.0f s; evaluating here too",
                                trial.number, claim.wait_for.number, archid, self.duplicate_wait_s)
 
-    # -- costs -------------------------------------------------------------------------
-
-    def _zero_cost_names(self) -> list[str]:
-        names = [o.proxy for o in self.config.objectives if o.metric == "zero_cost"]
-        if self.config.budget.kind == "zero_cost" or self.config.budget.prefilter is not None:
-            names.append(self.config.budget.zero_cost_proxy)
-        return list(dict.fromkeys(str(n) for n in names))
-
     # -- evaluation --------------------------------------------------------------------
 
-    def _evaluate(self, trial: optuna.Trial, arch: Arch, model: torch.nn.Module,
-                  parent: optuna.trial.FrozenTrial | None) -> dict[str, Any]:
-        budget = self.config.budget
-        rung = rung_of(trial)
-        result: dict[str, Any] = {}
+    def _zero_cost_names(self) -> list[str]:
+        """The zero-cost scores the study records: its objectives' and its budget's."""
+        config = self.context.config
+        names = [o.proxy for o in config.objectives if o.proxy is not None]
+        if not self.estimator.trains or config.budget.prefilter is not None:
+            names.append(config.budget.zero_cost_proxy)
+        return list(dict.fromkeys(str(n) for n in names))
+
+    def _evaluate(self, trial: optuna.Trial, arch: Arch, model: torch.nn.Module, record: TrialRecord,
+                  parent: TrialRecord | None) -> torch.nn.Module:
+        """Score, prefilter and judge ``arch`` into ``record``; keep its weights; returns the judged network."""
         for proxy in self._zero_cost_names():
-            if proxy in trial.user_attrs:  # a promotion: scored in rung 0
+            if proxy in record.scores:  # a promotion: scored in rung 0
                 continue
             x, y = self._scoring_batch()
             with one_thread():
-                result[proxy] = float(zero_cost_score(proxy, model, x, y))
+                record.scores[proxy] = float(zero_cost_score(proxy, model, x, y))
             STOP.check()
-        if budget.kind == "zero_cost":
-            result["evaluated"] = True
-            return result
-        if budget.prefilter is not None and rung == 0:
-            self._prefilter(trial, result[budget.zero_cost_proxy])
-        if budget.kind == "supernet" and rung == 0:
-            model, inherited = self._inherit(arch)
-            result.update(inherited)
-        else:
-            result.update(self._train(model, rung, parent))
-        if self.rungs.count > 1:
-            result[f"val_accuracy@rung{rung}"] = result["val_accuracy"]
-        if self.artifacts is not None:
-            folder = self.artifacts / "weights"
-            folder.mkdir(parents=True, exist_ok=True)
-            name = f"{arch.archid}-{self.config.fingerprint}{f'-rung{rung}' if rung else ''}.pt"
-            tmp = folder / f".{name}.{trial.number}.tmp"
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-            tmp.replace(folder / name)
-            result["weights"] = name
-        return result
+        if not self.estimator.trains:
+            return self.estimator.evaluate(trial, arch, model, record, parent)
+        if self.context.config.budget.prefilter is not None and record.rung == 0:
+            self._prefilter(trial, record)
+        model = self.estimator.evaluate(trial, arch, model, record, parent)
+        if self.context.rungs.count > 1:
+            record.rung_accuracies[record.rung] = record.evaluation.val_accuracy
+        if self.context.artifacts is not None:
+            name = self.context.weights_name(record)
+            path = self.context.weights_path(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+            record.evaluation.weights = name
+        return model
 
-    def _train(self, model: torch.nn.Module, rung: int, parent: optuna.trial.FrozenTrial | None) -> dict[str, Any]:
-        """Proxy-train ``model`` to its rung's steps, resuming from ``parent``'s weights when it has them."""
-        steps, resumed = self.rungs.steps[rung], None
-        if parent is not None and self._load_weights(model, parent):
-            steps, resumed = steps - int(parent.user_attrs.get("proxy_steps", 0)), parent.number
-        options = {**self.config.budget.proxy_options(), **({"steps": steps} if steps else {})}
-        proxy_budget = ProxyBudget(**options, seed=self.config.seed, device=self.device)
-        ticker = StepTicker(f"trial {self.current_trial.number}" if self.current_trial else "trial",
-                            planned_steps(self.data, proxy_budget)[0])
-        trained = self.train(model, self.data, proxy_budget,
-                             on_step=lambda step: (STOP.check(), self.costs.host.pause_point(), ticker(step)))
-        total = trained.steps + (int(parent.user_attrs.get("proxy_steps", 0)) if resumed is not None else 0)
-        result = dict(val_accuracy=trained.val_accuracy, val_loss=trained.val_loss,
-                      train_seconds=trained.train_seconds, proxy_steps=total, evaluated=True)
-        return {**result, "resumed_from": resumed} if self.rungs.count > 1 else result
-
-    def _inherit(self, arch: Arch) -> tuple[torch.nn.Module, dict[str, Any]]:
-        """``arch`` with the study supernet's weights and recalibrated batch norm, and its accuracy."""
-        supernet = self.supernet.get()
-        start = time.perf_counter()
-        model = supernet.inherit(arch)
-        budget = self.supernet.budget
-        device = torch.device(next(model.parameters()).device)
-        recalibrate(model, self.data, budget, device, torch.Generator().manual_seed(self.config.seed))
-        accuracy, loss = validate(model, self.data, budget, device)
-        return model, dict(val_accuracy=accuracy, val_loss=loss, train_seconds=time.perf_counter() - start,
-                           proxy_steps=0, evaluated=True, supernet_steps=budget.steps)
-
-    def _load_weights(self, model: torch.nn.Module, parent: optuna.trial.FrozenTrial) -> bool:
-        """Load the weights ``parent`` trained into ``model``; False (train from scratch) if they are gone."""
-        name = parent.user_attrs.get("weights")
-        path = self.artifacts / "weights" / name if self.artifacts is not None and name else None
-        if path is None or not path.is_file():
-            logger.warning("trial %d's weights are missing; its promotion trains from scratch", parent.number)
-            return False
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return True
-
-    def _prefilter(self, trial: optuna.Trial, value: float) -> None:
-        """Prune unless ``value`` is in the top ``budget.prefilter`` share of earlier scores.
+    def _prefilter(self, trial: optuna.Trial, record: TrialRecord) -> None:
+        """Prune unless the record's score is in the top ``budget.prefilter`` share of earlier scores.
 
         Until four earlier trials have a score, every architecture is trained.
         """
-        budget = self.config.budget
+        budget = self.context.config.budget
         key = budget.zero_cost_proxy
-        scores = sorted(t.user_attrs[key] for t in trial.study.get_trials(deepcopy=False)
-                        if t.number != trial.number and math.isfinite(t.user_attrs.get(key, math.nan)))
-        trial.set_user_attr(key, value)
+        value = record.scores[key]
+        earlier = (TrialRecord.read(t).scores.get(key, math.nan) for t in trial.study.get_trials(deepcopy=False)
+                   if t.number != trial.number)
+        scores = sorted(v for v in earlier if math.isfinite(v))
+        record.write(trial)
         if len(scores) < 4:
             return
         threshold = scores[min(len(scores) - 1, int((1 - budget.prefilter) * len(scores)))]
         if value < threshold:
-            trial.set_user_attr("prefiltered", True)
+            record.prefiltered = True
+            record.write(trial)
             raise optuna.TrialPruned(f"{key} {value:.4g} below the top-{budget.prefilter:g} threshold "
                                      f"{threshold:.4g}")
 
     def _scoring_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One seeded, normalised training batch at the budget's resolution."""
         if self._batch is None:
-            generator = torch.Generator().manual_seed(self.config.seed)
-            size = min(_SCORING_BATCH, len(self.data.x_train))
+            data, config = self.context.data, self.context.config
+            generator = torch.Generator().manual_seed(config.seed)
+            size = min(_SCORING_BATCH, len(data.x_train))
             self._batch = next(iterate_batches(
-                self.data.x_train, self.data.y_train, size, mean=self.data.mean, std=self.data.std,
-                shuffle=True, generator=generator, resolution=self.config.budget.resolution))
+                data.x_train, data.y_train, size, mean=data.mean, std=data.std,
+                shuffle=True, generator=generator, resolution=config.budget.resolution))
         return self._batch
 
-    def _values(self, attrs: dict[str, Any]) -> list[float]:
+    def _values(self, record: TrialRecord) -> list[float]:
         """Objective values in study order; what was not measured gets its direction's worst."""
         values = []
-        for objective in self.config.objectives:
-            value = attrs.get(attribute_of(objective.metric, objective.device, objective.proxy))
+        for objective in self.context.config.objectives:
+            value = record.value(objective.name)
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 if objective.metric == "accuracy" and objective.direction == "maximize":
                     value = 0.0
@@ -382,14 +307,9 @@ def _report(trial: optuna.Trial, violations: dict[str, float], keys: set[str]) -
         trial.set_constraint(key, violations[key])
 
 
-def _set_all(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
-
-
-def _try_set(trial: optuna.Trial, key: str, value: Any) -> None:
-    """Set a user attribute while a trial is failing; a storage error is only logged."""
+def _record_failure(trial: optuna.Trial, reason: str) -> None:
+    """Record why a trial fails; a storage error here is only logged."""
     try:
-        trial.set_user_attr(key, value)
+        TrialRecord(failure_reason=reason).write(trial)
     except Exception as error:  # noqa: BLE001
-        logger.warning("could not record %s on trial %d: %s", key, trial.number, error)
+        logger.warning("could not record the failure of trial %d: %s", trial.number, error)

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from fusionnas.frontier import pareto_mask
 from fusionnas.metrics import metric_of_column
+from fusionnas.trial_record import TrialRecord
 
 __all__ = ["SearchProgress", "StepTicker", "count_trials", "describe_trials", "summarize", "format_progress",
            "log_progress"]
@@ -64,7 +65,7 @@ def _counts(trial: optuna.trial.FrozenTrial, retried: set[int]) -> bool:
     """Whether ``trial`` counts towards ``n_trials``: not waiting, interrupted or retried."""
     return trial.state != TrialState.WAITING and not (
         trial.state == TrialState.FAIL
-        and (trial.user_attrs.get("failure_reason") == "interrupted" or trial.number in retried))
+        and (TrialRecord.read(trial).interrupted or trial.number in retried))
 
 
 def count_trials(study: optuna.Study) -> int:
@@ -99,10 +100,11 @@ def summarize(study: optuna.Study, trial: optuna.trial.FrozenTrial, target: int 
     """The :class:`SearchProgress` of ``study`` just after ``trial``."""
 
     trials = study.get_trials(deepcopy=False)
-    feasible = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible", True)
+    rung = {t.number: TrialRecord.read(t).rung for t in trials}
+    feasible = [t for t in trials if t.state == TrialState.COMPLETE and TrialRecord.read(t).feasible is not False
                 and t.values is not None and all(math.isfinite(v) for v in t.values)]
-    top = max((int(t.user_attrs.get("rung", 0)) for t in feasible), default=0)
-    ranked = [t for t in feasible if int(t.user_attrs.get("rung", 0)) == top]  # the highest fidelity's
+    top = max((rung[t.number] for t in feasible), default=0)
+    ranked = [t for t in feasible if rung[t.number] == top]  # the highest fidelity's
     names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
     maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
     best = {}
@@ -111,7 +113,7 @@ def summarize(study: optuna.Study, trial: optuna.trial.FrozenTrial, target: int 
         pool = ranked if metric is None or metric.trained else feasible  # a cost is the same at every rung
         if pool:
             pick = (max if up else min)(pool, key=lambda t: t.values[i])
-            best[name] = (pick.values[i], pick.number, int(pick.user_attrs.get("rung", 0)))
+            best[name] = (pick.values[i], pick.number, rung[pick.number])
     frontier = int(pareto_mask([t.values for t in ranked], maximize).sum()) if ranked else 0
     return SearchProgress(trial=trial, done=count_trials(study), target=target, feasible=len(feasible),
                           failed=sum(t.state == TrialState.FAIL for t in trials), frontier=frontier, best=best,
@@ -121,25 +123,25 @@ def summarize(study: optuna.Study, trial: optuna.trial.FrozenTrial, target: int 
 def format_progress(p: SearchProgress) -> str:
     """One line per trial, e.g. ``[3/16] trial 2 complete: ... | feasible 3, frontier 2, best ...``;
     once a trial reached rung 1 or above, the frontier and a trained best name their rung."""
-    t = p.trial
+    t, record = p.trial, TrialRecord.read(p.trial)
     head = f"[{p.done}/{p.target}]" if p.target else f"[{p.done}]"
     state = t.state.name.lower()
     if t.state == TrialState.FAIL:
-        what = f"failed ({t.user_attrs.get('failure_reason', 'unknown')})"
+        what = f"failed ({record.failure_reason or 'unknown'})"
     elif t.state == TrialState.PRUNED:
-        what = "pruned (prefiltered)" if t.user_attrs.get("prefiltered") else "pruned"
-    elif not t.user_attrs.get("feasible", True):
-        over = ", ".join(t.user_attrs.get("constraint_violations", {}))
+        what = "pruned (prefiltered)" if record.prefiltered else "pruned"
+    elif record.feasible is False:
+        over = ", ".join(record.constraint_violations)
         what = f"infeasible ({over} over the limit), not trained"
     else:
         what = state
-        if "promoted_from" in t.user_attrs:
-            what += f" (rung {t.user_attrs.get('rung')}, promoted from trial {t.user_attrs['promoted_from']})"
-        if "reused_from" in t.user_attrs:
-            what += f" (reused trial {t.user_attrs['reused_from']})"
+        if record.promoted_from is not None:
+            what += f" (rung {record.rung}, promoted from trial {record.promoted_from})"
+        if record.reused_from is not None:
+            what += f" (reused trial {record.reused_from})"
     best = ", ".join(f"{name} {_short(v)} (#{n}{f', rung {r}' if r else ''})" for name, (v, n, r) in p.best.items())
     frontier = f"rung-{p.rung} frontier" if p.rung else "frontier"
-    return (f"{head} trial {t.number} {t.user_attrs.get('archid', '')} {what} | feasible {p.feasible}, "
+    return (f"{head} trial {t.number} {record.archid or ''} {what} | feasible {p.feasible}, "
             f"failed {p.failed}, {frontier} {p.frontier}; best {best or '-'} [{p.elapsed_s:.0f} s]")
 
 

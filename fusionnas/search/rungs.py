@@ -41,6 +41,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from fusionnas.frontier import promotion_order
+from fusionnas.trial_record import TrialRecord
 
 if TYPE_CHECKING:
     from fusionnas.search.config import Budget
@@ -50,7 +51,7 @@ __all__ = ["Rungs", "rung_of"]
 
 def rung_of(trial: optuna.trial.FrozenTrial) -> int:
     """The rung a trial trains at (0 for every trial of a study without rungs)."""
-    return int(trial.user_attrs.get("rung", 0))
+    return TrialRecord.read(trial).rung
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,7 @@ class Rungs:
     @classmethod
     def of(cls, budget: Budget) -> Rungs:
         """The rungs of a study budget (one rung of ``budget.steps`` when it has none)."""
-        count, eta = budget.rungs, budget.reduction
-        top = budget.steps
-        if budget.kind == "supernet":  # rung 0 inherits the supernet's weights and trains nothing
-            return cls((0, *(max(1, round(top / eta ** (count - 1 - r))) for r in range(1, count))), eta)
-        if count == 1 or top is None:
-            return cls((top or 0,), eta)
-        return cls(tuple(max(1, round(top / eta ** (count - 1 - r))) for r in range(count)), eta)
+        return cls(budget.estimator.rung_steps(budget), budget.reduction)
 
     @property
     def count(self) -> int:
@@ -81,7 +76,7 @@ class Rungs:
         if self.count == 1:
             return None
         trials = study.get_trials(deepcopy=False)
-        promoted = {t.user_attrs.get("promoted_from") for t in trials if _holds_promotion(t, trials)}
+        promoted = {TrialRecord.read(t).promoted_from for t in trials if _holds_promotion(t, trials)}
         maximize = [d == StudyDirection.MAXIMIZE for d in study.directions]
         for rung in reversed(range(self.count - 1)):
             finished = _rung_results(trials, rung)
@@ -100,11 +95,11 @@ def _rung_results(trials: list[optuna.trial.FrozenTrial], rung: int) -> list[opt
     seen: set[str] = set()
     results = []
     for t in sorted(trials, key=lambda t: t.number):
-        if (t.state != TrialState.COMPLETE or rung_of(t) != rung or not t.user_attrs.get("evaluated")
-                or not t.user_attrs.get("feasible", True) or t.values is None
-                or not all(math.isfinite(v) for v in t.values)):
+        record = TrialRecord.read(t)
+        if (t.state != TrialState.COMPLETE or record.rung != rung or not record.evaluated
+                or record.feasible is False or t.values is None or not all(math.isfinite(v) for v in t.values)):
             continue
-        archid = t.user_attrs.get("archid")
+        archid = record.archid
         if archid in seen:
             continue
         seen.add(archid)
@@ -117,9 +112,10 @@ def _holds_promotion(trial: optuna.trial.FrozenTrial, trials: list[optuna.trial.
 
     A promotion that failed otherwise (diverged) stands too: it would fail again.
     """
-    if "promoted_from" not in trial.user_attrs:
+    record = TrialRecord.read(trial)
+    if record.promoted_from is None:
         return False
     if trial.state != TrialState.FAIL:
         return True
     retried = any(t.system_attrs.get("failed_trial") == trial.number for t in trials)
-    return not retried and trial.user_attrs.get("failure_reason") not in ("interrupted", None)
+    return not retried and record.failure_reason is not None and not record.interrupted

@@ -1,33 +1,185 @@
-"""The ``[sampler]`` section of a study file: which Optuna sampler proposes architectures."""
+"""The ``[sampler]`` section of a study file: which Optuna sampler proposes architectures.
+
+Each sampler is one small frozen dataclass that owns its options, checks them
+and makes the Optuna sampler (:class:`TPEConfig`, :class:`NSGA2Config`,
+:class:`EvolutionConfig`, :class:`RandomConfig`); :data:`SAMPLER_CONFIGS`
+maps the study file's ``[sampler] name`` to its class. :class:`SamplerConfig`
+is the table as the file writes it, a name and the keys of every sampler, each
+documented once; it hands the named sampler's class the keys that class takes.
+
+Adding a sampler is a class below and its line in :data:`SAMPLER_CONFIGS`; an
+option no sampler took before also needs its documented field on
+:class:`SamplerConfig` (the file's schema and docs/study-file.md are read from it).
+"""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fusionnas.search.problems import StudyConfigProblem, choice, positive, raise_if, study_key
+from fusionnas.search.problems import StudyConfigError, StudyConfigProblem, choice, positive, raise_if, study_key
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["SAMPLERS", "SamplerConfig"]
+__all__ = ["SAMPLERS", "SAMPLER_CONFIGS", "BaseSamplerConfig", "TPEConfig", "NSGA2Config", "EvolutionConfig",
+           "RandomConfig", "SamplerConfig"]
 
-SAMPLERS = ("tpe", "nsga2", "evolution", "random")
+ConstraintsFunc = Callable[["optuna.trial.FrozenTrial"], Sequence[float]]
+
+
+def _seed_problems(seed: int | None) -> list[StudyConfigProblem]:
+    if seed is not None and not 0 <= seed < 2**32:
+        return [StudyConfigProblem("seed", f"must lie in [0, 2**32), got {seed}", "write seed = 0")]
+    return []
+
+
+def _startup_problems(n_startup_trials: int | None) -> list[StudyConfigProblem]:
+    if n_startup_trials is not None and n_startup_trials < 0:
+        return [StudyConfigProblem("n_startup_trials", f"must be >= 0, got {n_startup_trials}",
+                                   "write n_startup_trials = 10")]
+    return []
+
+
+def _population_problems(population_size: int | None) -> list[StudyConfigProblem]:
+    problems: list[StudyConfigProblem] = []
+    positive(problems, "population_size", population_size, "write population_size = 20", low=1)
+    return problems
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options that are set: None keeps the sampler's own default."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class BaseSamplerConfig(ABC):
+    """One sampler's options, checked when made; ``seed`` None lets the sampler draw one."""
+
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        raise_if(self.problems())
+
+    def problems(self) -> list[StudyConfigProblem]:
+        """What is wrong with the options, each problem naming its key; subclasses add theirs."""
+        return _seed_problems(self.seed)
+
+    @abstractmethod
+    def make_sampler(self, constraints_func: ConstraintsFunc | None = None) -> optuna.samplers.BaseSampler:
+        """The Optuna sampler; constraints come from ``trial.set_constraint`` unless given here.
+
+        Optuna 5 deprecates ``constraints_func`` (it still works, with a FutureWarning).
+        """
+
+
+@dataclass(frozen=True)
+class TPEConfig(BaseSamplerConfig):
+    """Optuna's TPE, reading the study once per proposal (:class:`~fusionnas.search.tpe.SnapshotTPESampler`).
+
+    ``constant_liar`` (on unless set false) makes a worker treat the trials
+    other workers are running as if they had failed, so that workers started
+    together propose different architectures; it acts only while other trials
+    run, so a lone worker samples as without it. ``multivariate`` models the
+    parameters jointly; ``group`` (with ``multivariate``) splits them by the
+    trials that used them.
+    """
+
+    n_startup_trials: int | None = None
+    constant_liar: bool | None = None
+    multivariate: bool | None = None
+    group: bool | None = None
+
+    def problems(self) -> list[StudyConfigProblem]:
+        problems = super().problems() + _startup_problems(self.n_startup_trials)
+        if self.group and not self.multivariate:
+            problems.append(StudyConfigProblem(
+                "group", "needs multivariate = true", "add multivariate = true or remove group"))
+        return problems
+
+    def make_sampler(self, constraints_func: ConstraintsFunc | None = None) -> optuna.samplers.BaseSampler:
+        import warnings
+
+        import optuna
+
+        from fusionnas.search.tpe import SnapshotTPESampler
+
+        options = _given(constraints_func=constraints_func, n_startup_trials=self.n_startup_trials,
+                         multivariate=self.multivariate, group=self.group)
+        with warnings.catch_warnings():  # constant_liar, multivariate and group are "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return SnapshotTPESampler(seed=self.seed, constant_liar=self.constant_liar is not False, **options)
+
+
+@dataclass(frozen=True)
+class NSGA2Config(BaseSamplerConfig):
+    """Optuna's NSGA-II genetic algorithm over a population of ``population_size``."""
+
+    population_size: int | None = None
+
+    def problems(self) -> list[StudyConfigProblem]:
+        return super().problems() + _population_problems(self.population_size)
+
+    def make_sampler(self, constraints_func: ConstraintsFunc | None = None) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        options = _given(constraints_func=constraints_func, population_size=self.population_size)
+        return optuna.samplers.NSGAIISampler(seed=self.seed, **options)
+
+
+@dataclass(frozen=True)
+class EvolutionConfig(BaseSamplerConfig):
+    """Mutations of frontier architectures (:mod:`fusionnas.search.evolution`); parents are drawn
+    from the ``population_size`` most recent trials."""
+
+    n_startup_trials: int | None = None
+    population_size: int | None = None
+
+    def problems(self) -> list[StudyConfigProblem]:
+        return (super().problems() + _startup_problems(self.n_startup_trials)
+                + _population_problems(self.population_size))
+
+    def make_sampler(self, constraints_func: ConstraintsFunc | None = None) -> optuna.samplers.BaseSampler:
+        from fusionnas.search.evolution import EvolutionSampler
+
+        # constraints_func goes unused: the sampler reads the trials' set_constraint values itself
+        options = _given(n_startup_trials=self.n_startup_trials, population_size=self.population_size)
+        return EvolutionSampler(seed=self.seed, **options)
+
+
+@dataclass(frozen=True)
+class RandomConfig(BaseSamplerConfig):
+    """Optuna's random sampler, the baseline the others are measured against; it ignores constraints."""
+
+    def make_sampler(self, constraints_func: ConstraintsFunc | None = None) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        return optuna.samplers.RandomSampler(seed=self.seed)
+
+
+# The study file's [sampler] name -> the class that owns that sampler's options; the first is the default.
+SAMPLER_CONFIGS: Mapping[str, type[BaseSamplerConfig]] = {
+    "tpe": TPEConfig,
+    "nsga2": NSGA2Config,
+    "evolution": EvolutionConfig,
+    "random": RandomConfig,
+}
+SAMPLERS = tuple(SAMPLER_CONFIGS)
+
+
+def _keys(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Which Optuna sampler proposes architectures; unset options keep Optuna's defaults.
+    """The ``[sampler]`` table: which sampler proposes architectures and the options set for it.
 
-    TPE's ``constant_liar`` (on unless set false) makes a worker treat the
-    trials other workers are running as if they had failed, so that workers
-    started together propose different architectures; it acts only while
-    other trials run, so a lone worker samples as without it.
-    ``multivariate`` models the parameters jointly; ``group`` (with
-    ``multivariate``) splits them by the trials that used them. ``evolution``
-    mutates frontier architectures (:mod:`fusionnas.search.evolution`).
-    TPE is Optuna's, reading the study once per proposal
-    (:class:`~fusionnas.search.tpe.SnapshotTPESampler`).
+    It checks that the named sampler takes every key set; that sampler's class
+    (:meth:`chosen`) checks their values and makes the Optuna sampler. Unset
+    options keep Optuna's defaults.
     """
 
     name: str = study_key('"tpe"', "tpe", choices=SAMPLERS, doc="the sampler")
@@ -44,67 +196,29 @@ class SamplerConfig:
                                             "recent trials parents are drawn from")
 
     def __post_init__(self) -> None:
-        problems: list[StudyConfigProblem] = []
-        if self.name not in SAMPLERS:
-            problems.append(choice("name", self.name, SAMPLERS, "sampler"))
-        if self.seed is not None and not 0 <= self.seed < 2**32:
-            problems.append(StudyConfigProblem(
-                "seed", f"must lie in [0, 2**32), got {self.seed}", "write seed = 0"))
-        owners = {"n_startup_trials": ("tpe", "evolution"), "constant_liar": ("tpe",), "multivariate": ("tpe",),
-                  "group": ("tpe",), "population_size": ("nsga2", "evolution")}
-        for key, users in owners.items():
-            if getattr(self, key) is not None and self.name not in users:
+        cls = SAMPLER_CONFIGS.get(self.name)
+        problems = [] if cls is not None else [choice("name", self.name, SAMPLERS, "sampler")]
+        taken = _keys(cls) if cls is not None else ["seed"]
+        for key in _keys(SamplerConfig)[2:]:  # the options after name and seed
+            if getattr(self, key) is not None and key not in taken:
+                users = [name for name, other in SAMPLER_CONFIGS.items() if key in _keys(other)]
                 problems.append(StudyConfigProblem(
                     key, f"only the {' and '.join(users)} sampler{'s' if len(users) > 1 else ''} use"
                     f"{'' if len(users) > 1 else 's'} it, not {self.name!r}", "remove the key"))
-        if self.n_startup_trials is not None and self.n_startup_trials < 0:
-            problems.append(StudyConfigProblem(
-                "n_startup_trials", f"must be >= 0, got {self.n_startup_trials}",
-                "write n_startup_trials = 10"))
-        if self.group and not self.multivariate:
-            problems.append(StudyConfigProblem(
-                "group", "needs multivariate = true", "add multivariate = true or remove group"))
-        positive(problems, "population_size", self.population_size,
-                  "write population_size = 20", low=1)
+        if cls is None:
+            problems += _seed_problems(self.seed)
+        else:
+            try:
+                self.chosen()
+            except StudyConfigError as error:
+                problems += error.problems
         raise_if(problems)
 
-    def make_sampler(
-        self, constraints_func: Callable[[optuna.trial.FrozenTrial], Sequence[float]] | None = None
-    ) -> optuna.samplers.BaseSampler:
-        """The Optuna sampler; constraints come from ``trial.set_constraint`` unless given here.
+    def chosen(self) -> BaseSamplerConfig:
+        """The named sampler's own config, given the keys it takes."""
+        cls = SAMPLER_CONFIGS[self.name]
+        return cls(**{key: getattr(self, key) for key in _keys(cls)})
 
-        Optuna 5 deprecates ``constraints_func`` (it still works, with a FutureWarning);
-        the random sampler ignores constraints either way.
-        """
-        import warnings
-
-        import optuna
-
-        extra: dict[str, Any] = {}
-        if constraints_func is not None and self.name != "random":
-            extra["constraints_func"] = constraints_func
-        if self.name == "tpe":
-            if self.n_startup_trials is not None:
-                extra["n_startup_trials"] = self.n_startup_trials
-            for key in ("multivariate", "group"):
-                if getattr(self, key) is not None:
-                    extra[key] = getattr(self, key)
-            extra["constant_liar"] = self.constant_liar is not False
-            from fusionnas.search.tpe import SnapshotTPESampler
-
-            with warnings.catch_warnings():  # constant_liar, multivariate and group are "experimental"
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return SnapshotTPESampler(seed=self.seed, **extra)
-        if self.name == "nsga2":
-            if self.population_size is not None:
-                extra["population_size"] = self.population_size
-            return optuna.samplers.NSGAIISampler(seed=self.seed, **extra)
-        if self.name == "evolution":
-            from fusionnas.search.evolution import EvolutionSampler
-
-            for key in ("n_startup_trials", "population_size"):
-                if getattr(self, key) is not None:
-                    extra[key] = getattr(self, key)
-            extra.pop("constraints_func", None)  # it reads trial.set_constraint values itself
-            return EvolutionSampler(seed=self.seed, **extra)
-        return optuna.samplers.RandomSampler(seed=self.seed)
+    def make_sampler(self, constraints_func: ConstraintsFunc | None = None) -> optuna.samplers.BaseSampler:
+        """The Optuna sampler (see :meth:`BaseSamplerConfig.make_sampler`)."""
+        return self.chosen().make_sampler(constraints_func)

@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 
 from fusionnas.errors import UserError
-from fusionnas.search._study_file import _resolve_storage
+from fusionnas.search._study_file import resolve_storage
 from fusionnas.search.storage import StorageOptions, display_url, open_storage, storage_file
 
 __all__ = ["STATES", "StoredStudy", "list_studies", "find_study", "delete_study", "default_storages"]
@@ -97,7 +97,7 @@ def default_storages(folders: Iterable[str | Path] = (".", "studies")) -> list[s
                 storage = tomllib.loads(path.read_text(encoding="utf-8")).get("storage")
             except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
                 continue
-            url = _resolve_storage(storage if isinstance(storage, str) else None, path.resolve().parent, path.stem)
+            url = resolve_storage(storage if isinstance(storage, str) else None, path.resolve().parent, path.stem)
             file = storage_file(url)
             if file is None or file.is_file():
                 urls[url] = None

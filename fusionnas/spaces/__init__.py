@@ -2,7 +2,8 @@
 
 ``get_space("mobilenetv2-cifar").baseline()`` is the reference network as an
 :class:`Arch`; ``space.sample(trial)`` draws one with Optuna; ``space.build(arch)``
-gives the torch model; ``space.restrict(fusions=["conv"])`` samples a subset.
+gives the torch model; ``space.restrict(fusions=["conv"])`` samples a subset;
+``space.uniform("wht", size="largest")`` has one operator everywhere and the rest at its largest.
 """
 from fusionnas.spaces.arch import Arch, BlockChoice
 from fusionnas.spaces.blocks import InvertedResidual, create_depthwise, list_depthwise, register_depthwise

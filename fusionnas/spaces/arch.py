@@ -10,19 +10,25 @@ the same in every process::
      "head_channels": 1280, "head_fusion": "conv", "space": "mobilenetv2-cifar",
      "stem_channels": 32, "version": 1}
 
-Every Arch is valid for its (registered) space: construction checks the
-types here and the values against the space's choices, and a bad field
-raises ``ValueError`` naming its path, the bad value and the allowed values,
-e.g. ``blocks[3].project: 'fft9' is not one of conv, wht, dct, bft``.
+An Arch is a plain value: construction checks only the types. Its values
+are checked where an architecture enters or is used: ``from_json`` (against
+the space the document names, or the one given), ``space.params``,
+``space.build`` and ``space.validate``. A bad field raises ``ValueError``
+naming its path, the bad value and the allowed values, e.g.
+``blocks[3].project: 'fft9' is not one of conv, wht, dct, bft``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from fusionnas.errors import UserError
+from fusionnas.spaces.registry import format_choices, get_space, list_spaces
+
+if TYPE_CHECKING:
+    from fusionnas.spaces.registry import Space
 
 __all__ = ["Arch", "BlockChoice", "format_choices", "short_form"]
 
@@ -33,11 +39,6 @@ _DEPTHWISE_SHORT = {"conv": "dw", "hadamard": "hd"}
 def _show(value: Any) -> str:
     """A value as the JSON document spells it (``null`` for None)."""
     return "null" if value is None else repr(value)
-
-
-def format_choices(choices: Sequence[Any]) -> str:
-    """``conv, wht, dct, bft``: allowed values as error messages list them."""
-    return ", ".join("null" if c is None else str(c) for c in choices)
 
 
 def short_form(expand_ratio: int, kernel: int, expand: str | None, depthwise: str, project: str) -> str:
@@ -104,10 +105,10 @@ class BlockChoice:
 
 @dataclass(frozen=True)
 class Arch:
-    """One architecture of a registered search space (see the module docstring).
+    """One architecture of a search space (see the module docstring).
 
     Attributes:
-        space: registered space name, e.g. ``mobilenetv2-cifar``.
+        space: the space's name, e.g. ``mobilenetv2-cifar``.
         version: the space's version when the document was written.
         stem_channels: output channels of the stem convolution.
         head_channels: output channels of the final 1x1 layer (1280).
@@ -134,11 +135,6 @@ class Arch:
         for i, block in enumerate(self.blocks):
             if not isinstance(block, BlockChoice):
                 raise UserError(f"blocks[{i}]: {_show(block)} is not a BlockChoice")
-        from fusionnas.spaces.registry import get_space, list_spaces  # avoids an import cycle
-
-        if self.space not in list_spaces():
-            raise UserError(f"space: {self.space!r} is not one of {format_choices(list_spaces())}")
-        get_space(self.space).validate(self)
 
     # -- serialisation -------------------------------------------------------------------
 
@@ -154,23 +150,31 @@ class Arch:
         return json.dumps(self.to_dict(), sort_keys=True, indent=indent, separators=separators)
 
     @classmethod
-    def from_dict(cls, data: Any) -> Arch:
-        """Build and validate an Arch from ``to_dict()`` output."""
+    def from_dict(cls, data: Any, space: Space | None = None) -> Arch:
+        """Build an Arch from ``to_dict()`` output and check it against ``space`` (by default the
+        registered space the document names)."""
         values = _fields_of(cls, data, "")
         blocks = values["blocks"]
         if not isinstance(blocks, list):
             raise UserError(f"blocks: {_show(blocks)} is not a list of blocks")
         values["blocks"] = tuple(BlockChoice.from_dict(block, f"blocks[{i}]") for i, block in enumerate(blocks))
-        return cls(**values)
+        arch = cls(**values)
+        if space is None:
+            if arch.space not in list_spaces():
+                raise UserError(f"space: {arch.space!r} is not one of {format_choices(list_spaces())}")
+            space = get_space(arch.space)
+        space.validate(arch)
+        return arch
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Arch:
-        """Parse and validate a JSON document; any problem raises ``ValueError`` naming it."""
+    def from_json(cls, text: str | bytes, space: Space | None = None) -> Arch:
+        """Parse a JSON document and check it as :meth:`from_dict` does; any problem raises
+        ``ValueError`` naming it."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise UserError(f"invalid architecture JSON: {error}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(data, space)
 
     # -- identity and display ------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """MobileNetV2 search spaces: per block, which operators fuse channels and how wide it is.
 
 The reference network is torchvision's ``mobilenet_v2`` (the ``# t, c, n, s``
-table below). Per inverted-residual block a space offers:
+tables of :mod:`fusionnas.spaces.mobilenetv2_tables`, with the default choices
+and the standard presets). Per inverted-residual block a space offers:
 
 * ``expand`` and ``project``: the 1x1 fusion operator, every registered one
   (:mod:`fusionnas.layers.registry`, plugins included) unless the space
@@ -27,99 +28,36 @@ operators as a network default and per-layer overrides
 ``space.restrict(fusions=["conv"], kernels=[3])`` is the same space sampling
 only a subset (see :meth:`MobileNetV2Space.restrict`); its architectures keep
 the space's name and archids, and its baseline is the space's, inside the
-subset or not.
+subset or not. ``space.uniform("wht", size="largest")`` is the architecture
+with one operator everywhere and the rest at its smallest or largest.
 """
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
-
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fusionnas.errors import UserError
 from fusionnas.layers import list_fusions
-from fusionnas.spaces.arch import Arch, BlockChoice, format_choices
+from fusionnas.spaces._block_slots import FIELDS, BlockSlot, block_rows, block_slots, offered
+from fusionnas.spaces.arch import Arch, BlockChoice
 from fusionnas.spaces.blocks import list_depthwise
+from fusionnas.spaces.mobilenetv2_tables import (CIFAR_INVERTED_RESIDUAL_SETTING, DEPTHWISE, EXPAND_RATIOS, FUSIONS,
+                                                 INVERTED_RESIDUAL_SETTING, KERNELS, STANDARD_PRESETS, WIDTHS)
 from fusionnas.spaces.network import BlockConfig, FusionMobileNetV2, make_divisible, walk_shapes
 from fusionnas.spaces.operator_defaults import operator_params, operator_parameters, sample_operators
-from fusionnas.spaces.registry import NoBaselineError, register_space, restricted_choices
+from fusionnas.spaces.registry import NoBaselineError, format_choices, register_space, restricted_choices
 
 if TYPE_CHECKING:
     import optuna
 
 __all__ = [
-    "INVERTED_RESIDUAL_SETTING",
-    "CIFAR_INVERTED_RESIDUAL_SETTING",
-    "FUSIONS",
-    "DEPTHWISE",
-    "EXPAND_RATIOS",
-    "KERNELS",
-    "WIDTHS",
-    "make_divisible",
-    "BlockConfig",
-    "FusionMobileNetV2",
-    "MobileNetV2Space",
+    "INVERTED_RESIDUAL_SETTING", "CIFAR_INVERTED_RESIDUAL_SETTING", "FUSIONS", "DEPTHWISE", "EXPAND_RATIOS",
+    "KERNELS", "WIDTHS", "make_divisible", "BlockConfig", "FusionMobileNetV2", "MobileNetV2Space",
 ]
-
-INVERTED_RESIDUAL_SETTING = (
-    # t, c, n, s
-    (1, 16, 1, 1),
-    (6, 24, 2, 2),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
-)
-
-# CIFAR (32x32): stem stride 1 and stride 1 in the 24-channel stage, as in
-# kuangliu/pytorch-cifar, so the last maps are 4x4 instead of 1x1.
-CIFAR_INVERTED_RESIDUAL_SETTING = (
-    # t, c, n, s
-    (1, 16, 1, 1),
-    (6, 24, 2, 1),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
-)
-
-# Every registered operator is offered (a space may restrict the list); these come first, in this
-# order, so that the choices of studies stored before the registry decided them stay as they were.
-FUSIONS = ("conv", "wht", "dct", "bft")
-DEPTHWISE = ("conv", "hadamard")
-EXPAND_RATIOS = (3, 4, 6)
-KERNELS = (3, 5)
-WIDTHS = (0.75, 1.0)
-
-
-@dataclass(frozen=True)
-class _BlockSlot:
-    """One block position of a space: its fixed stride and nominal width, and what it offers."""
-
-    base_ratio: int
-    stride: int
-    widths_out: Mapping[float, int]  # offered width multiplier -> output channels
-    expand: tuple[str | None, ...]
-    expand_ratio: tuple[int, ...]
-    depthwise: tuple[str, ...]
-    kernel: tuple[int, ...]
-    project: tuple[str, ...]
-
-    @property
-    def width(self) -> tuple[float, ...]:
-        return tuple(self.widths_out)
-
-    def choices(self) -> dict[str, tuple[Any, ...]]:
-        """Allowed values per BlockChoice field, in the order ``sample`` suggests them."""
-        names = ("expand", "expand_ratio", "depthwise", "kernel", "project", "width")
-        return {name: getattr(self, name) for name in names}
 
 
 _Rule = Callable[[int, int], tuple[str | None, str, str]]
-_FIELDS = ("expand", "expand_ratio", "depthwise", "kernel", "project", "width")
 
 
 class MobileNetV2Space:
@@ -169,48 +107,37 @@ class MobileNetV2Space:
         self._depthwise = tuple(depthwise) if depthwise is not None else None
         self.stem_channels = make_divisible(32 * width_mult, round_nearest)
         self.head_channels = make_divisible(1280 * max(1.0, width_mult), round_nearest)
-        self._rows = []  # (t, s, widths_out, width -> the width with its channels) per block
-        for t, c, n, s in setting:
-            widths_out: dict[float, int] = {1.0: make_divisible(c * width_mult, round_nearest)}
-            same: dict[float, float] = {}
-            for w in sorted(widths, key=lambda w: abs(w - 1.0)):  # a duplicate width keeps 1.0
-                out = make_divisible(c * width_mult * w, round_nearest)
-                same[float(w)] = next((v for v, o in widths_out.items() if o == out), float(w))
-                widths_out.setdefault(same[float(w)], out)
-            widths_out = {w: widths_out[w] for w in sorted(widths_out)}
-            self._rows += [(t, s if i == 0 else 1, widths_out, same) for i in range(n)]
+        self._rows = block_rows(setting, width_mult, widths, round_nearest)
         self._expand_ratios, self._kernels = tuple(expand_ratios), tuple(kernels)
         self._widths = tuple(sorted(float(w) for w in widths))
         self._base = self  # the unrestricted space (see restrict)
         self._network_defaults = False  # see with_network_defaults
-        self._slot_cache: tuple[tuple[tuple[str, ...], tuple[str, ...]], list[_BlockSlot]] | None = None
+        self._slot_cache: tuple[tuple[tuple[str, ...], tuple[str, ...]], list[BlockSlot]] | None = None
         self._presets: dict[str, tuple[_Rule, str]] = {}
 
     @property
     def fusions(self) -> tuple[str, ...]:
         """The fusion operators offered: the space's own list, else every registered one."""
-        return self._fusions if self._fusions is not None else _offered(list_fusions(), FUSIONS)
+        return self._fusions if self._fusions is not None else offered(list_fusions(), FUSIONS)
 
     @property
     def depthwise(self) -> tuple[str, ...]:
         """The depthwise operators offered: the space's own list, else every registered one."""
-        return self._depthwise if self._depthwise is not None else _offered(list_depthwise(), DEPTHWISE)
+        return self._depthwise if self._depthwise is not None else offered(list_depthwise(), DEPTHWISE)
 
     @property
-    def _slots(self) -> list[_BlockSlot]:
+    def kernels(self) -> tuple[int, ...]:
+        """The depthwise kernel sizes offered."""
+        return self._kernels
+
+    @property
+    def _slots(self) -> list[BlockSlot]:
         """The block positions with what they offer now (an operator registered later, by a plugin,
         is offered from then on)."""
         key = (self.fusions, self.depthwise)
         if self._slot_cache is None or self._slot_cache[0] != key:
-            fusions, depthwise = key
-            self._slot_cache = (key, [
-                _BlockSlot(base_ratio=t, stride=stride,
-                           widths_out={w: out for w, out in widths_out.items()
-                                       if w in {same[v] for v in self._widths}},
-                           expand=(None,) if t == 1 else fusions,
-                           expand_ratio=(1,) if t == 1 else self._expand_ratios,
-                           depthwise=depthwise, kernel=self._kernels, project=fusions)
-                for t, stride, widths_out, same in self._rows])
+            slots = block_slots(self._rows, *key, self._expand_ratios, self._kernels, self._widths)
+            self._slot_cache = (key, slots)
         return self._slot_cache[1]
 
     def __repr__(self) -> str:
@@ -291,7 +218,7 @@ class MobileNetV2Space:
         """The Optuna parameters that make :meth:`sample` return ``arch`` (for ``enqueue_trial``)."""
         self.validate(arch)
         values = {f"b{i}.{field}": getattr(block, field)
-                  for i, block in enumerate(arch.blocks) for field in _FIELDS}
+                  for i, block in enumerate(arch.blocks) for field in FIELDS}
         values["head.fusion"] = arch.head_fusion
         layers = self._layer_choices()
         if self._network_defaults:
@@ -331,7 +258,9 @@ class MobileNetV2Space:
             expand, depthwise, project = rule(i, len(self._slots))
             blocks.append(BlockChoice(expand=None if slot.base_ratio == 1 else expand, depthwise=depthwise,
                                       project=project, expand_ratio=slot.base_ratio, kernel=3, width=1.0))
-        return self._arch(blocks, rule(len(self._slots), len(self._slots))[2])
+        arch = self._arch(blocks, rule(len(self._slots), len(self._slots))[2])
+        self._base.validate(arch)  # a rule may name an operator the space does not offer
+        return arch
 
     def preset_note(self, name: str) -> str:
         """One line on where the preset comes from."""
@@ -343,7 +272,30 @@ class MobileNetV2Space:
         if name in self._presets:
             raise ValueError(f"preset {name!r} of space {self.name!r} already exists")
         self._presets[name] = (rule, note)
-        self.preset(name)  # fails now, not at use, if the rule leaves the space (register the space first)
+        self.preset(name)  # fails now, not at use, if the rule leaves the space
+
+    def uniform(self, fusion: str, depthwise: str | None = None, *, kernel: int | None = None,
+                size: str = "smallest") -> Arch:
+        """The architecture with ``fusion`` in every 1x1 layer (expansions, projections, head) and
+        ``depthwise`` (default: the first offered) in every block; each block's expansion ratio, kernel
+        (unless ``kernel`` is given) and width the ``"smallest"`` or ``"largest"`` it offers.
+
+        The cheapest architectures of the space are ``uniform(f, d)`` over its operators; the widest
+        ``uniform(f, d, kernel=k, size="largest")``. Operators outside the space raise ``ValueError``.
+        """
+        if size not in ("smallest", "largest"):
+            raise UserError(f"size: {size!r} is not one of smallest, largest")
+        pick = min if size == "smallest" else max
+        depthwise = self.depthwise[0] if depthwise is None else depthwise
+        kernel = pick(self._kernels) if kernel is None else kernel
+        for field, value, allowed in (("fusion", fusion, self.fusions), ("depthwise", depthwise, self.depthwise),
+                                      ("kernel", kernel, self._kernels)):
+            if value not in allowed:
+                raise UserError(f"{field}: {value!r} is not one of {format_choices(allowed)}")
+        blocks = [BlockChoice(expand=fusion if fusion in slot.expand else None, depthwise=depthwise, project=fusion,
+                              expand_ratio=pick(slot.expand_ratio), kernel=kernel, width=pick(slot.width))
+                  for slot in self._slots]
+        return self._arch(blocks, fusion)
 
     def _arch(self, blocks: list[BlockChoice], head_fusion: str) -> Arch:
         return Arch(space=self.name, version=self.version, stem_channels=self.stem_channels,
@@ -407,37 +359,15 @@ class MobileNetV2Space:
         )
 
 
-def _offered(registered: Sequence[str], first: Sequence[str]) -> tuple[str, ...]:
-    """``registered`` with the names of ``first`` leading, in their order, the rest sorted."""
-    return (*(n for n in first if n in registered), *sorted(n for n in registered if n not in first))
-
-
-def _add_standard_presets(space: MobileNetV2Space) -> MobileNetV2Space:
-    """baseline; seed 000's hybrid; all-WHT/-DCT/-BFT; all-WHT with Hadamard depthwise."""
-    space.add_preset("baseline", lambda i, n: ("conv", "conv", "conv"),
-                     "torchvision's mobilenet_v2, all conv (seed 000 on CIFAR-10: 2.270M parameters)")
-
-    def last_third(i: int, n: int) -> tuple[str, str, str]:
-        # the last floor(n / 3) blocks (5 of 17) and, for i == n, the head
-        return ("wht", "conv", "wht") if i >= n - n // 3 else ("conv", "conv", "conv")
-
-    space.add_preset("wht-last-third", last_third,
-                     "seed 000's hybrid (CIFAR-10: 540K parameters): WHT in every 1x1 layer of the last 5 of 17 "
-                     "blocks and the head")
-    space.add_preset("wht-last-third-blocks", lambda i, n: last_third(i, n) if i < n else ("conv",) * 3,
-                     "wht-last-third with a conv head (seed 000's earlier abstract: 947K parameters)")
-    for fusion in ("wht", "dct", "bft"):
-        space.add_preset(f"all-{fusion}", lambda i, n, f=fusion: (f, "conv", f),
-                         f"every 1x1 layer (expansions, projections, head) {fusion}")
-    space.add_preset("all-wht-hadamard", lambda i, n: ("wht", "hadamard", "wht"),
-                     "every 1x1 layer WHT, every depthwise conv Hadamard: no dense weights but the stem and classifier")
+def _with_standard_presets(space: MobileNetV2Space) -> MobileNetV2Space:
+    for name, rule, note in STANDARD_PRESETS:
+        space.add_preset(name, rule, note)
     return space
 
 
-# Registered before the presets are added: an Arch is only valid in a registered space.
-MOBILENETV2_CIFAR = _add_standard_presets(register_space(MobileNetV2Space(
+MOBILENETV2_CIFAR = register_space(_with_standard_presets(MobileNetV2Space(
     "mobilenetv2-cifar", CIFAR_INVERTED_RESIDUAL_SETTING, input_shape=(3, 32, 32), num_classes=10, stem_stride=1,
 )))
-MOBILENETV2_IMAGENET = _add_standard_presets(register_space(MobileNetV2Space(
+MOBILENETV2_IMAGENET = register_space(_with_standard_presets(MobileNetV2Space(
     "mobilenetv2-imagenet", INVERTED_RESIDUAL_SETTING, input_shape=(3, 224, 224), num_classes=1000, stem_stride=2,
 )))

@@ -1,4 +1,8 @@
-"""Registry of search spaces by name, and the interface a space offers."""
+"""Registry of search spaces by name, and the interface a space offers.
+
+Below :mod:`fusionnas.spaces.arch` at run time: an architecture document
+names its space, and :meth:`Arch.from_json` looks it up here to check it.
+"""
 from __future__ import annotations
 
 import difflib
@@ -8,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fusionnas.errors import UserError
-from fusionnas.spaces.arch import format_choices
 
 if TYPE_CHECKING:
     import optuna
@@ -17,7 +20,12 @@ if TYPE_CHECKING:
     from fusionnas.spaces.arch import Arch
 
 __all__ = ["Space", "register_space", "get_space", "list_spaces", "random_archs", "choices_fingerprint",
-           "RestrictionError", "restricted_choices", "NoBaselineError", "baseline_or_none"]
+           "RestrictionError", "restricted_choices", "NoBaselineError", "baseline_or_none", "format_choices"]
+
+
+def format_choices(choices: Sequence[Any]) -> str:
+    """``conv, wht, dct, bft``: allowed values as error messages list them (``null`` for None)."""
+    return ", ".join("null" if c is None else str(c) for c in choices)
 
 
 @runtime_checkable
@@ -28,6 +36,8 @@ class Space(Protocol):
     version: int
     input_shape: tuple[int, int, int]  # (C, H, W) of one image
     num_classes: int
+    fusions: tuple[str, ...]  # the 1x1 fusion operators offered
+    depthwise: tuple[str, ...]  # the depthwise operators offered
 
     def sample(self, trial: optuna.trial.BaseTrial) -> Arch:
         """Draw an architecture with ``trial.suggest_*`` calls."""
@@ -37,6 +47,11 @@ class Space(Protocol):
 
     def baseline(self) -> Arch:
         """The reference network (all conv); :class:`NoBaselineError` when the space has none."""
+
+    def uniform(self, fusion: str, depthwise: str | None = None, *, kernel: int | None = None,
+                size: str = "smallest") -> Arch:
+        """The architecture with one fusion and one depthwise operator everywhere, every other choice
+        at its ``"smallest"`` or ``"largest"`` offered value (see :meth:`MobileNetV2Space.uniform`)."""
 
     def presets(self) -> list[str]:
         """Names of the named architectures."""
@@ -136,8 +151,8 @@ class RestrictionError(UserError):
     """A list a space cannot be restricted to: ``field``, ``problem`` and ``fix`` are the message's parts."""
 
     def __init__(self, field: str, problem: str, fix: str) -> None:
-        self.field, self.problem, self.fix = field, problem, fix
-        super().__init__(f"{field}: {problem}; {fix}")
+        super().__init__(f"{field}: {problem}", fix)
+        self.field, self.problem = field, problem
 
 
 def restricted_choices(space: str, offered: Mapping[str, Sequence[Any]],

@@ -53,6 +53,14 @@ def test_an_inherited_network_computes_what_the_shared_path_does(supernet) -> No
         assert torch.allclose(model(x), functional_call(path, supernet.weights(arch, path), (x,)), atol=1e-5)
 
 
+def test_a_space_offering_one_operator_has_a_supernet_too() -> None:
+    space = SPACE.restrict(fusions=["wht"], depthwise=["conv"], kernels=[3])
+    supernet = SuperNet(space, num_classes=10)
+    assert {key.split(":")[1] for key in supernet.shared if key.startswith("b3:")} == {
+        "expand=wht", "depthwise=conv/k3", "project=wht"}
+    assert supernet.inherit(space.uniform("wht"))(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
 def test_paths_cycle_through_every_choice_evenly() -> None:
     draws = [arch.blocks[3].project for arch, _ in zip(FairPaths(SPACE, seed=0), range(12))]
     assert Counter(draws) == {op: 3 for op in ("conv", "wht", "dct", "bft")}
@@ -83,3 +91,14 @@ def test_scoring_is_an_accuracy_and_repeatable(supernet, digits) -> None:
     arch = SPACE.preset("wht-last-third")
     first = score(supernet, arch, digits, BUDGET)
     assert 0.0 <= first <= 1.0 and score(supernet, arch, digits, BUDGET) == first
+
+
+def test_paths_resume_from_their_state_dict() -> None:
+    paths = FairPaths(SPACE, seed=3)
+    for _ in range(5):
+        next(paths)
+    state = paths.state_dict()
+    expected = [next(paths) for _ in range(7)]
+    resumed = FairPaths(SPACE, seed=0)
+    resumed.load_state_dict(state)
+    assert [next(resumed) for _ in range(7)] == expected

@@ -9,6 +9,7 @@ import onnxruntime
 import optuna
 import pytest
 import torch
+from _records import frozen_trial
 from test_openvino_extension import needs_extension, perturbed
 
 from fusionnas.cli import build_parser
@@ -20,6 +21,7 @@ from fusionnas.results import export_trial, objectives_of, select_trial, trials_
 from fusionnas.results import export as export_module
 from fusionnas.results.export import DEPLOYED_RUNTIMES
 from fusionnas.spaces import get_space
+from fusionnas.trial_record import Evaluation, TrialRecord
 
 SPACE = get_space("mobilenetv2-cifar")
 ARCH = SPACE.preset("all-wht-hadamard")
@@ -43,11 +45,11 @@ def trial(tmp_path):
     torch.save(model.state_dict(), weights / "w.pt")
     study = optuna.create_study(directions=["maximize"])
     study.set_metric_names(["accuracy"])
-    attrs = {"arch": ARCH.to_json(), "archid": ARCH.archid, "flops": 1e7, "params": 1e5, "memory_mb": 1.0,
-             "feasible": True, "val_accuracy": 0.5, "num_classes": 10, "weights": "w.pt"}
+    record = TrialRecord(arch=ARCH.to_json(), archid=ARCH.archid, num_classes=10,
+                         costs={"flops": 1e7, "params": 1e5, "memory_mb": 1.0}, feasible=True,
+                         evaluation=Evaluation(val_accuracy=0.5, weights="w.pt"))
     distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
-    study.add_trial(optuna.trial.create_trial(values=[0.5], params={"x": 0.5}, distributions=distributions,
-                                              user_attrs=attrs))
+    study.add_trial(frozen_trial(record, values=[0.5], params={"x": 0.5}, distributions=distributions))
     frame, objectives = trials_frame(study), objectives_of(study)
     return frame, objectives, select_trial(frame, objectives, trial=0), weights, model
 

@@ -12,6 +12,7 @@ from _onnx import assert_onnx_matches
 from fusionnas.evaluators import count_flops
 from fusionnas.evaluators.cost import count_params
 from fusionnas.layers import create_fusion
+from fusionnas.layers._butterfly_chunked import ChunkedButterfly
 from fusionnas.layers.butterfly import ButterflyPointwise, butterfly_factors
 
 # Every test runs on the native kernels and on the reference forms (tests/conftest.py).
@@ -268,7 +269,7 @@ def test_gradcheck_of_the_chunked_function_with_several_images_per_chunk(c_in, c
     weights = tuple(layer.weights)
 
     def fn(inp, *ws):
-        return butterfly._ButterflyFunction.apply(inp, layer._width_in, c_out, 2, *ws)
+        return ChunkedButterfly.apply(inp, layer._width_in, c_out, 2, *ws)
 
     assert torch.autograd.gradcheck(fn, (x, *weights), atol=1e-8)
 

@@ -4,7 +4,7 @@ import scipy.linalg
 import torch
 
 from fusionnas.layers import fwht, hadamard
-from fusionnas.layers.fwht import _factors, next_power_of_two
+from fusionnas.layers.fwht import hadamard_factors, next_power_of_two
 
 # Every test runs on the native kernels and on the reference forms (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("kernel_path")
@@ -67,7 +67,7 @@ def test_fwht_gradcheck_and_gradgradcheck():
 
 def test_factors_are_powers_of_two_and_multiply_to_n():
     for k in range(16):
-        parts = _factors(2**k)
+        parts = hadamard_factors(2**k)
         assert np.prod(parts) == 2**k
         assert all(p & (p - 1) == 0 and p <= 32 for p in parts)
 

@@ -10,12 +10,14 @@ import optuna
 import pandas as pd
 import pytest
 import torch
+from _records import frozen_trial
 
 from fusionnas.evaluators.onnx_export import input_batch
 from fusionnas.evaluators.runtimes import get_runtime
 from fusionnas.results import export_trial, objectives_of, select_trial, trials_frame
 from fusionnas.results.export import DEPLOYED_RUNTIMES
 from fusionnas.spaces import Arch, get_space
+from fusionnas.trial_record import Evaluation, Latency, TrialRecord
 
 SPACE = get_space("mobilenetv2-cifar")
 DIST = {"x": optuna.distributions.FloatDistribution(0, 1)}
@@ -28,15 +30,13 @@ def study_with(rows) -> optuna.Study:
     study.set_metric_names(["accuracy", "latency_ms@jetson-nano"])
     for accuracy, flops, latency, feasible, weights in rows:
         arch = SPACE.baseline() if flops > 8e7 else SPACE.preset("all-bft")
-        attrs = {"arch": arch.to_json(), "archid": arch.archid, "flops": flops, "params": 1e6, "memory_mb": 1.0,
-                 "latency_ms@jetson-nano": latency, "feasible": feasible, "val_accuracy": accuracy,
-                 "num_classes": 10}
-        if weights:
-            attrs["weights"] = weights
-        study.add_trial(optuna.trial.create_trial(values=[accuracy, latency], params={"x": 0.5},
-                                                  distributions=DIST, user_attrs=attrs))
-    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"x": 0.1},
-                                              distributions=DIST, user_attrs={"failure_reason": "out_of_memory: x"}))
+        record = TrialRecord(arch=arch.to_json(), archid=arch.archid, num_classes=10,
+                             costs={"flops": flops, "params": 1e6, "memory_mb": 1.0},
+                             latencies={"jetson-nano": Latency(latency)}, feasible=feasible,
+                             evaluation=Evaluation(val_accuracy=accuracy, weights=weights or None))
+        study.add_trial(frozen_trial(record, values=[accuracy, latency], params={"x": 0.5}, distributions=DIST))
+    study.add_trial(frozen_trial(TrialRecord(failure_reason="out_of_memory: x"), state=optuna.trial.TrialState.FAIL,
+                                 params={"x": 0.1}, distributions=DIST))
     return study
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 import numpy as np
 import optuna
 import pytest
+from _records import frozen_trial
 
 from fusionnas.results import compact_ops, format_frontier, objectives_of, pareto_mask, plot_frontier, trials_frame
 from fusionnas.spaces import get_space
+from fusionnas.trial_record import Evaluation, TrialRecord
 
 SPACE = get_space("mobilenetv2-cifar")
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -27,16 +29,14 @@ def synthetic_study() -> optuna.Study:
     base, hybrid = SPACE.baseline(), SPACE.preset("wht-last-third")
     rows = [(base, 0.90, 9e7, True), (hybrid, 0.85, 6e7, True), (hybrid, 0.80, 7e7, True), (base, None, 1e6, False)]
     for arch, accuracy, flops, feasible in rows:
-        attrs = {"arch": arch.to_json(), "archid": arch.archid, "flops": flops, "params": 1e6, "memory_mb": 1.0,
-                 "feasible": feasible}
-        if accuracy is not None:
-            attrs["val_accuracy"] = accuracy
-        trial = optuna.trial.create_trial(values=[accuracy or 0.0, flops], params={"x": 0.5}, distributions=DIST,
-                                          user_attrs=attrs,
-                                          system_attrs={"constraints:flops": 0.0 if feasible else 1.0})
+        record = TrialRecord(arch=arch.to_json(), archid=arch.archid,
+                             costs={"flops": flops, "params": 1e6, "memory_mb": 1.0}, feasible=feasible,
+                             evaluation=Evaluation(val_accuracy=accuracy))
+        trial = frozen_trial(record, values=[accuracy or 0.0, flops], params={"x": 0.5}, distributions=DIST,
+                             system_attrs={"constraints:flops": 0.0 if feasible else 1.0})
         study.add_trial(trial)
-    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"x": 0.1},
-                                              distributions=DIST, user_attrs={"failure_reason": "diverged: nan"}))
+    study.add_trial(frozen_trial(TrialRecord(failure_reason="diverged: nan"), state=optuna.trial.TrialState.FAIL,
+                                 params={"x": 0.1}, distributions=DIST))
     return study
 
 
@@ -91,12 +91,9 @@ def rung_study() -> optuna.Study:
     rows = [(base, 0.50, 9e7, 0), (hybrid, 0.45, 6e7, 0), (SPACE.preset("all-bft"), 0.40, 5e7, 0),
             (base, 0.80, 9e7, 1), (hybrid, 0.70, 6e7, 1), (SPACE.preset("all-wht"), None, 1e6, 0)]
     for arch, accuracy, flops, rung in rows:
-        attrs = {"arch": arch.to_json(), "archid": arch.archid, "flops": flops, "params": 1e6,
-                 "feasible": accuracy is not None, "rung": rung}
-        if accuracy is not None:
-            attrs["val_accuracy"] = accuracy
-        study.add_trial(optuna.trial.create_trial(values=[accuracy or 0.0, flops], params={"x": 0.5},
-                                                  distributions=DIST, user_attrs=attrs))
+        record = TrialRecord(arch=arch.to_json(), archid=arch.archid, costs={"flops": flops, "params": 1e6},
+                             feasible=accuracy is not None, rung=rung, evaluation=Evaluation(val_accuracy=accuracy))
+        study.add_trial(frozen_trial(record, values=[accuracy or 0.0, flops], params={"x": 0.5}, distributions=DIST))
     return study
 
 

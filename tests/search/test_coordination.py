@@ -16,6 +16,7 @@ import pytest
 
 from fusionnas.search import open_storage
 from fusionnas.search.coordination import claim_archid, study_lock
+from fusionnas.trial_record import TrialRecord
 
 pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
               pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed:UserWarning")]
@@ -65,7 +66,7 @@ def test_two_workers_claiming_one_archid_at_once_give_one_evaluator(storage_url)
     owner = trials[[claim.evaluates for claim in claims].index(True)]
     waiter = next(claim for claim in claims if not claim.evaluates)
     assert waiter.wait_for.number == owner.number
-    assert owner.study.get_trials(deepcopy=False)[owner.number].user_attrs["archid"] == "abc123"
+    assert TrialRecord.read(owner.study.get_trials(deepcopy=False)[owner.number]).archid == "abc123"
 
 
 def test_a_failed_claimer_hands_the_archid_over_and_a_result_is_reused(storage_url) -> None:
@@ -75,7 +76,7 @@ def test_a_failed_claimer_hands_the_archid_over_and_a_result_is_reused(storage_u
     assert claim_archid(b, "abc123", "fp").wait_for.number == a.number
     first.tell(a, state=optuna.trial.TrialState.FAIL)  # the claimer failed: its claim ends
     assert claim_archid(b, "abc123", "fp").evaluates
-    b.set_user_attr("evaluated", True)
+    TrialRecord(evaluated=True).write(b)
     second.tell(b, [0.5])
     c = first.ask()
     claim = claim_archid(c, "abc123", "fp")

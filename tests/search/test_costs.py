@@ -1,6 +1,8 @@
 """The study's cost evaluator: what the objective records and the runner checks, from one place."""
 from __future__ import annotations
 
+import copy
+
 import torchvision
 
 from _studies import PROXY, study_config
@@ -15,14 +17,15 @@ def test_costs_of_the_baseline_and_what_the_limits_compare(tmp_path) -> None:
     assert evaluator.names == [*COST_KEYS, "latency_ms@cpu"]
     space = evaluator.space
     arch = space.baseline()
-    costs = evaluator.costs(arch, space.build(arch, num_classes=10))
+    record = evaluator.measure(arch, space.build(arch, num_classes=10))
     reference = torchvision.models.mobilenet_v2(num_classes=10)
-    assert costs["params"] == sum(p.numel() for p in reference.parameters())
-    assert costs["latency_ms@cpu"] > 0 and costs["latency_runtime@cpu"] == "torch"
-    assert costs["latency_source@cpu"] == "table"
-    measured = evaluator.constraint_measures(costs)
-    assert measured["latency_ms"] == costs["latency_ms@cpu"] and measured["flops"] == costs["flops"]
-    assert evaluator.costs(arch, space.build(arch), known=costs) == {}  # nothing measured twice
+    assert record.costs["params"] == sum(p.numel() for p in reference.parameters())
+    assert record.latencies["cpu"].ms > 0 and record.latencies["cpu"].runtime == "torch"
+    assert record.latencies["cpu"].source == "table" and evaluator.complete(record)
+    measured = evaluator.constraint_measures(record)
+    assert measured["latency_ms"] == record.latencies["cpu"].ms and measured["flops"] == record.costs["flops"]
+    before = copy.deepcopy(record)
+    assert evaluator.measure(arch, space.build(arch), record) == before  # nothing measured twice
     evaluator.save_tables()
     assert (tmp_path / "artifacts" / "latency-cpu-torch.json").is_file()
 

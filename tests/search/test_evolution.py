@@ -105,7 +105,7 @@ def test_it_samples_the_mobilenet_space() -> None:
     study = optuna.create_study(directions=["minimize", "minimize"],
                                 sampler=SamplerConfig("evolution", seed=0, n_startup_trials=4).make_sampler())
     study.optimize(count_ops, n_trials=12)
-    assert len({t.user_attrs.get("x", tuple(sorted(t.params.items()))) for t in study.trials}) == 12
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 12  # twelve different architectures
     for trial in study.trials[4:]:
         assert min(distance(trial.params, t.params) for t in study.trials[:trial.number]) in (1, 2)
 

@@ -1,4 +1,4 @@
-"""Four `fusionnas search` workers started at once on one study, on each storage kind (issue 10).
+"""Four `fusionnas search` workers started at once on one study, on each storage kind.
 
 The workers are real processes on one study: PostgreSQL (the ``postgres_url``
 fixture; skipped locally without a server, failed under CI=true), a SQLite
@@ -35,6 +35,7 @@ from fusionnas.search import count_trials, open_storage
 from fusionnas.search.coordination import LOCK_SUFFIX, storage_lock
 from fusionnas.search.storage import storage_file
 from fusionnas.spaces import get_space
+from fusionnas.trial_record import TrialRecord
 
 pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
               pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see the workers wait")]
@@ -73,24 +74,28 @@ def test_four_workers_started_together_share_the_study_exactly(storage_url, tmp_
         assert out.splitlines()[-1].startswith(f"study {name}: {TOTAL} trials"), out[-500:]
     study = optuna.load_study(study_name=name, storage=_storage(url))
     trials = study.get_trials(deepcopy=False)
-    queued = [t for t in trials if "preset" in t.user_attrs or t.params == twice]
+    records = {t.number: TrialRecord.read(t) for t in trials}
+    queued = [t for t in trials if records[t.number].preset is not None or t.params == twice]
     assert [t.state for t in queued] == [TrialState.COMPLETE] * (len(PRESETS) + COPIES), states(trials)
     assert len(trials) == TOTAL and all(ended_normally(t) for t in trials), states(trials)  # the rest: sampled
     assert count_trials(study) == TOTAL
     ran = sorted(int(n) for _, out, _ in results for n in PROGRESS.findall(out))
     assert ran == list(range(TOTAL)), "a trial was run by two workers, or by none"
 
-    assert Counter(t.user_attrs.get("preset") for t in trials if "preset" in t.user_attrs) == dict.fromkeys(PRESETS, 1)
-    trained = Counter(t.user_attrs["archid"] for t in trials if "reused_from" not in t.user_attrs)
+    assert Counter(r.preset for r in records.values() if r.preset is not None) == dict.fromkeys(PRESETS, 1)
+    trained = Counter(r.archid for r in records.values() if r.reused_from is None)
+    assert None not in trained, "a trial recorded no archid"
     assert [archid for archid, n in trained.items() if n > 1] == [], "an architecture was trained twice"
     copies = [t for t in trials if t.params == twice]
-    assert len(copies) == COPIES and sum("reused_from" not in t.user_attrs for t in copies) == 1
+    assert len(copies) == COPIES and sum(records[t.number].reused_from is None for t in copies) == 1
     by_number = {t.number: t for t in trials}
     for trial in trials:
-        if "reused_from" in trial.user_attrs:
-            source = by_number[trial.user_attrs["reused_from"]]
-            assert "reused_from" not in source.user_attrs and source.user_attrs["evaluated"]
-            assert (source.user_attrs["archid"], source.values) == (trial.user_attrs["archid"], trial.values)
+        record = records[trial.number]
+        if record.reused_from is not None:
+            source = by_number[record.reused_from]
+            assert records[source.number].reused_from is None and records[source.number].evaluated
+            assert record.archid is not None
+            assert (records[source.number].archid, source.values) == (record.archid, trial.values)
 
 
 def _storage(url: str):

@@ -11,11 +11,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from _records import frozen_trial
 from _studies import PROXY, ZERO_COST, study_config
 from fusionnas.evaluators import ProxyResult, TrainingDiverged, get_dataset
 from fusionnas.evaluators.deployed import DeployedLatencyMeter, WholeLatency
-from fusionnas.search import SearchObjective, TrialFailed
+from fusionnas.search import SearchObjective, StudyContext, TrialFailed
 from fusionnas.spaces import get_space
+from fusionnas.trial_record import Evaluation, TrialRecord
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 SPACE = get_space("mobilenetv2-cifar")
@@ -52,21 +54,21 @@ def new_study(config) -> optuna.Study:
     return optuna.create_study(directions=config.directions, sampler=optuna.samplers.RandomSampler(seed=0))
 
 
-def test_costs_and_identity_go_into_user_attrs(tmp_path, digits) -> None:
+def test_costs_and_identity_go_into_the_trial_record(tmp_path, digits) -> None:
     calls: list = []
     config = study_config(tmp_path, PROXY)
     study = new_study(config)
-    study.optimize(SearchObjective(config, digits, tmp_path / "artifacts", train=fake_training(calls)), n_trials=1)
+    study.optimize(SearchObjective(StudyContext.build(config, digits, tmp_path / "artifacts"), train=fake_training(calls)), n_trials=1)
     trial = study.trials[0]
-    attrs = trial.user_attrs
+    record = TrialRecord.read(trial)
     assert trial.state == TrialState.COMPLETE
     arch = SPACE.sample(optuna.trial.FixedTrial(trial.params))
-    assert attrs["arch"] == arch.to_json() and attrs["archid"] == arch.archid
-    assert attrs["fingerprint"] == config.fingerprint
-    assert attrs["params"] > 0 and attrs["flops"] > 0 and attrs["memory_mb"] > 0
-    assert attrs["feasible"] is True and attrs["constraint_violations"] == {}
-    assert trial.values == [attrs["val_accuracy"], attrs["flops"]]
-    assert (tmp_path / "artifacts" / "weights" / attrs["weights"]).is_file()
+    assert record.arch == arch.to_json() and record.archid == arch.archid
+    assert record.fingerprint == config.fingerprint
+    assert record.costs["params"] > 0 and record.costs["flops"] > 0 and record.costs["memory_mb"] > 0
+    assert record.feasible is True and record.constraint_violations == {}
+    assert trial.values == [record.evaluation.val_accuracy, record.costs["flops"]]
+    assert (tmp_path / "artifacts" / "weights" / record.evaluation.weights).is_file()
     assert len(calls) == 1 and calls[0].steps == 2 and calls[0].resolution == 8
 
 
@@ -74,16 +76,17 @@ def test_infeasible_architectures_are_recorded_but_never_trained(tmp_path, digit
     calls: list = []
     config = study_config(tmp_path, PROXY, constraints={"max_flops": 1e6, "max_params": 1e9})
     study = new_study(config)
-    study.optimize(SearchObjective(config, digits, train=fake_training(calls)), n_trials=2)
+    study.optimize(SearchObjective(StudyContext.build(config, digits), train=fake_training(calls)), n_trials=2)
     assert calls == []
     for trial in study.trials:
         assert trial.state == TrialState.COMPLETE
-        assert trial.user_attrs["feasible"] is False
-        assert trial.constraints["flops"] == pytest.approx(trial.user_attrs["flops"] - 1e6)
+        record = TrialRecord.read(trial)
+        assert record.feasible is False
+        assert trial.constraints["flops"] == pytest.approx(record.costs["flops"] - 1e6)
         assert trial.constraints["params"] < 0
-        assert set(trial.user_attrs["constraint_violations"]) == {"flops"}
-        assert trial.values == [0.0, trial.user_attrs["flops"]]  # untrained: the worst accuracy
-        assert "val_accuracy" not in trial.user_attrs
+        assert set(record.constraint_violations) == {"flops"}
+        assert trial.values == [0.0, record.costs["flops"]]  # untrained: the worst accuracy
+        assert record.evaluation.val_accuracy is None
     assert study.best_trials == []  # Optuna keeps infeasible trials off its frontier too
 
 
@@ -91,12 +94,12 @@ def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path, digits) -> N
     calls: list = []
     config = study_config(tmp_path, PROXY)
     study = new_study(config)
-    study.optimize(SearchObjective(config, digits, train=fake_training(calls, fail_first=True)), n_trials=3,
+    study.optimize(SearchObjective(StudyContext.build(config, digits), train=fake_training(calls, fail_first=True)), n_trials=3,
                    catch=(TrialFailed,))
     states = [t.state for t in study.trials]
     assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
-    assert study.trials[0].user_attrs["failure_reason"].startswith("diverged: training loss is nan")
-    assert "flops" in study.trials[0].user_attrs  # the costs measured before the failure stay
+    assert TrialRecord.read(study.trials[0]).failure_reason.startswith("diverged: training loss is nan")
+    assert "flops" in TrialRecord.read(study.trials[0]).costs  # the costs measured before the failure stay
 
 
 def test_an_archid_evaluated_before_is_reused(tmp_path, digits) -> None:
@@ -106,12 +109,12 @@ def test_an_archid_evaluated_before_is_reused(tmp_path, digits) -> None:
     params = SPACE.params(SPACE.baseline())
     study.enqueue_trial(params)
     study.enqueue_trial(params)
-    study.optimize(SearchObjective(config, digits, train=fake_training(calls)), n_trials=2)
+    study.optimize(SearchObjective(StudyContext.build(config, digits), train=fake_training(calls)), n_trials=2)
     first, second = study.trials
     assert len(calls) == 1
-    assert second.user_attrs["reused_from"] == 0
+    assert TrialRecord.read(second).reused_from == 0
     assert second.values == first.values
-    assert second.user_attrs["archid"] == first.user_attrs["archid"]
+    assert TrialRecord.read(second).archid == TrialRecord.read(first).archid is not None
 
 
 def test_reuse_rechecks_limits_that_changed(tmp_path, digits) -> None:
@@ -120,13 +123,13 @@ def test_reuse_rechecks_limits_that_changed(tmp_path, digits) -> None:
     strict = study_config(tmp_path, PROXY, constraints={"max_flops": 1e6})
     study = new_study(strict)
     study.enqueue_trial(SPACE.params(SPACE.baseline()))
-    study.optimize(SearchObjective(strict, digits, train=fake_training(calls)), n_trials=1)
+    study.optimize(SearchObjective(StudyContext.build(strict, digits), train=fake_training(calls)), n_trials=1)
     relaxed = study_config(tmp_path, PROXY, constraints={"max_flops": 1e9})
     study.enqueue_trial(SPACE.params(SPACE.baseline()))
-    study.optimize(SearchObjective(relaxed, digits, train=fake_training(calls)), n_trials=1)
+    study.optimize(SearchObjective(StudyContext.build(relaxed, digits), train=fake_training(calls)), n_trials=1)
     second = study.trials[1]
-    assert len(calls) == 1 and second.user_attrs["feasible"] is True
-    assert second.user_attrs["reused_from"] == 0 and second.values[0] > 0
+    assert len(calls) == 1 and TrialRecord.read(second).feasible is True
+    assert TrialRecord.read(second).reused_from == 0 and second.values[0] > 0
 
 
 def test_a_duplicate_running_in_another_worker_is_waited_for(tmp_path, digits) -> None:
@@ -136,9 +139,9 @@ def test_a_duplicate_running_in_another_worker_is_waited_for(tmp_path, digits) -
     arch = SPACE.baseline()
     study.enqueue_trial(SPACE.params(arch))
     other = study.ask()  # "another worker" holds trial 0 of the same archid
-    for key, value in {"archid": arch.archid, "fingerprint": config.fingerprint, "evaluated": True,
-                       "val_accuracy": 0.75, "flops": 123.0, "params": 4.0, "memory_mb": 1.0}.items():
-        other.set_user_attr(key, value)
+    TrialRecord(archid=arch.archid, fingerprint=config.fingerprint, evaluated=True,
+                evaluation=Evaluation(val_accuracy=0.75), costs={"flops": 123.0, "params": 4.0, "memory_mb": 1.0}
+                ).write(other)
 
     def finish() -> None:
         time.sleep(0.5)
@@ -147,10 +150,10 @@ def test_a_duplicate_running_in_another_worker_is_waited_for(tmp_path, digits) -
     thread = threading.Thread(target=finish)
     thread.start()
     study.enqueue_trial(SPACE.params(arch))
-    study.optimize(SearchObjective(config, digits, poll_s=0.05, train=fake_training(calls)), n_trials=1)
+    study.optimize(SearchObjective(StudyContext.build(config, digits), poll_s=0.05, train=fake_training(calls)), n_trials=1)
     thread.join()
     mine = study.trials[1]
-    assert calls == [] and mine.user_attrs["reused_from"] == 0 and mine.values == [0.75, 123.0]
+    assert calls == [] and TrialRecord.read(mine).reused_from == 0 and mine.values == [0.75, 123.0]
 
 
 def test_a_duplicate_is_evaluated_after_the_wait(tmp_path, digits) -> None:
@@ -160,10 +163,9 @@ def test_a_duplicate_is_evaluated_after_the_wait(tmp_path, digits) -> None:
     arch = SPACE.baseline()
     study.enqueue_trial(SPACE.params(arch))
     stuck = study.ask()
-    stuck.set_user_attr("archid", arch.archid)
-    stuck.set_user_attr("fingerprint", config.fingerprint)
+    TrialRecord(archid=arch.archid, fingerprint=config.fingerprint).write(stuck)
     study.enqueue_trial(SPACE.params(arch))
-    objective = SearchObjective(config, digits, duplicate_wait_s=0.2, poll_s=0.05, train=fake_training(calls))
+    objective = SearchObjective(StudyContext.build(config, digits), duplicate_wait_s=0.2, poll_s=0.05, train=fake_training(calls))
     study.optimize(objective, n_trials=1)
     assert len(calls) == 1 and study.trials[1].state == TrialState.COMPLETE
 
@@ -171,11 +173,12 @@ def test_a_duplicate_is_evaluated_after_the_wait(tmp_path, digits) -> None:
 def test_zero_cost_budget_scores_without_training(tmp_path, digits) -> None:
     config = study_config(tmp_path, ZERO_COST)
     study = new_study(config)
-    study.optimize(SearchObjective(config, digits, train=refuse_training), n_trials=1)
+    study.optimize(SearchObjective(StudyContext.build(config, digits), train=refuse_training), n_trials=1)
     trial = study.trials[0]
     assert trial.state == TrialState.COMPLETE
-    assert trial.values == [trial.user_attrs["synflow"], trial.user_attrs["flops"]]
-    assert trial.user_attrs["synflow"] > 0 and "weights" not in trial.user_attrs
+    record = TrialRecord.read(trial)
+    assert trial.values == [record.scores["synflow"], record.costs["flops"]]
+    assert record.scores["synflow"] > 0 and record.evaluation.weights is None
 
 
 def test_prefilter_prunes_low_zero_cost_scores(tmp_path, digits) -> None:
@@ -184,12 +187,13 @@ def test_prefilter_prunes_low_zero_cost_scores(tmp_path, digits) -> None:
     study = new_study(config)
     dist = optuna.distributions.FloatDistribution(0, 1)
     for _ in range(4):  # earlier trials that all scored far higher
-        study.add_trial(optuna.trial.create_trial(values=[0.9, 1e8], params={"x": 0.5}, distributions={"x": dist},
-                                                  user_attrs={"synflow": 1e300}))
-    study.optimize(SearchObjective(config, digits, train=fake_training(calls)), n_trials=1)
+        study.add_trial(frozen_trial(TrialRecord(scores={"synflow": 1e300}), values=[0.9, 1e8], params={"x": 0.5},
+                                     distributions={"x": dist}))
+    study.optimize(SearchObjective(StudyContext.build(config, digits), train=fake_training(calls)), n_trials=1)
     trial = study.trials[-1]
-    assert trial.state == TrialState.PRUNED and trial.user_attrs["prefiltered"] is True
-    assert calls == [] and 0 < trial.user_attrs["synflow"] < 1e300
+    record = TrialRecord.read(trial)
+    assert trial.state == TrialState.PRUNED and record.prefiltered is True
+    assert calls == [] and 0 < record.scores["synflow"] < 1e300
 
 
 def test_latency_limits_use_the_device_estimate(tmp_path, digits, caplog) -> None:
@@ -197,12 +201,13 @@ def test_latency_limits_use_the_device_estimate(tmp_path, digits, caplog) -> Non
     config = study_config(tmp_path, PROXY, constraints={"max_latency_ms": 1e-3, "latency_device": "jetson-nano"})
     study = new_study(config)
     with caplog.at_level(logging.WARNING, logger="fusionnas"):
-        study.optimize(SearchObjective(config, digits, train=fake_training(calls)), n_trials=2)
-    attrs = study.trials[0].user_attrs
-    assert attrs["latency_source@jetson-nano"] == "estimated"
-    assert attrs["latency_runtime@jetson-nano"] == "onnxruntime"  # parts measured here, scaled to the board
-    assert study.trials[0].constraints["latency_ms"] == pytest.approx(attrs["latency_ms@jetson-nano"] - 1e-3)
-    assert attrs["feasible"] is False and calls == []
+        study.optimize(SearchObjective(StudyContext.build(config, digits), train=fake_training(calls)), n_trials=2)
+    record = TrialRecord.read(study.trials[0])
+    latency = record.latencies["jetson-nano"]
+    assert latency.source == "estimated"
+    assert latency.runtime == "onnxruntime"  # parts measured here, scaled to the board
+    assert study.trials[0].constraints["latency_ms"] == pytest.approx(latency.ms - 1e-3)
+    assert record.feasible is False and calls == []
     said = [r.getMessage() for r in caplog.records if "ESTIMATE" in r.getMessage()]
     assert len(said) == 1 and "fusionnas profile" in said[0]  # once per worker, with the way out
 
@@ -213,18 +218,18 @@ def test_a_trained_network_s_cpu_latency_is_measured_whole(tmp_path, digits) -> 
     config = study_config(tmp_path, PROXY, objectives=objectives)
     study = new_study(config)
     study.enqueue_trial(SPACE.params(SPACE.baseline()))
-    study.optimize(SearchObjective(config, digits, tmp_path / "artifacts", train=fake_training(calls)), n_trials=1)
-    attrs = study.trials[0].user_attrs
-    assert attrs["latency_source@cpu"] == "whole" and attrs["latency_ms@cpu"] > 0
-    assert attrs["latency_runtime@cpu"] == "onnxruntime"  # the default: what an exported model runs in
-    assert study.trials[0].values[1] == attrs["latency_ms@cpu"]
-    assert attrs["latency_estimate_ms@cpu"] > 0  # the table's figure, which decided the limits
+    study.optimize(SearchObjective(StudyContext.build(config, digits, tmp_path / "artifacts"), train=fake_training(calls)), n_trials=1)
+    latency = TrialRecord.read(study.trials[0]).latencies["cpu"]
+    assert latency.source == "whole" and latency.ms > 0
+    assert latency.runtime == "onnxruntime"  # the default: what an exported model runs in
+    assert study.trials[0].values[1] == latency.ms
+    assert latency.estimate_ms > 0  # the table's figure, which decided the limits
     # the baseline against itself; the bound only catches a ratio turned upside down or unscaled
-    assert 0.5 < attrs["latency_ratio@cpu"] < 2
-    assert attrs["latency_ms@cpu"] == pytest.approx(attrs["latency_ratio@cpu"] * attrs["latency_reference_ms@cpu"])
+    assert 0.5 < latency.ratio < 2
+    assert latency.ms == pytest.approx(latency.ratio * latency.reference_ms)
     assert (tmp_path / "artifacts" / "latency-cpu-onnxruntime.json").is_file()
     reference = json.loads((tmp_path / "artifacts" / "latency-reference-cpu-onnxruntime.json").read_text())
-    assert reference["ms"] == attrs["latency_reference_ms@cpu"] and reference["reference"] == SPACE.baseline().archid
+    assert reference["ms"] == latency.reference_ms and reference["reference"] == SPACE.baseline().archid
 
 
 def fake_meter(monkeypatch, whole: WholeLatency, measured: list | None = None) -> None:
@@ -241,13 +246,14 @@ def test_the_limits_are_checked_again_on_the_measured_latency(tmp_path, digits, 
     config = study_config(tmp_path, PROXY, constraints={"max_latency_ms": 500.0, "latency_device": "cpu"})
     study = new_study(config)
     study.enqueue_trial(SPACE.params(SPACE.baseline()))
-    objective = SearchObjective(config, digits, tmp_path / "artifacts", train=fake_training(calls))
+    objective = SearchObjective(StudyContext.build(config, digits, tmp_path / "artifacts"), train=fake_training(calls))
     study.optimize(objective, n_trials=1)
     trial = study.trials[0]
     assert len(calls) == 1  # the table's estimate (a few ms) let it train
-    assert trial.user_attrs["latency_estimate_ms@cpu"] < 500 and trial.user_attrs["latency_ms@cpu"] == 4000.0
-    assert trial.user_attrs["feasible"] is False and trial.constraints == {"latency_ms": pytest.approx(3500.0)}
-    assert trial.user_attrs["constraint_violations"] == {"latency_ms": pytest.approx(3500.0)}
+    record = TrialRecord.read(trial)
+    assert record.latencies["cpu"].estimate_ms < 500 and record.latencies["cpu"].ms == 4000.0
+    assert record.feasible is False and trial.constraints == {"latency_ms": pytest.approx(3500.0)}
+    assert record.constraint_violations == {"latency_ms": pytest.approx(3500.0)}
 
 
 def test_a_reused_architecture_keeps_its_measured_latency(tmp_path, digits, monkeypatch) -> None:
@@ -259,9 +265,9 @@ def test_a_reused_architecture_keeps_its_measured_latency(tmp_path, digits, monk
     study = new_study(config)
     for _ in range(2):
         study.enqueue_trial(SPACE.params(SPACE.baseline()))
-    study.optimize(SearchObjective(config, digits, tmp_path / "artifacts", train=fake_training(calls)), n_trials=2)
-    first, second = (t.user_attrs for t in study.trials)
-    assert len(calls) == len(measures) == 1 and second["reused_from"] == 0
-    for key in ("latency_ms@cpu", "latency_source@cpu", "latency_estimate_ms@cpu", "latency_ratio@cpu"):
-        assert second[key] == first[key]
-    assert study.trials[1].values == study.trials[0].values == [first["val_accuracy"], 3.0]
+    study.optimize(SearchObjective(StudyContext.build(config, digits, tmp_path / "artifacts"), train=fake_training(calls)), n_trials=2)
+    first, second = (TrialRecord.read(t) for t in study.trials)
+    assert len(calls) == len(measures) == 1 and second.reused_from == 0
+    for key in ("ms", "source", "estimate_ms", "ratio"):
+        assert getattr(second.latencies["cpu"], key) == getattr(first.latencies["cpu"], key)
+    assert study.trials[1].values == study.trials[0].values == [first.evaluation.val_accuracy, 3.0]

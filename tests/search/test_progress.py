@@ -5,16 +5,19 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from _records import frozen_trial
 from fusionnas.search import count_trials, describe_trials, format_progress
 from fusionnas.search.progress import summarize
+from fusionnas.trial_record import TrialRecord
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 DIST = {"x": optuna.distributions.FloatDistribution(0, 1)}
 
 
-def add(study: optuna.Study, values=None, state=TrialState.COMPLETE, **attrs) -> optuna.trial.FrozenTrial:
-    study.add_trial(optuna.trial.create_trial(state=state, values=values, params={"x": 0.5}, distributions=DIST,
-                                              user_attrs={"feasible": True, **attrs}))
+def add(study: optuna.Study, values=None, state=TrialState.COMPLETE, **fields) -> optuna.trial.FrozenTrial:
+    """A feasible trial whose record has ``fields`` (TrialRecord's)."""
+    study.add_trial(frozen_trial(TrialRecord(feasible=True, **fields), state=state, values=values, params={"x": 0.5},
+                                 distributions=DIST))
     return study.trials[-1]
 
 

@@ -7,14 +7,17 @@ import torch
 
 from _studies import PROXY, study_config
 from fusionnas.search import run_study
+from fusionnas.trial_record import TrialRecord
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 
 def _outcome(study: optuna.Study) -> list[tuple]:
     """What must repeat: each trial's parameters, archid, accuracy, loss and objective values."""
-    return [(t.number, t.params, t.user_attrs["archid"], t.user_attrs.get("val_accuracy"),
-             t.user_attrs.get("val_loss"), t.values) for t in study.trials]
+    records = [TrialRecord.read(t) for t in study.trials]
+    assert all(r.archid is not None for r in records)
+    return [(t.number, t.params, r.archid, r.evaluation.val_accuracy, r.evaluation.val_loss, t.values)
+            for t, r in zip(study.trials, records)]
 
 
 def test_same_seed_on_one_worker_repeats_architectures_and_accuracies(tmp_path) -> None:

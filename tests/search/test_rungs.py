@@ -8,14 +8,16 @@ from collections import Counter
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
-from optuna.trial import TrialState, create_trial
+from optuna.trial import TrialState
 
+from _records import frozen_trial
 from _studies import PROXY, PROXY_TOML, study_config, write_study
 from _workers import ENV
 from fusionnas.evaluators import train_proxy
 from fusionnas.results import trials_frame
 from fusionnas.search import Budget, run_study
 from fusionnas.search.rungs import Rungs
+from fusionnas.trial_record import TrialRecord
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 RUNGS = {**PROXY, "budget": {**PROXY["budget"], "steps": 8, "rungs": 2, "reduction": 4}}  # 2, then 8 steps
@@ -33,10 +35,11 @@ def test_rung_steps_grow_by_the_reduction_to_the_budget() -> None:
     assert Rungs.of(Budget(steps=50)).next_promotion(optuna.create_study()) is None
 
 
-def finished(study: optuna.Study, x: int, values: tuple[float, float], **attrs) -> None:
-    study.add_trial(create_trial(
-        values=list(values), params={"x": x}, distributions={"x": CategoricalDistribution(list(range(20)))},
-        user_attrs={"archid": f"a{x}", "evaluated": True, "feasible": True, **attrs}))
+def finished(study: optuna.Study, x: int, values: tuple[float, float], **fields) -> None:
+    """An evaluated, feasible trial of architecture ``a<x>`` whose record has ``fields`` (TrialRecord's)."""
+    study.add_trial(frozen_trial(
+        TrialRecord(archid=f"a{x}", evaluated=True, feasible=True, **fields),
+        values=list(values), params={"x": x}, distributions={"x": CategoricalDistribution(list(range(20)))}))
 
 
 def test_the_best_quarter_of_a_rung_is_promoted_best_first_and_once() -> None:
@@ -49,7 +52,7 @@ def test_the_best_quarter_of_a_rung_is_promoted_best_first_and_once() -> None:
     while (promotion := rungs.next_promotion(study)) is not None:
         parent, rung = promotion
         picked.append((parent.number, rung))
-        study.enqueue_trial(parent.params, user_attrs={"rung": rung, "promoted_from": parent.number})
+        TrialRecord(rung=rung, promoted_from=parent.number).enqueue(study, parent.params)
     assert len(picked) == 9 // 4 and all(rung == 1 for _, rung in picked)
     assert {number for number, _ in picked} <= set(range(8)) and len(set(picked)) == len(picked)
 
@@ -64,7 +67,7 @@ def test_a_rung_never_holds_more_promotions_than_its_best_share() -> None:
         while (promotion := rungs.next_promotion(study)) is not None:
             parent, rung = promotion
             promotions.append((x, parent.params["x"]))
-            study.enqueue_trial(parent.params, user_attrs={"rung": rung, "promoted_from": parent.number})
+            TrialRecord(rung=rung, promoted_from=parent.number).enqueue(study, parent.params)
             study.ask()  # the promotion runs (and stands) before the next trial finishes
     assert promotions == [(3, 3), (7, 7), (11, 11), (15, 15)]  # 16 // 4, each the best at its time
 
@@ -79,8 +82,7 @@ def test_a_higher_rung_is_promoted_first_and_an_interrupted_promotion_again() ->
     parent, rung = rungs.next_promotion(study)
     assert rung == 2 and parent.params["x"] == 3  # rung 1's best, before rung 0's
     trial = study.ask({"x": CategoricalDistribution(list(range(20)))})
-    for key, value in {"rung": 2, "promoted_from": parent.number, "failure_reason": "interrupted"}.items():
-        trial.set_user_attr(key, value)
+    TrialRecord(rung=2, promoted_from=parent.number, failure_reason="interrupted").write(trial)
     study.tell(trial, state=TrialState.FAIL)
     assert rungs.next_promotion(study)[0].number == parent.number  # offered again
 
@@ -95,14 +97,17 @@ def test_promotions_resume_from_the_lower_rung_and_the_frontier_uses_the_top(tmp
     config = study_config(tmp_path, RUNGS, n_trials=7, enqueue=[])
     study = run_study(config, progress=False, train=recording)
     trials = study.trials
-    promoted = [t for t in trials if t.user_attrs.get("rung") == 1]
+    records = [TrialRecord.read(t) for t in trials]
+    promoted = [t for t, r in zip(trials, records) if r.rung == 1]
     assert promoted and len(trials) == 7
     for trial in promoted:
-        parent = trials[trial.user_attrs["promoted_from"]]
-        assert trial.params == parent.params and trial.user_attrs["resumed_from"] == parent.number
-        assert trial.user_attrs["proxy_steps"] == 8 and parent.user_attrs["proxy_steps"] == 2
-        assert trial.user_attrs["val_accuracy@rung0"] == parent.user_attrs["val_accuracy"]
-        assert trial.user_attrs["flops"] == parent.user_attrs["flops"]
+        record = records[trial.number]
+        parent = trials[record.promoted_from]
+        parent_record = records[parent.number]
+        assert trial.params == parent.params and record.evaluation.resumed_from == parent.number
+        assert record.evaluation.proxy_steps == 8 and parent_record.evaluation.proxy_steps == 2
+        assert record.rung_accuracies[0] == parent_record.evaluation.val_accuracy
+        assert record.costs["flops"] == parent_record.costs["flops"]
     assert Counter(budgets) == {2: 7 - len(promoted), 8 - 2: len(promoted)}  # resumed: the remaining steps only
     frame = trials_frame(study)
     assert frame["is_pareto"].any() and (frame.loc[frame["is_pareto"], "rung"] == 1).all()  # the top rung only
@@ -118,5 +123,5 @@ def test_two_workers_promote_each_trial_once(tmp_path) -> None:
     assert [w.returncode for w in workers] == [0, 0], outputs
     trials = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'tiny.db'}").trials
     assert len(trials) == 10 and all(t.state == TrialState.COMPLETE for t in trials)
-    parents = [t.user_attrs["promoted_from"] for t in trials if "promoted_from" in t.user_attrs]
+    parents = [r.promoted_from for r in map(TrialRecord.read, trials) if r.promoted_from is not None]
     assert parents and len(parents) == len(set(parents))

@@ -23,6 +23,7 @@ from fusionnas.errors import UserError
 from fusionnas.search.artifacts import OWNER_FILE
 from fusionnas.search.storage import StorageError
 from fusionnas.spaces import get_space
+from fusionnas.trial_record import StudyRecord, TrialRecord
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -38,8 +39,8 @@ def test_runs_resumes_and_adds_trials_to_the_same_study(tmp_path) -> None:
     study = run_study(config, progress=lambda p: lines.append(format_progress(p)))
     assert config.storage == f"sqlite:///{tmp_path / 'tiny.db'}"
     assert len(study.trials) == 2 and len(lines) == 2
-    assert study.trials[0].user_attrs["archid"] == get_space("mobilenetv2-cifar").baseline().archid
-    assert study.user_attrs["fingerprint"] == config.fingerprint
+    assert TrialRecord.read(study.trials[0]).archid == get_space("mobilenetv2-cifar").baseline().archid
+    assert StudyRecord.read(study).fingerprint == config.fingerprint
     assert study.metric_names == ["synflow", "flops"]
     assert lines[-1].startswith("[2/2] trial 1 ") and "feasible 2" in lines[-1]
 
@@ -48,7 +49,7 @@ def test_runs_resumes_and_adds_trials_to_the_same_study(tmp_path) -> None:
     more = run_study(config, n_trials=4, progress=False)
     assert [t.number for t in more.trials] == [0, 1, 2, 3]
     assert all(t.state == TrialState.COMPLETE for t in more.trials)
-    assert more.trials[0].user_attrs.get("preset") == "baseline"  # enqueued once only
+    assert TrialRecord.read(more.trials[0]).preset == "baseline"  # enqueued once only
 
 
 def test_journal_storage(tmp_path) -> None:
@@ -97,7 +98,7 @@ def test_ctrl_c_fails_the_running_trial_and_the_study_resumes(tmp_path) -> None:
     assert stop.value.trial_number == 1
     study = open_study(config)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
-    assert study.trials[1].user_attrs["failure_reason"] == "interrupted"
+    assert TrialRecord.read(study.trials[1]).failure_reason == "interrupted"
     assert count_trials(study) == 1  # the interrupted trial does not count
     study = run_study(config, progress=False, train=interrupted_once)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE,
@@ -113,7 +114,7 @@ def test_a_run_stops_when_every_trial_fails(tmp_path) -> None:
         run_study(config, progress=False, train=broken)
     study = open_study(config)
     assert len(study.trials) == 5
-    assert all(t.user_attrs["failure_reason"].startswith("RuntimeError: CUDA error") for t in study.trials)
+    assert all(TrialRecord.read(t).failure_reason.startswith("RuntimeError: CUDA error") for t in study.trials)
 
 
 def test_a_real_run_skips_infeasible_trials_and_survives_a_failure(tmp_path) -> None:
@@ -131,14 +132,14 @@ def test_a_real_run_skips_infeasible_trials_and_survives_a_failure(tmp_path) -> 
     config = study_config(tmp_path, PROXY, n_trials=4, enqueue=["baseline", "all-bft", "all-dct", "wht-last-third"],
                           constraints={"max_flops": 8e7})
     study = run_study(config, progress=False, train=diverge_first)
-    states = [(t.state, t.user_attrs.get("feasible")) for t in study.trials]
+    states = [(t.state, TrialRecord.read(t).feasible) for t in study.trials]
     assert states == [(TrialState.COMPLETE, False), (TrialState.FAIL, True), (TrialState.COMPLETE, False),
                       (TrialState.COMPLETE, True)]  # all-dct keeps the conv's FLOPs until it prunes
-    assert len(calls) == 2 and "val_accuracy" not in study.trials[0].user_attrs
-    assert study.trials[1].user_attrs["failure_reason"].startswith("diverged")
+    assert len(calls) == 2 and TrialRecord.read(study.trials[0]).evaluation.val_accuracy is None
+    assert TrialRecord.read(study.trials[1]).failure_reason.startswith("diverged")
     assert [t.number for t in study.best_trials] == [3]
     weights = list((tmp_path / "tiny-artifacts" / "weights").iterdir())
-    assert [w.name.split("-")[0] for w in weights] == [study.trials[3].user_attrs["archid"]]
+    assert [w.name.split("-")[0] for w in weights] == [TrialRecord.read(study.trials[3]).archid]
 
 
 def test_each_storage_keeps_its_own_artifacts(tmp_path) -> None:
@@ -147,19 +148,19 @@ def test_each_storage_keeps_its_own_artifacts(tmp_path) -> None:
     home = run_study(config, progress=False)
     folder = artifacts_dir(config)
     assert folder == tmp_path / "tiny-artifacts"
-    name = home.trials[0].user_attrs["weights"]
+    name = TrialRecord.read(home.trials[0]).evaluation.weights
     before = (folder / "weights" / name).stat()
     for storage in ("rep_a", "rep_b"):
         url = f"sqlite:///{tmp_path / storage}.db"
         study = run_study(config, storage=url, progress=False)
-        assert study.trials[0].user_attrs["weights"] == name  # same archid and fingerprint: the same file name
+        assert TrialRecord.read(study.trials[0]).evaluation.weights == name  # same archid and fingerprint: the same file name
         own = artifacts_dir(config, url)
         assert own == tmp_path / f"tiny-artifacts-{storage}" and (own / "weights" / name).is_file()
         assert json.loads((own / OWNER_FILE).read_text()) == {"study": "tiny", "storage": f"{storage}.db"}
     after = (folder / "weights" / name).stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # never replaced
     assert json.loads((folder / OWNER_FILE).read_text()) == {"study": "tiny", "storage": "tiny.db"}
-    assert home.user_attrs["data"]["name"] == "digits" and len(home.user_attrs["data"]["classes"]) == 10
+    assert StudyRecord.read(home).data["name"] == "digits" and len(StudyRecord.read(home).data["classes"]) == 10
 
 
 def test_artifacts_written_before_owners_stay_the_study_files_own(tmp_path) -> None:

@@ -1,4 +1,4 @@
-"""SIGINT and SIGTERM at random moments of `fusionnas search` (issue 10).
+"""SIGINT and SIGTERM at random moments of `fusionnas search`.
 
 Each round resumes one study on SQLite or PostgreSQL with ``--n-trials`` one
 above what it holds, so that a run goes through every phase: imports, loading

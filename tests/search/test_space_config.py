@@ -7,6 +7,7 @@ import pytest
 from _studies import ZERO_COST, ZERO_COST_TOML, study_config, write_study
 from fusionnas.search import SpaceRestriction, StudyConfigError, load_study_config, run_study
 from fusionnas.spaces import Arch, choices_fingerprint, get_space, random_archs, registry
+from fusionnas.trial_record import StudyRecord, TrialRecord
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -61,9 +62,9 @@ def test_a_restricted_study_runs_and_records_its_choices(tmp_path) -> None:
     config = study_config(tmp_path, ZERO_COST, space=CONV_ONLY, n_trials=3, enqueue=["baseline"])
     study = run_study(config, progress=False)
     space = config.search_space()
-    assert study.user_attrs["space_choices"] == choices_fingerprint(space)
+    assert StudyRecord.read(study).space_choices == choices_fingerprint(space)
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    archs = [Arch.from_json(t.user_attrs["arch"]) for t in study.trials]
+    archs = [Arch.from_json(TrialRecord.read(t).arch) for t in study.trials]
     assert archs[0] == get_space(config.space).baseline()
     for arch in archs:
         space.validate(arch)  # conv only, as the archs of the space itself

@@ -13,6 +13,7 @@ from fusionnas.evaluators import get_dataset
 from fusionnas.search import run_study
 from fusionnas.search.shared_weights import StudySupernet
 from fusionnas.spaces import get_space
+from fusionnas.trial_record import TrialRecord
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 SUPERNET = {**PROXY, "budget": {**PROXY["budget"], "kind": "supernet", "supernet_steps": 4, "steps": 4,
@@ -28,13 +29,14 @@ def test_rung_zero_inherits_and_promotions_train_on_from_it(tmp_path) -> None:
     config = study_config(tmp_path, SUPERNET, n_trials=6, enqueue=[])
     study = run_study(config, progress=False)
     trials = study.trials
-    first = [t for t in trials if t.user_attrs.get("rung", 0) == 0]
-    promoted = [t for t in trials if t.user_attrs.get("rung") == 1]
+    records = [TrialRecord.read(t) for t in trials]
+    first = [r for r in records if r.rung == 0]
+    promoted = [r for r in records if r.rung == 1]
     assert first and promoted and all(t.state.name == "COMPLETE" for t in trials)
-    assert all(t.user_attrs["supernet_steps"] == 4 and t.user_attrs["proxy_steps"] == 0 for t in first)
-    for trial in promoted:
-        parent = trials[trial.user_attrs["promoted_from"]]
-        assert trial.user_attrs["resumed_from"] == parent.number and trial.user_attrs["proxy_steps"] == 4
+    assert all(r.evaluation.supernet_steps == 4 and r.evaluation.proxy_steps == 0 for r in first)
+    for record in promoted:
+        parent = trials[record.promoted_from]
+        assert record.evaluation.resumed_from == parent.number and record.evaluation.proxy_steps == 4
     assert (tmp_path / "tiny-artifacts" / f"supernet-{config.fingerprint}.pt").is_file()
 
 

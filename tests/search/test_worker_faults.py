@@ -1,4 +1,4 @@
-"""Workers that die, are stopped, or share a SQLite file (issue 7).
+"""Workers that die, are stopped, or share a SQLite file.
 
 Every worker is a separate process running the real `fusionnas search`. The
 PostgreSQL tests use the ``postgres_url`` fixture (tests/_postgres.py): they
@@ -33,6 +33,7 @@ from sqlalchemy import create_mock_engine
 from _studies import PROXY_TOML, ZERO_COST_TOML
 from _workers import ended_normally, finish, has_study, start_worker, states, storage
 from fusionnas.search import count_trials, open_storage
+from fusionnas.trial_record import TrialRecord
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -56,7 +57,7 @@ def wait_for_training(url: str, name: str, worker: subprocess.Popen, number: int
             study = optuna.load_study(study_name=name, storage=storage(url))
         trials = study.get_trials(deepcopy=False) if study is not None else []
         if len(trials) > number and trials[number].state == TrialState.RUNNING and \
-                "flops" in trials[number].user_attrs:
+                "flops" in TrialRecord.read(trials[number]).costs:
             return study
         assert worker.poll() is None, worker.communicate()
         assert time.monotonic() < deadline, f"trial {number} never started training"
@@ -111,9 +112,10 @@ def test_postgres_killed_worker_trial_fails_is_retried_and_the_study_completes(p
     retry = trials[1]  # the WAITING copy runs first
     assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0
     assert retry.params == killed.params
-    assert retry.user_attrs["archid"] == killed.user_attrs["archid"]
-    assert retry.user_attrs["preset"] == "baseline"
-    assert "reused_from" not in retry.user_attrs and 0 <= retry.user_attrs["val_accuracy"] <= 1
+    record = TrialRecord.read(retry)
+    assert record.archid is not None and record.archid == TrialRecord.read(killed).archid
+    assert record.preset == "baseline"
+    assert record.reused_from is None and 0 <= record.evaluation.val_accuracy <= 1
     assert count_trials(load(url, name)) == 2  # the study's n_trials; the killed original does not count
     assert "[2/2] trial 2 " in out
 
@@ -145,7 +147,7 @@ def test_postgres_worker_stops_cleanly_on_sigint_and_the_study_resumes(pg_study)
         "counting towards n_trials (waiting, interrupted or retried trials do not); run the same command to resume"]
     trials = load(url, name).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
-    assert trials[1].user_attrs["failure_reason"] == "interrupted"
+    assert TrialRecord.read(trials[1]).failure_reason == "interrupted"
     time.sleep(GRACE_S)  # had the trial been left RUNNING, its heartbeat would be stale now
 
     code, out, err = run_worker(folder, "--storage", url, "--heartbeat", "1")
@@ -167,7 +169,8 @@ def test_postgres_worker_stopped_by_sigterm_during_a_preset_evaluates_it_on_resu
     write(n_trials=1)
     worker = start_worker(folder, "--storage", url, "--heartbeat", "1")
     study = wait_for_training(url, name, worker, number=0)
-    baseline = study.trials[0].user_attrs["archid"]
+    baseline = TrialRecord.read(study.trials[0]).archid
+    assert baseline is not None
     out, err = stop(worker, signal.SIGTERM)
     assert worker.returncode == 130, (out, err)
     assert err.strip().splitlines() == [
@@ -178,7 +181,7 @@ def test_postgres_worker_stopped_by_sigterm_during_a_preset_evaluates_it_on_resu
     assert code == 0, (out, err)
     trials = load(url, name).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert trials[1].user_attrs["archid"] == baseline
+    assert TrialRecord.read(trials[1]).archid == baseline
 
 
 def sqlite_study(folder: Path, n_trials: int) -> str:

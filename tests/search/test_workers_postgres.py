@@ -1,4 +1,4 @@
-"""Many `fusionnas search` workers on one PostgreSQL study (issue 7).
+"""Many `fusionnas search` workers on one PostgreSQL study.
 
 Each worker is a separate process running the real command line with the same
 study file and storage URL. ``--n-trials`` is the study's total (see
@@ -33,6 +33,7 @@ from _workers import finish, start_worker
 from fusionnas.evaluators.data import get_dataset
 from fusionnas.search import (
     SearchObjective,
+    StudyContext,
     StorageOptions,
     count_trials,
     load_study_config,
@@ -41,6 +42,7 @@ from fusionnas.search import (
     run_study,
 )
 from fusionnas.spaces import get_space
+from fusionnas.trial_record import StudyRecord, TrialRecord
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -97,24 +99,27 @@ def test_postgres_three_workers_finish_exactly_their_total(three_workers) -> Non
 def test_postgres_workers_never_evaluate_an_archid_twice_at_one_budget(three_workers) -> None:
     study, _ = three_workers
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    fingerprints = {t.user_attrs["fingerprint"] for t in trials.values()}
-    assert fingerprints == {study.user_attrs["fingerprint"]}  # one budget
-    evaluated = [t for t in trials.values() if "reused_from" not in t.user_attrs]
-    assert all(t.user_attrs.get("evaluated") for t in evaluated)
-    archids = Counter((t.user_attrs["archid"], t.user_attrs["fingerprint"]) for t in evaluated)
+    records = {number: TrialRecord.read(t) for number, t in trials.items()}
+    fingerprint = StudyRecord.read(study).fingerprint
+    assert fingerprint is not None and all(r.archid is not None for r in records.values())
+    assert {r.fingerprint for r in records.values()} == {fingerprint}  # one budget
+    evaluated = [r for r in records.values() if r.reused_from is None]
+    assert all(r.evaluated for r in evaluated)
+    archids = Counter((r.archid, r.fingerprint) for r in evaluated)
     assert [key for key, n in archids.items() if n > 1] == []
-    for trial in trials.values():  # a reused result is an evaluated trial's, unchanged
-        if "reused_from" in trial.user_attrs:
-            source = trials[trial.user_attrs["reused_from"]]
-            assert "reused_from" not in source.user_attrs
-            assert source.user_attrs["archid"] == trial.user_attrs["archid"]
-            assert source.values == trial.values
-            assert source.user_attrs["synflow"] == trial.user_attrs["synflow"]
+    for number, record in records.items():  # a reused result is an evaluated trial's, unchanged
+        if record.reused_from is not None:
+            source = records[record.reused_from]
+            assert source.reused_from is None
+            assert source.archid == record.archid
+            assert trials[record.reused_from].values == trials[number].values
+            assert source.scores["synflow"] == record.scores["synflow"]
 
 
 def test_postgres_workers_explore_different_architectures(three_workers) -> None:
     study, _ = three_workers
-    archids = {t.user_attrs["archid"] for t in study.get_trials(deepcopy=False)}
+    archids = {TrialRecord.read(t).archid for t in study.get_trials(deepcopy=False)}
+    assert None not in archids
     # Random sampling over ~3.6e42 architectures: three independent workers repeat none.
     assert len(archids) >= 0.9 * TOTAL, f"{len(archids)} distinct archids in {TOTAL} trials"
 
@@ -186,7 +191,8 @@ def test_postgres_worker_joins_a_study_another_worker_is_creating(postgres_url, 
         assert code == 0, err
         study = optuna.load_study(study_name=name, storage=postgres_url)
         assert [t.state for t in study.trials] == [TrialState.COMPLETE]
-        assert study.user_attrs.get("fingerprint") == study.trials[0].user_attrs["fingerprint"]
+        fingerprint = TrialRecord.read(study.trials[0]).fingerprint
+        assert fingerprint is not None and StudyRecord.read(study).fingerprint == fingerprint
     finally:
         optuna.delete_study(study_name=name, storage=postgres_url)
 
@@ -211,7 +217,7 @@ def test_postgres_workers_drawing_one_archid_at_once_evaluate_it_once(postgres_u
         a = workers[0].ask()
         b = workers[1].ask()
         assert (a.number, b.number) == (0, 1)
-        objective_a, objective_b = (SearchObjective(config, data, None, duplicate_wait_s=60, poll_s=0.1)
+        objective_a, objective_b = (SearchObjective(StudyContext.build(config, data), duplicate_wait_s=60, poll_s=0.1)
                                     for _ in range(2))
         values_b = objective_b(b)  # B evaluates: no other trial has stored this archid yet
         result = {}
@@ -224,10 +230,11 @@ def test_postgres_workers_drawing_one_archid_at_once_evaluate_it_once(postgres_u
         workers[0].tell(a, result["a"])
         trials = workers[0].get_trials(deepcopy=False)
         assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
-        assert trials[0].user_attrs["archid"] == trials[1].user_attrs["archid"]
-        evaluated = [t.number for t in trials if "reused_from" not in t.user_attrs]
+        records = [TrialRecord.read(t) for t in trials]
+        assert records[0].archid is not None and records[0].archid == records[1].archid
+        evaluated = [t.number for t, r in zip(trials, records) if r.reused_from is None]
         assert evaluated == [1], "the architecture was evaluated by both workers"
-        assert trials[0].user_attrs["reused_from"] == 1 and trials[0].values == trials[1].values
+        assert records[0].reused_from == 1 and trials[0].values == trials[1].values
     finally:
         optuna.delete_study(study_name=name, storage=postgres_url)
 

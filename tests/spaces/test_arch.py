@@ -129,11 +129,22 @@ def test_invalid_json_text_names_the_problem(text, message):
         Arch.from_json(text)
 
 
-def test_constructing_an_invalid_arch_directly_fails_too():
-    base = get_space("mobilenetv2-cifar").baseline()
+def test_an_invalid_arch_constructed_directly_is_refused_where_it_is_used():
+    space = get_space("mobilenetv2-cifar")
+    base = space.baseline()
     blocks = list(base.blocks)
     blocks[3] = dataclasses.replace(blocks[3], project="fft9")
-    with pytest.raises(ValueError, match=r"blocks\[3\]\.project: 'fft9'"):
-        dataclasses.replace(base, blocks=tuple(blocks))
+    bad = dataclasses.replace(base, blocks=tuple(blocks))  # a plain value: its types are checked, not its space
+    for use in (space.validate, space.params, space.build, lambda arch: Arch.from_json(arch.to_json())):
+        with pytest.raises(ValueError, match=r"blocks\[3\]\.project: 'fft9'"):
+            use(bad)
     with pytest.raises(ValueError, match=r"^kernel: 3\.0 is not an integer"):
         BlockChoice("conv", "conv", "conv", 6, 3.0, 1.0)
+
+
+def test_an_arch_is_checked_against_the_space_it_is_read_with():
+    space = get_space("mobilenetv2-cifar")
+    text = space.preset("all-wht").to_json()
+    assert Arch.from_json(text, space) == space.preset("all-wht")
+    with pytest.raises(ValueError, match="^head_fusion: 'wht' is not one of conv$"):
+        Arch.from_json(text, space.restrict(fusions=["conv"]))

@@ -44,6 +44,19 @@ def test_both_spaces_are_registered_and_unknown_names_listed():
         register_space(get_space("mobilenetv2-cifar"))
 
 
+def test_a_space_takes_presets_samples_and_builds_before_it_is_registered():
+    space = MobileNetV2Space("unregistered", CIFAR_INVERTED_RESIDUAL_SETTING, (3, 32, 32), 10, stem_stride=1,
+                             fusions=["conv", "wht"])
+    space.add_preset("baseline", lambda i, n: ("conv", "conv", "conv"))
+    with pytest.raises(ValueError, match="^head_fusion: 'dct' is not one of conv, wht$"):
+        space.add_preset("all-dct", lambda i, n: ("dct", "conv", "dct"))  # refused at once, not at use
+    arch = _random_archs(space, 1)[0]
+    assert space.build(space.baseline())(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    assert Arch.from_json(arch.to_json(), space) == arch and "unregistered" not in list_spaces()
+    with pytest.raises(ValueError, match="^space: 'unregistered' is not one of mobilenetv2-cifar, "):
+        Arch.from_json(arch.to_json())  # a document names its space: without one given, a registered one
+
+
 # -- the space's vocabulary (every registered space) --------------------------------------------
 
 
