@@ -37,6 +37,7 @@ from torch import nn
 from fusionnas.errors import UserError
 from fusionnas.evaluators.batch_norm import recalibrate_batch_norm
 from fusionnas.evaluators.data import DataSplits, iterate_batches
+from fusionnas.evaluators.training_options import TRAINING_OPTIONS, is_int, is_number, training_option_problems
 from fusionnas.evaluators.training import cosine_with_warmup, endless_batches, evaluate, param_groups, run_steps
 from fusionnas.layers import operator_loss
 
@@ -112,30 +113,18 @@ class ProxyBudget:
             raise UserError(
                 f"set epochs or steps, not both (got epochs={self.epochs!r}, steps={self.steps!r})"
             )
-        if self.epochs is not None and not (_is_number(self.epochs) and self.epochs > 0):
-            raise UserError(f"epochs must be > 0, got {self.epochs!r}")
-        if self.steps is not None and not (_is_int(self.steps) and self.steps >= 1):
-            raise UserError(f"steps must be a positive integer, got {self.steps!r}")
-        if not (_is_number(self.data_fraction) and 0 < self.data_fraction <= 1):
-            raise UserError(f"data_fraction must be in (0, 1], got {self.data_fraction!r}")
-        for name in ("batch_size", "eval_batch_size"):
-            value = getattr(self, name)
-            if not (_is_int(value) and value >= 1):
-                raise UserError(f"{name} must be a positive integer, got {value!r}")
-        if not (_is_int(self.bn_recalibration_batches) and self.bn_recalibration_batches >= 0):
-            raise UserError(f"bn_recalibration_batches must be an integer >= 0, got {self.bn_recalibration_batches!r}")
-        if not (_is_number(self.lr) and self.lr > 0):
-            raise UserError(f"lr must be > 0, got {self.lr!r}")
+        for name, problem, _ in training_option_problems({f: getattr(self, f) for f in TRAINING_OPTIONS}):
+            raise UserError(f"{name} {problem}")
+        if not (is_int(self.eval_batch_size) and self.eval_batch_size >= 1):
+            raise UserError(f"eval_batch_size must be a positive integer, got {self.eval_batch_size!r}")
         for name in ("momentum", "warmup_fraction", "label_smoothing"):
             value = getattr(self, name)
-            if not (_is_number(value) and 0 <= value < 1):
+            if not (is_number(value) and 0 <= value < 1):
                 raise UserError(f"{name} must be in [0, 1), got {value!r}")
         for name in ("weight_decay", "operator_loss_weight"):
             value = getattr(self, name)
-            if not (_is_number(value) and value >= 0):
+            if not (is_number(value) and value >= 0):
                 raise UserError(f"{name} must be >= 0, got {value!r}")
-        if self.resolution is not None and not (_is_int(self.resolution) and self.resolution >= 1):
-            raise UserError(f"resolution must be a positive integer or None, got {self.resolution!r}")
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
             raise UserError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
 
@@ -161,14 +150,6 @@ class ProxyResult:
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (for study records)."""
         return dataclasses.asdict(self)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

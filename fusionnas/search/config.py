@@ -69,6 +69,7 @@ from typing import TYPE_CHECKING, Any
 
 from fusionnas.metrics import ZERO_COST_PROXIES
 from fusionnas.runtime_names import default_runtime
+from fusionnas.evaluators.training_options import training_option_problems
 from fusionnas.search.estimators import ESTIMATORS, Estimator, estimator_for
 from fusionnas.search.problems import StudyConfigError, StudyConfigProblem, choice, positive, raise_if, study_key
 from fusionnas.search.sampler_config import SAMPLERS, SamplerConfig
@@ -126,14 +127,8 @@ class Budget:
         problems: list[StudyConfigProblem] = []
         if self.kind not in ESTIMATORS:
             problems.append(choice("kind", self.kind, tuple(ESTIMATORS), "budget kind"))
-        if self.epochs is not None and self.steps is not None:
-            problems.append(StudyConfigProblem(
-                "steps", "set together with epochs", "keep epochs or steps, not both"))
-        positive(problems, "epochs", self.epochs, "write epochs = 1 (fractions allowed)")
-        positive(problems, "steps", self.steps, "write steps = 50")
-        positive(problems, "batch_size", self.batch_size, "write batch_size = 64")
-        positive(problems, "lr", self.lr, "write lr = 0.05")
-        positive(problems, "resolution", self.resolution, "write resolution = 32 or remove it")
+        problems += [StudyConfigProblem(*problem) for problem in training_option_problems(
+            self.proxy_options(), {"bn_recalibration_batches": "bn_recalibration"})]  # their rules, said once
         if self.rungs < 1:
             problems.append(StudyConfigProblem("rungs", f"must be >= 1, got {self.rungs}",
                                                "write rungs = 3, or 1 for no promotions"))
@@ -143,14 +138,6 @@ class Budget:
         if self.kind in ESTIMATORS:
             problems += self.estimator.problems(self)
         positive(problems, "supernet_steps", self.supernet_steps, "write supernet_steps = 600")
-        if self.bn_recalibration < 0:
-            problems.append(StudyConfigProblem(
-                "bn_recalibration", f"must be >= 0, got {self.bn_recalibration}",
-                "write bn_recalibration = 8 (batches; 0 turns it off)"))
-        if not 0 < self.data_fraction <= 1:
-            problems.append(StudyConfigProblem(
-                "data_fraction", f"must lie in (0, 1], got {self.data_fraction!r}",
-                "write data_fraction = 0.5 (1.0 uses all training data)"))
         if self.prefilter is not None and not 0 < self.prefilter < 1:
             problems.append(StudyConfigProblem(
                 "prefilter", f"must lie in (0, 1), got {self.prefilter!r}",
